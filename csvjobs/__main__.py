@@ -1,0 +1,5 @@
+"""Allow `python -m csvjobs`."""
+
+from csvjobs.cli import main
+
+main()

