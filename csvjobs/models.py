@@ -83,6 +83,7 @@ class ClaimedJob(BaseModel):
     user_id: uuid.UUID
     row_number: int
     row_data: dict[str, Any]
+    product: dict[str, str] = Field(default_factory=dict)
     trigger_text: str | None = None
     attempt: int
     retry_count: int = 0

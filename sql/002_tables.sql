@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS csv_row_jobs (
     batch_id                uuid NOT NULL REFERENCES csv_batches (id) ON DELETE CASCADE,
     row_number              integer NOT NULL CHECK (row_number > 0),
     row_data                jsonb NOT NULL,
+    -- The row mapped onto the pipeline's fields (title, description, product_type, size, mpn, country).
+    product                 jsonb NOT NULL DEFAULT '{}',
     status                  text NOT NULL DEFAULT 'pending' CHECK (status IN
                                 ('pending', 'claimed', 'processing', 'completed', 'failed')),
     trigger_text            text,

@@ -162,10 +162,11 @@ BEGIN
 END
 $$;
 
--- Claim up to p_limit pending jobs for a worker, fairly across batches: the batch with the fewest jobs in flight
--- goes first, so a small batch uploaded beside a huge one starts at once. Optionally only one batch (dedicated
--- workers) or one user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled,
--- paused, completed). Reclaims timed-out claims first. The first claim moves a batch to processing.
+-- Claim up to p_limit pending jobs for a worker, fairly across batches: slots go one by one to the batch with
+-- the fewest jobs in flight (counting the slots already given), so a small batch uploaded beside a huge one gets
+-- its rows in flight at once instead of waiting behind it. Optionally only one batch (dedicated workers) or one
+-- user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled, paused,
+-- completed). Reclaims timed-out claims first. The first claim moves a batch to processing.
 -- Locks: the claimed job rows (FOR UPDATE SKIP LOCKED, so claimers never wait on each other); a batch row only
 -- on its first claim.
 CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
@@ -175,19 +176,25 @@ CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
     p_limit integer DEFAULT 1,
     p_user_id uuid DEFAULT NULL
 ) RETURNS TABLE (
-    job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, trigger_text text,
-    attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
+    job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
+    trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_batches uuid[];
-    v_batch uuid;
-    v_owner uuid;
+    v_owners uuid[];
+    v_load integer[];
+    v_available integer[];
+    v_share integer[];
+    v_n integer;
+    v_best integer;
     v_remaining integer := p_limit;
-    v_cap integer;
     v_got integer;
     v_pass integer;
+    v_want integer;
+    i integer;
+    s integer;
 BEGIN
     IF p_worker_id IS NULL OR p_worker_id = '' THEN
         RAISE EXCEPTION 'claim_csv_row_jobs: a worker id is required' USING ERRCODE = '22023';
@@ -197,31 +204,52 @@ BEGIN
     END IF;
     PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
 
-    SELECT array_agg(b.id ORDER BY
-               (SELECT count(*) FROM csv_row_jobs f
-                 WHERE f.batch_id = b.id AND f.status IN ('claimed', 'processing')),
-               b.created_at, b.id)
-      INTO v_batches
-      FROM csv_batches b
-     WHERE b.status IN ('queued', 'processing')
-       AND (p_batch_id IS NULL OR b.id = p_batch_id)
-       AND (p_user_id IS NULL OR b.user_id = p_user_id)
-       AND EXISTS (SELECT 1 FROM csv_row_jobs p WHERE p.batch_id = b.id AND p.status = 'pending');
+    -- Batches that can hand out work, with their jobs in flight and (up to p_limit) pending jobs; both counts
+    -- come from small partial indexes.
+    SELECT array_agg(t.id ORDER BY t.created_at, t.id), array_agg(t.user_id ORDER BY t.created_at, t.id),
+           array_agg(t.in_flight ORDER BY t.created_at, t.id), array_agg(t.pending ORDER BY t.created_at, t.id)
+      INTO v_batches, v_owners, v_load, v_available
+      FROM (
+          SELECT b.id, b.user_id, b.created_at,
+                 (SELECT count(*) FROM csv_row_jobs f
+                   WHERE f.batch_id = b.id AND f.status IN ('claimed', 'processing'))::integer AS in_flight,
+                 (SELECT count(*) FROM (SELECT 1 FROM csv_row_jobs p
+                                         WHERE p.batch_id = b.id AND p.status = 'pending' LIMIT p_limit) q
+                 )::integer AS pending
+            FROM csv_batches b
+           WHERE b.status IN ('queued', 'processing')
+             AND (p_batch_id IS NULL OR b.id = p_batch_id)
+             AND (p_user_id IS NULL OR b.user_id = p_user_id)
+      ) t
+     WHERE t.pending > 0;
     IF v_batches IS NULL THEN
         RETURN;
     END IF;
+    v_n := cardinality(v_batches);
+    v_share := array_fill(0, ARRAY[v_n]);
+    FOR s IN 1..p_limit LOOP
+        v_best := NULL;
+        FOR i IN 1..v_n LOOP
+            IF v_share[i] < v_available[i]
+               AND (v_best IS NULL OR v_load[i] + v_share[i] < v_load[v_best] + v_share[v_best]) THEN
+                v_best := i;
+            END IF;
+        END LOOP;
+        EXIT WHEN v_best IS NULL;
+        v_share[v_best] := v_share[v_best] + 1;
+    END LOOP;
 
-    -- First pass: an equal share per batch; second pass: whatever is left from any batch that still has work.
-    v_cap := greatest(1, ceil(p_limit::numeric / cardinality(v_batches))::integer);
+    -- First pass: each batch's share; second pass: whatever other claimers took from under us, from any batch.
     FOR v_pass IN 1..2 LOOP
-        FOREACH v_batch IN ARRAY v_batches LOOP
-            SELECT b.user_id INTO v_owner FROM csv_batches b WHERE b.id = v_batch;
+        FOR i IN 1..v_n LOOP
+            v_want := CASE WHEN v_pass = 1 THEN least(v_share[i], v_remaining) ELSE v_remaining END;
+            CONTINUE WHEN v_want <= 0;
             RETURN QUERY
             WITH picked AS (
                 SELECT j.id FROM csv_row_jobs j
-                WHERE j.batch_id = v_batch AND j.status = 'pending'
+                WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
                 ORDER BY j.id
-                LIMIT CASE WHEN v_pass = 1 THEN least(v_cap, v_remaining) ELSE v_remaining END
+                LIMIT v_want
                 FOR UPDATE SKIP LOCKED
             ), claimed AS (
                 UPDATE csv_row_jobs j SET
@@ -232,26 +260,26 @@ BEGIN
                     updated_at = now()
                 FROM picked
                 WHERE j.id = picked.id
-                RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.trigger_text, j.attempt, j.retry_count,
-                          j.max_retries, j.checkpoint
+                RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.product, j.trigger_text, j.attempt,
+                          j.retry_count, j.max_retries, j.checkpoint
             )
-            SELECT c.id, c.batch_id, v_owner, c.row_number, c.row_data, c.trigger_text, c.attempt,
-                   c.retry_count, c.max_retries, c.checkpoint
+            SELECT c.id, c.batch_id, v_owners[i], c.row_number, c.row_data, c.product, c.trigger_text,
+                   c.attempt, c.retry_count, c.max_retries, c.checkpoint
             FROM claimed c ORDER BY c.id;
             GET DIAGNOSTICS v_got = ROW_COUNT;
             IF v_got > 0 THEN
                 UPDATE csv_batches b
                    SET status = 'processing', started_at = coalesce(b.started_at, now()), updated_at = now()
-                 WHERE b.id = v_batch AND b.status = 'queued';
+                 WHERE b.id = v_batches[i] AND b.status = 'queued';
                 IF FOUND THEN
                     INSERT INTO csv_processing_logs (batch_id, worker_instance, log_level, message, operation)
-                    VALUES (v_batch, p_worker_id, 'INFO', 'batch processing started', 'batch_started');
+                    VALUES (v_batches[i], p_worker_id, 'INFO', 'batch processing started', 'batch_started');
                 END IF;
                 v_remaining := v_remaining - v_got;
             END IF;
             EXIT WHEN v_remaining <= 0;
         END LOOP;
-        EXIT WHEN v_remaining <= 0 OR cardinality(v_batches) = 1;
+        EXIT WHEN v_remaining <= 0;
     END LOOP;
 END
 $$;
@@ -263,8 +291,8 @@ CREATE OR REPLACE FUNCTION claim_next_csv_row_job(
     p_batch_id uuid DEFAULT NULL,
     p_timeout_minutes numeric DEFAULT 5
 ) RETURNS TABLE (
-    job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, trigger_text text,
-    attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
+    job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
+    trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
 )
 LANGUAGE sql AS $$
     SELECT * FROM claim_csv_row_jobs(p_worker_id, p_batch_id, p_timeout_minutes, 1);

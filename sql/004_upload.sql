@@ -7,7 +7,11 @@
 -- created, and queue the batch. SECURITY DEFINER because the caller may not insert jobs directly; it checks
 -- ownership itself with auth.uid(), exactly as the policies would.
 -- Locks: the batch row.
-CREATE OR REPLACE FUNCTION enqueue_csv_upload_rows(p_batch_id uuid, p_skipped_rows integer DEFAULT 0)
+CREATE OR REPLACE FUNCTION enqueue_csv_upload_rows(
+    p_batch_id uuid,
+    p_skipped_rows integer DEFAULT 0,
+    p_max_retries integer DEFAULT 3
+)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -27,8 +31,9 @@ BEGIN
             USING ERRCODE = '55000';
     END IF;
 
-    INSERT INTO public.csv_row_jobs (batch_id, row_number, row_data, trigger_text)
-    SELECT p_batch_id, s.row_number, s.row_data, s.trigger_text FROM pg_temp.csv_upload_rows s;
+    INSERT INTO public.csv_row_jobs (batch_id, row_number, row_data, product, trigger_text, max_retries)
+    SELECT p_batch_id, s.row_number, s.row_data, s.product, s.trigger_text, greatest(p_max_retries, 0)
+    FROM pg_temp.csv_upload_rows s;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
 
     UPDATE public.csv_batches SET

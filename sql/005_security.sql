@@ -66,7 +66,7 @@ REVOKE EXECUTE ON FUNCTION
     release_csv_worker_jobs(text, boolean),
     cleanup_stale_csv_workers(numeric),
     get_csv_batch_progress(uuid),
-    enqueue_csv_upload_rows(uuid, integer)
+    enqueue_csv_upload_rows(uuid, integer, integer)
 FROM PUBLIC, anon, authenticated;
 
 GRANT EXECUTE ON FUNCTION
@@ -82,7 +82,7 @@ GRANT EXECUTE ON FUNCTION
     release_csv_worker_jobs(text, boolean),
     cleanup_stale_csv_workers(numeric)
 TO service_role;
-GRANT EXECUTE ON FUNCTION get_csv_batch_progress(uuid), enqueue_csv_upload_rows(uuid, integer)
+GRANT EXECUTE ON FUNCTION get_csv_batch_progress(uuid), enqueue_csv_upload_rows(uuid, integer, integer)
     TO authenticated, service_role;
 
 -- Supabase Storage: the buckets csvjobs uses, each user confined to their own {user_id}/ folder.

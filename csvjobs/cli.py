@@ -1,0 +1,316 @@
+"""The csvjobs command line: each command parses options, calls one core function and renders the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from csvjobs import __version__
+from csvjobs.config import Settings, load_settings
+from csvjobs.errors import CsvJobsError, InputError, NotBuiltError
+
+app = typer.Typer(
+    name="csvjobs",
+    help="Turn a product catalogue CSV into AI-generated marketing images, one PostgreSQL job per row.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+UserOption = Annotated[
+    str | None,
+    typer.Option("--user", help="Act as this user id (a uuid). Default: CSVJOBS_USER_ID, else this machine's id."),
+]
+
+
+def _settings(ctx: typer.Context, user: str | None = None) -> Settings:
+    obj: dict[str, Any] = ctx.obj or {}
+    try:
+        return load_settings(
+            database_url=obj.get("database_url"), home=obj.get("home"), user_id=_parse_uuid(user, "--user")
+        )
+    except CsvJobsError:
+        raise
+    except Exception as exc:  # pydantic's ValidationError for a malformed environment variable
+        raise InputError(f"invalid setting: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(exc).splitlines()[0]
+
+
+def _parse_uuid(value: str | None, what: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError as exc:
+        raise InputError(f"{what} {value!r} is not a valid id (expected a uuid like 123e4567-e89b-...)") from exc
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str)) if sys.stdout.isatty() else print(json.dumps(data, default=str))
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="PostgreSQL URL. Default: CSVJOBS_DATABASE_URL, DATABASE_URL, else an embedded server.",
+            show_default=False,
+        ),
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Data directory (default: CSVJOBS_HOME or the user data dir).")
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Turn a product catalogue CSV into AI-generated marketing images, one PostgreSQL job per row."""
+    if version:
+        print(f"csvjobs {__version__}")
+        raise typer.Exit(0)
+    ctx.obj = {"database_url": database_url, "home": home}
+
+
+# --- upload ---------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def upload(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The product CSV (Shopify, WooCommerce or any CSV with a header).")],
+    user: UserOption = None,
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Map a field to a header: FIELD=HEADER (repeatable), e.g. --map title=Nome."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Column preset: auto, shopify, woocommerce or plain.")] = "auto",
+    country: Annotated[str, typer.Option(help="Country for rows that have none, e.g. BR.")] = "",
+    max_concurrent_jobs: Annotated[int, typer.Option(min=1, help="Rows of this batch in flight at once.")] = 4,
+    skip_invalid: Annotated[bool, typer.Option(help="Leave invalid rows out instead of rejecting the file.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Parse, map and validate; write nothing.")] = False,
+    delimiter: Annotated[str | None, typer.Option(help="Field delimiter (default: detected).")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detected).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Store a CSV and split it into one job per row.
+
+    Example: csvjobs upload products.csv --country US
+    """
+    from csvjobs.column_mapping import parse_map_options
+    from csvjobs.ingest import UploadOptions, upload_csv
+    from csvjobs.progress_view import upload_progress
+
+    settings = _settings(ctx, user)
+    options = UploadOptions(
+        path=file,
+        user_id=settings.user_id,
+        preset=preset,
+        column_map=parse_map_options(column_map or []),
+        country=country,
+        max_concurrent_jobs=max_concurrent_jobs,
+        skip_invalid=skip_invalid,
+        dry_run=dry_run,
+        delimiter=delimiter,
+        encoding=encoding,
+    )
+    with upload_progress(enabled=not as_json and err.is_terminal, console=err) as on_progress:
+        report = upload_csv(settings, options, progress=on_progress)
+    if as_json:
+        _print_json(report.as_json())
+        return
+    from csvjobs.progress_view import render_upload_report
+
+    render_upload_report(out, err, report)
+
+
+# --- progress, cleanup ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def progress(
+    ctx: typer.Context,
+    batch: Annotated[str | None, typer.Argument(help="Batch id (default: all your active batches).")] = None,
+    user: UserOption = None,
+    watch: Annotated[bool | None, typer.Option("--watch/--no-watch", help="Follow until the batch ends.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a batch's progress (a live table on a terminal).
+
+    Example: csvjobs progress 3f0c...  --watch
+    """
+    from csvjobs.progress_view import show_progress
+
+    settings = _settings(ctx, user)
+    batch_id = _parse_uuid(batch, "batch")
+    follow = (sys.stdout.isatty() and not as_json) if watch is None else watch
+    show_progress(settings, batch_id, watch=follow, as_json=as_json, console=out)
+
+
+@app.command()
+def cleanup(
+    ctx: typer.Context,
+    timeout_minutes: Annotated[
+        float, typer.Option(min=0, help="Workers silent this long are stopped and their rows released.")
+    ] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """Free rows held by dead workers (run it from cron).
+
+    Example (crontab): * * * * * csvjobs cleanup --timeout-minutes 5
+    """
+    from csvjobs.maintenance import run_cleanup
+
+    report = run_cleanup(_settings(ctx), timeout_minutes)
+    if as_json:
+        _print_json(report.model_dump())
+        return
+    print(
+        f"cleanup: {report.workers_stopped} worker(s) stopped, {report.jobs_released} job(s) released, "
+        f"{report.jobs_failed} job(s) failed"
+    )
+
+
+# --- database -------------------------------------------------------------------------------------------------
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Say where the database is, whether it is up, and which migrations are applied.
+
+    Example: csvjobs db status
+    """
+    from csvjobs.maintenance import database_status
+
+    status = database_status(_settings(ctx))
+    if as_json:
+        _print_json(status)
+        return
+    out.print(f"database: {status['location']} ({'embedded' if status['embedded'] else 'external'})")
+    out.print(f"up: {'yes' if status['up'] else 'no'}" + (f" ({status['server_version']})" if status["up"] else ""))
+    if status["up"]:
+        pending = status["pending_migrations"]
+        out.print(f"migrations: {len(status['applied_migrations'])} applied, {len(pending)} pending")
+        if pending:
+            out.print("pending: " + ", ".join(pending) + " (run `csvjobs db migrate`)")
+    if status.get("error"):
+        err.print(Text(str(status["error"]), style="red"))
+        raise typer.Exit(1)
+
+
+@db_app.command("migrate")
+def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Apply pending SQL migrations (safe to run again, or twice at once).
+
+    Example: csvjobs db migrate
+    """
+    from csvjobs.maintenance import migrate_database
+
+    applied, location = migrate_database(_settings(ctx))
+    if as_json:
+        _print_json({"database": location, "applied": applied})
+        return
+    if applied:
+        out.print(f"applied {len(applied)} migration(s) to {location}: " + ", ".join(applied))
+    else:
+        out.print(f"{location}: already up to date")
+
+
+@db_app.command("stop")
+def db_stop(ctx: typer.Context) -> None:
+    """Stop the embedded PostgreSQL server (it starts again on the next command).
+
+    Example: csvjobs db stop
+    """
+    from csvjobs.maintenance import stop_database
+
+    out.print(stop_database(_settings(ctx)))
+
+
+# --- template -------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def template(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the template.")] = Path(
+        "csvjobs-template.csv"
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a template CSV with the expected headers and two example rows.
+
+    Example: csvjobs template -o products.csv
+    """
+    from csvjobs.maintenance import write_template
+
+    path, stored = write_template(_settings(ctx), output, force=force)
+    out.print(f"wrote {path}" + (f" (also stored as {stored})" if stored else ""))
+
+
+# --- not built yet --------------------------------------------------------------------------------------------
+
+
+def _not_built(command: str, issue: str) -> NoReturn:
+    raise NotBuiltError(f"`csvjobs {command}` is not built yet ({issue}); nothing was done")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def work(ctx: typer.Context) -> None:
+    """Process row jobs with a pool of worker processes.
+
+    Example: csvjobs work --concurrency 4 --until-done
+    """
+    _not_built("work", "the worker pool")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def logs(ctx: typer.Context) -> None:
+    """Show what happened, newest last.
+
+    Example: csvjobs logs 3f0c... --level ERROR
+    """
+    _not_built("logs", "watch and operate")
+
+
+# --- entry point ----------------------------------------------------------------------------------------------
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI: user mistakes become one red line and exit code 2, never a traceback."""
+    try:
+        app(args=args)
+    except CsvJobsError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    first, _, rest = message.partition("\n")
+    err.print(Text.assemble(("error: ", "bold red"), (first, "red")))
+    if rest:
+        err.print(Text(rest))
+    sys.exit(code)

@@ -1,0 +1,266 @@
+"""Mapping CSV columns onto the pipeline's product fields: presets for Shopify and WooCommerce exports, --map."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Literal
+
+from csvjobs.errors import InputError
+from csvjobs.models import PIPELINE_FIELDS
+
+Preset = Literal["auto", "shopify", "woocommerce", "plain"]
+PRESETS: tuple[str, ...] = ("auto", "shopify", "woocommerce", "plain")
+
+_SPACES = re.compile(r"[\s_\-]+")
+_SIZE_NAMES = re.compile(r"^(size|sizes|tamanho|talla|taille|gr[öo](ss|ß)e|taglia|maat|dimensions?)$", re.I)
+
+
+def normalise_header(header: str) -> str:
+    """Headers compare case- and space-insensitively ("Body (HTML)" == "body  (html)" == "BODY_(HTML)")."""
+    return _SPACES.sub(" ", header.replace("\ufeff", "")).strip().lower()
+
+
+# For each pipeline field, the preset's columns in order of preference (the first non-empty value wins).
+_SHOPIFY: dict[str, tuple[str, ...]] = {
+    "title": ("Title",),
+    "description": ("Body (HTML)", "SEO Description"),
+    "product_type": ("Type", "Product Category"),
+    "mpn": ("Variant SKU", "Google Shopping / MPN", "Variant Barcode"),
+    "size": (),  # from the OptionN Value whose OptionN Name is a size (see ShopifyRows)
+    "country": (),
+}
+_WOOCOMMERCE: dict[str, tuple[str, ...]] = {
+    "title": ("Name",),
+    "description": ("Description", "Short description"),
+    "product_type": ("Categories",),
+    "mpn": ("SKU", "GTIN, UPC, EAN, or ISBN"),
+    "size": (),  # from the "Attribute N value(s)" whose "Attribute N name" is a size
+    "country": (),
+}
+_PLAIN: dict[str, tuple[str, ...]] = {name: (name,) for name in PIPELINE_FIELDS}
+
+
+def detect_preset(headers: list[str]) -> str:
+    """Pick the preset whose signature columns the headers have."""
+    names = {normalise_header(h) for h in headers}
+    if {"handle", "title", "body (html)"} <= names:
+        return "shopify"
+    if {"sku", "name"} <= names and ({"regular price", "categories", "type"} & names):
+        return "woocommerce"
+    return "plain"
+
+
+@dataclass
+class ColumnMapping:
+    """Which header indexes feed each pipeline field, plus what a preset needs to fill variant rows."""
+
+    headers: list[str]
+    preset: str
+    sources: dict[str, list[int]] = field(default_factory=dict)
+    explicit: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, str]:
+        """field -> the header(s) it is read from, for --dry-run and the batch record."""
+        result = {}
+        for name in PIPELINE_FIELDS:
+            idx = self.sources.get(name, [])
+            if idx:
+                result[name] = " | ".join(self.headers[i] for i in idx)
+            elif name == "size" and self.preset in ("shopify", "woocommerce"):
+                result[name] = "(size option / attribute)"
+        return result
+
+
+def parse_map_options(options: list[str]) -> dict[str, str]:
+    """Parse --map FIELD=HEADER options."""
+    parsed: dict[str, str] = {}
+    for option in options:
+        name, sep, header = option.partition("=")
+        name = normalise_header(name).replace(" ", "_")
+        if not sep or not header.strip():
+            raise InputError(f"--map {option!r}: expected FIELD=HEADER, for example --map title=Nome")
+        if name not in PIPELINE_FIELDS:
+            raise InputError(
+                f"--map {option!r}: unknown field {name!r}; the fields are {', '.join(PIPELINE_FIELDS)}"
+            )
+        parsed[name] = header.strip()
+    return parsed
+
+
+def build_mapping(headers: list[str], preset: str, explicit: dict[str, str]) -> ColumnMapping:
+    """Resolve the preset and --map options against the file's headers; unknown headers are a clear error."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    chosen = detect_preset(headers) if preset == "auto" else preset
+    index: dict[str, int] = {}
+    for i, header in enumerate(headers):
+        index.setdefault(normalise_header(header), i)
+    table = {"shopify": _SHOPIFY, "woocommerce": _WOOCOMMERCE}.get(chosen, _PLAIN)
+    mapping = ColumnMapping(headers=headers, preset=chosen, explicit=explicit)
+    for name in PIPELINE_FIELDS:
+        mapping.sources[name] = [index[normalise_header(h)] for h in table[name] if normalise_header(h) in index]
+    for name, header in explicit.items():
+        key = normalise_header(header)
+        if key not in index:
+            listed = ", ".join(repr(h) for h in headers[:60])
+            more = f" and {len(headers) - 60} more" if len(headers) > 60 else ""
+            raise InputError(
+                f"--map {name}={header}: the file has no column {header!r}; its columns are: {listed}{more}"
+            )
+        mapping.sources[name] = [index[key]]
+    if not any(mapping.sources[name] for name in ("title", "description", "product_type")):
+        raise InputError(_no_describing_columns(headers))
+    return mapping
+
+
+def _no_describing_columns(headers: list[str]) -> str:
+    listed = ", ".join(repr(h) for h in headers[:20])
+    looks_like_data = sum(1 for h in headers if re.fullmatch(r"[\d.,\s-]*", h)) > len(headers) // 2
+    hint = (
+        "the first line looks like data: the file needs a header row"
+        if looks_like_data
+        else "map one with --map title=HEADER (or description= / product_type=), or use --preset"
+    )
+    return (
+        f"no column to describe the products: none of the headers ({listed}) is title, description or "
+        f"product_type; {hint}"
+    )
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag in ("br", "p", "li", "div", "tr", "h1", "h2", "h3", "h4"):
+            self.parts.append(" ")
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def html_to_text(value: str) -> str:
+    """Reduce HTML (product descriptions) to plain text with normalised whitespace."""
+    if "<" not in value and "&" not in value:
+        return _WHITESPACE.sub(" ", value).strip()
+    if "<" not in value:
+        return _WHITESPACE.sub(" ", html.unescape(value)).strip()
+    parser = _TextExtractor()
+    parser.feed(value)
+    parser.close()
+    return _WHITESPACE.sub(" ", "".join(parts for parts in parser.parts)).strip()
+
+
+class RowMapper:
+    """Turns one record's values into product fields, remembering what a preset needs across rows.
+
+    Shopify variant rows carry only variant fields: product fields come from the first row of the same Handle,
+    which Shopify writes directly above its variants, so only the current product is remembered. WooCommerce
+    variations name their parent ("id:65" or a SKU); recent parents are remembered in a bounded cache so memory
+    stays flat on any file size.
+    """
+
+    _PARENT_CACHE = 50_000
+
+    def __init__(self, mapping: ColumnMapping, default_country: str = "") -> None:
+        self.mapping = mapping
+        self.default_country = default_country
+        idx = {normalise_header(h): i for i, h in reversed(list(enumerate(mapping.headers)))}
+        self._idx = idx
+        self._shopify_product: dict[str, str] = {}
+        self._shopify_handle: str | None = None
+        self._shopify_option_names: list[str] = []
+        self._woo_parents: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    def _col(self, values: list[str], name: str) -> str:
+        i = self._idx.get(name)
+        return values[i].strip() if i is not None and i < len(values) else ""
+
+    def _first(self, values: list[str], field_name: str) -> str:
+        for i in self.mapping.sources.get(field_name, ()):
+            if i < len(values):
+                value = values[i].strip()
+                if value:
+                    return value
+        return ""
+
+    def is_shopify_image_row(self, values: list[str]) -> bool:
+        """A Shopify row that only adds an image to the product above it: not a product or variant."""
+        if self.mapping.preset != "shopify":
+            return False
+        if self._col(values, "title"):
+            return False
+        variant_cols = ("variant sku", "option1 value", "option2 value", "option3 value", "variant price")
+        return not any(self._col(values, c) for c in variant_cols)
+
+    def map(self, values: list[str]) -> dict[str, str]:
+        """Product fields of one record (empty strings for missing fields)."""
+        product = {name: self._first(values, name) for name in PIPELINE_FIELDS}
+        if self.mapping.preset == "shopify":
+            self._fill_shopify(values, product)
+        elif self.mapping.preset == "woocommerce":
+            self._fill_woocommerce(values, product)
+        if product["description"]:
+            product["description"] = html_to_text(product["description"])
+        if product["title"]:
+            product["title"] = html_to_text(product["title"])
+        if not product["country"]:
+            product["country"] = self.default_country
+        return product
+
+    def _fill_shopify(self, values: list[str], product: dict[str, str]) -> None:
+        handle = self._col(values, "handle")
+        if self._col(values, "title") or handle != self._shopify_handle:
+            self._shopify_handle = handle
+            self._shopify_product = {k: v for k, v in product.items() if k not in ("mpn", "size")}
+            self._shopify_option_names = [self._col(values, f"option{n} name") for n in (1, 2, 3)]
+        else:
+            for key, value in self._shopify_product.items():
+                if not product.get(key):
+                    product[key] = value
+        if not product["size"] and "size" not in self.mapping.explicit:
+            for n, name in enumerate(self._shopify_option_names, start=1):
+                if name and _SIZE_NAMES.match(name.strip()):
+                    product["size"] = self._col(values, f"option{n} value")
+                    break
+
+    def _fill_woocommerce(self, values: list[str], product: dict[str, str]) -> None:
+        parent_ref = self._col(values, "parent")
+        if parent_ref:
+            parent = self._woo_parents.get(parent_ref)
+            if parent:
+                for key, value in parent.items():
+                    if not product.get(key):
+                        product[key] = value
+        else:
+            remembered = {k: v for k, v in product.items() if k not in ("mpn", "size")}
+            for ref in (f"id:{self._col(values, 'id')}", self._col(values, "sku")):
+                if ref and ref != "id:":
+                    self._woo_parents[ref] = remembered
+                    self._woo_parents.move_to_end(ref)
+            while len(self._woo_parents) > self._PARENT_CACHE:
+                self._woo_parents.popitem(last=False)
+        if not product["size"] and "size" not in self.mapping.explicit:
+            for n in range(1, 10):
+                name = self._col(values, f"attribute {n} name")
+                if not name:
+                    if f"attribute {n} name" not in self._idx:
+                        break
+                    continue
+                if _SIZE_NAMES.match(name):
+                    product["size"] = self._col(values, f"attribute {n} value(s)")
+                    break
+
+
+def trigger_text(product: dict[str, str]) -> str:
+    """The text the pipeline starts from: country, product type, size, MPN and description, empty parts skipped."""
+    parts = (product.get(k, "") for k in ("country", "product_type", "size", "mpn", "description"))
+    return _WHITESPACE.sub(" ", " ".join(p for p in parts if p)).strip()

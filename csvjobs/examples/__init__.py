@@ -1,0 +1,1 @@
+"""Example files bundled with csvjobs."""

@@ -1,0 +1,99 @@
+"""Operating the database: status, migrations, the embedded server, cron cleanup and the template CSV."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+from csvjobs import db, queue
+from csvjobs.config import Settings
+from csvjobs.errors import DatabaseError, InputError
+from csvjobs.models import CleanupReport
+from csvjobs.storage import TEMPLATES_BUCKET, LocalStorage
+
+EXAMPLE_CSV = Path(__file__).parent / "examples" / "products.csv"
+TEMPLATE_HEADERS = ["country", "product_type", "size", "mpn", "title", "description"]
+TEMPLATE_ROWS = [
+    ["US", "Running shoes", "42", "RS-1042", "Trail Runner", "Lightweight trail running shoe with a grippy sole."],
+    ["DE", "Coffee mug", "350 ml", "MUG-350-W", "Morning Mug", "Hand-glazed white stoneware mug."],
+]
+
+
+def database_status(settings: Settings) -> dict[str, Any]:
+    """Where the database is, whether it answers, and its migrations; starts the embedded server if needed."""
+    status: dict[str, Any] = {"embedded": settings.database_url is None, "up": False}
+    try:
+        target = db.database_target(settings)
+    except DatabaseError as exc:
+        status.update(location=str(settings.pgdata), error=str(exc))
+        return status
+    status["location"] = target.describe()
+    if target.embedded:
+        status["pgdata"] = str(settings.pgdata)
+    try:
+        conn = db.connect(target, application_name="csvjobs-status")
+    except DatabaseError as exc:
+        status["error"] = str(exc)
+        return status
+    with conn:
+        row = conn.execute("SELECT current_setting('server_version') AS v").fetchone()
+        status.update(up=True, server_version=f"PostgreSQL {row['v'] if row else '?'}")
+        if target.embedded:
+            db.require_current_schema(conn, target)
+        applied = db.applied_migrations(conn)
+        status["applied_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.migration_files()
+                                        if m.version in applied]
+        status["pending_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.pending_migrations(conn)]
+    return status
+
+
+def migrate_database(settings: Settings) -> tuple[list[str], str]:
+    """Apply pending migrations; returns their names and the database's location."""
+    target = db.database_target(settings)
+    with db.connect(target, application_name="csvjobs-migrate") as conn:
+        try:
+            applied = db.migrate(conn)
+        except db.PsycopgError as exc:
+            raise DatabaseError(f"migration failed on {target.describe()}: {db.first_line(exc)}") from exc
+    return [f"{m.version:03d}_{m.name}" for m in applied], target.describe()
+
+
+def stop_database(settings: Settings) -> str:
+    """Stop the embedded server; says what happened."""
+    if settings.database_url is not None:
+        return "csvjobs uses an external database (CSVJOBS_DATABASE_URL); there is no embedded server to stop"
+    if db.stop_embedded_server(settings.pgdata):
+        return f"stopped the embedded PostgreSQL in {settings.pgdata}"
+    return f"the embedded PostgreSQL in {settings.pgdata} is not running"
+
+
+def run_cleanup(settings: Settings, timeout_minutes: float) -> CleanupReport:
+    """cleanup_stale_csv_workers, for cron."""
+    _target, conn = db.open_database(settings, application_name="csvjobs-cleanup")
+    with conn:
+        return queue.cleanup_stale_workers(conn, timeout_minutes)
+
+
+def write_template(settings: Settings, output: Path, *, force: bool = False) -> tuple[Path, str | None]:
+    """Write the template CSV; also keep a copy in the csv-templates bucket of local storage."""
+    if output.exists() and not force:
+        raise InputError(f"{output} already exists; pass --force to overwrite it or choose another -o path")
+    if output.is_dir():
+        raise InputError(f"{output} is a directory; give a file name such as {output / 'products.csv'}")
+    try:
+        with output.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(TEMPLATE_HEADERS)
+            writer.writerows(TEMPLATE_ROWS)
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror}") from exc
+    stored = LocalStorage(settings.storage_root).put_file(TEMPLATES_BUCKET, "products-template.csv", output)
+    return output, stored
+
+
+def copy_example(target: Path) -> Path:
+    """Copy the bundled example CSV somewhere a user can see it."""
+    shutil.copyfile(EXAMPLE_CSV, target)
+    return target

@@ -1,0 +1,196 @@
+"""Rendering progress: the upload bar, the upload report, and the batch progress table (live or plain)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from csvjobs import db, queue
+from csvjobs.config import Settings
+from csvjobs.ingest import UploadReport
+from csvjobs.models import BatchProgress
+from csvjobs.users import resolve_user_id
+
+
+@contextlib.contextmanager
+def upload_progress(enabled: bool, console: Console) -> Iterator[Callable[[int, int], None] | None]:
+    """A byte progress bar for uploads that take more than a moment (only on a terminal)."""
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("uploading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console,
+        transient=True,
+    )
+    task = bar.add_task("upload", total=None)
+    started = time.monotonic()
+    shown = False
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal shown
+        if not shown and time.monotonic() - started > 0.5:
+            bar.start()
+            shown = True
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield on_progress
+    finally:
+        if shown:
+            bar.stop()
+
+
+def render_upload_report(out: Console, err: Console, report: UploadReport) -> None:
+    """Tell the user what the upload did and what to run next."""
+    mapped = ", ".join(f"{k} <- {v}" for k, v in report.mapped_columns.items())
+    if report.dry_run:
+        out.print(Text(f"dry run: {report.total_rows} row(s) would be created; nothing was written"))
+        out.print(Text(f"format: {report.format.label}; preset: {report.preset}"))
+        out.print(Text(f"mapped columns: {mapped}"))
+        for text in report.sample_trigger_texts:
+            out.print(Text(f"  trigger: {text[:160]}"))
+    else:
+        out.print(Text(f"batch {report.batch_id}: {report.total_rows} row(s) queued", style="bold green"))
+        out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))
+        out.print(Text(f"stored as {report.storage_path}"))
+    if report.skipped_rows:
+        err.print(Text(f"{report.skipped_rows} row(s) left out", style="yellow"))
+        for error in report.errors:
+            err.print(Text(f"  {error}", style="yellow"))
+        more = report.error_count - len(report.errors)
+        if more > 0:
+            err.print(Text(f"  ... and {more} more", style="yellow"))
+    if not report.dry_run and report.total_rows:
+        out.print(Text(f"next: csvjobs work --until-done   then: csvjobs progress {report.batch_id}"))
+
+
+def progress_json(p: BatchProgress) -> dict[str, Any]:
+    """One batch's progress as JSON-ready data (the function's fields)."""
+    data = p.model_dump(mode="json")
+    for key in ("percentage", "rows_per_minute", "eta_seconds", "cost_usd"):
+        if data.get(key) is not None:
+            data[key] = float(data[key])
+    return data
+
+
+def _eta(p: BatchProgress) -> str:
+    if p.finished:
+        return "done"
+    if p.eta_seconds is None:
+        return "-"
+    seconds = int(p.eta_seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _bar(p: BatchProgress, width: int = 20) -> str:
+    filled = int(width * float(p.percentage) / 100)
+    return "█" * filled + "░" * (width - filled)
+
+
+def progress_table(snapshots: list[BatchProgress]) -> Table:
+    """The progress table for one or more batches."""
+    table = Table(title="Active Batches" if len(snapshots) != 1 else None)
+    for column in ("batch", "file", "status", "progress", "done", "ok", "failed", "in flight", "rows/min", "ETA",
+                   "workers", "cost $"):
+        table.add_column(column, justify="right" if column not in ("batch", "file", "status", "progress") else "left")
+    for p in snapshots:
+        table.add_row(
+            str(p.batch_id)[:8], p.original_filename[:30], p.status.value,
+            f"{_bar(p)} {float(p.percentage):5.1f}%", f"{p.processed_rows}/{p.total_rows}", str(p.successful_rows),
+            str(p.failed_rows), str(p.in_flight_rows), f"{float(p.rows_per_minute):.0f}", _eta(p),
+            str(p.active_workers), f"{float(p.cost_usd):.4f}",
+        )
+    return table
+
+
+def plain_line(p: BatchProgress) -> str:
+    """One progress line for logs and pipes."""
+    return (
+        f"{p.batch_id} {p.status.value} {p.processed_rows}/{p.total_rows} ({float(p.percentage):.1f}%) "
+        f"ok={p.successful_rows} failed={p.failed_rows} in_flight={p.in_flight_rows} "
+        f"rate={float(p.rows_per_minute):.0f}/min eta={_eta(p)} cost=${float(p.cost_usd):.4f}"
+    )
+
+
+def _snapshots(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID | None) -> list[BatchProgress]:
+    if batch_id is not None:
+        return [queue.batch_progress(conn, user_id, batch_id)]
+    return queue.active_batches_progress(conn, user_id)
+
+
+def show_progress(
+    settings: Settings, batch_id: uuid.UUID | None, *, watch: bool, as_json: bool, console: Console
+) -> None:
+    """Print progress once, or follow it (refreshing on NOTIFY) until every batch shown has ended."""
+    user_id = resolve_user_id(settings)
+    target, conn = db.open_database(settings, application_name="csvjobs-progress")
+    with conn:
+        snapshots = _snapshots(conn, user_id, batch_id)
+        if as_json and not watch:
+            data = [progress_json(p) for p in snapshots]
+            print(json.dumps(data[0] if batch_id is not None else data))
+            return
+        if not snapshots:
+            console.print("no active batches; `csvjobs upload FILE` starts one")
+            return
+        if not watch:
+            _print_once(console, snapshots, as_json)
+            return
+        ids = [p.batch_id for p in snapshots]
+        with db.connect(target, application_name="csvjobs-progress-listen") as listener:
+            listener.execute("LISTEN csv_batch_progress")
+            if console.is_terminal and not as_json:
+                with Live(progress_table(snapshots), console=console, refresh_per_second=4) as live:
+                    final = snapshots
+                    for fresh in _follow(conn, listener, user_id, ids):
+                        live.update(progress_table(fresh))
+                        final = fresh
+                console.print(Group(*(Text(plain_line(p)) for p in final)))
+            else:
+                last: dict[uuid.UUID, str] = {}
+                for fresh in _follow(conn, listener, user_id, ids, initial=snapshots):
+                    for p in fresh:
+                        line = json.dumps(progress_json(p)) if as_json else plain_line(p)
+                        if last.get(p.batch_id) != line:
+                            print(line, flush=True)
+                            last[p.batch_id] = line
+
+
+def _print_once(console: Console, snapshots: list[BatchProgress], as_json: bool) -> None:
+    if console.is_terminal:
+        console.print(progress_table(snapshots))
+    else:
+        for p in snapshots:
+            print(plain_line(p))
+
+
+def _follow(
+    conn: db.Connection,
+    listener: db.Connection,
+    user_id: uuid.UUID,
+    ids: list[uuid.UUID],
+    initial: list[BatchProgress] | None = None,
+) -> Iterator[list[BatchProgress]]:
+    """Yield fresh snapshots whenever a batch changes (or every few seconds), until all have finished."""
+    if initial is not None:
+        yield initial
+    while True:
+        # Waiting on NOTIFY: no busy poll. The timeout keeps rate and ETA moving and covers a lost listener.
+        for _ in listener.notifies(timeout=2.0, stop_after=1):
+            pass
+        snapshots = [queue.batch_progress(conn, user_id, batch) for batch in ids]
+        yield snapshots
+        if all(p.finished for p in snapshots):
+            return

@@ -1,0 +1,78 @@
+"""Python's side of the queue: thin calls to the SQL functions in sql/003_functions.sql, by name."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from csvjobs import db
+from csvjobs.errors import NotFoundError
+from csvjobs.models import BatchProgress, ClaimedJob, CleanupReport, JobResult
+
+CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s, %s, %s, %s)"
+REPORT_SQL = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
+HEARTBEAT_SQL = "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+CHECKPOINT_SQL = "SELECT save_csv_row_job_checkpoint(%s, %s, %s, %s::jsonb) AS held"
+RELEASE_SQL = "SELECT * FROM release_csv_worker_jobs(%s, %s)"
+PROGRESS_SQL = "SELECT * FROM get_csv_batch_progress(%s)"
+CLEANUP_SQL = "SELECT * FROM cleanup_stale_csv_workers(%s)"
+
+
+def results_json(results: Sequence[JobResult]) -> str:
+    """The p_results array for update_csv_row_job_results."""
+    return json.dumps([r.model_dump(mode="json", exclude_none=True) for r in results])
+
+
+def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
+    """Claimed rows as models."""
+    return [ClaimedJob.model_validate(row) for row in rows]
+
+
+def claim_jobs(
+    conn: db.Connection,
+    worker_id: str,
+    limit: int = 1,
+    batch_id: uuid.UUID | None = None,
+    timeout_minutes: float = 5,
+    user_id: uuid.UUID | None = None,
+) -> list[ClaimedJob]:
+    """Claim up to limit jobs as the service role."""
+    with db.service_transaction(conn):
+        rows = conn.execute(CLAIM_SQL, [worker_id, batch_id, timeout_minutes, limit, user_id]).fetchall()
+    return parse_claims(rows)
+
+
+def report_results(conn: db.Connection, worker_id: str, results: Sequence[JobResult]) -> dict[int, bool]:
+    """Report results; job_id -> whether it was stored (False: this worker had lost the job)."""
+    with db.service_transaction(conn):
+        rows = conn.execute(REPORT_SQL, [worker_id, results_json(results)]).fetchall()
+    return {row["job_id"]: row["applied"] for row in rows}
+
+
+def batch_progress(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> BatchProgress:
+    """get_csv_batch_progress as the user; another user's batch is "no such batch"."""
+    with db.user_transaction(conn, user_id):
+        row = conn.execute(PROGRESS_SQL, [batch_id]).fetchone()
+    if row is None:
+        raise NotFoundError(f"no such batch: {batch_id}; `csvjobs batches` lists yours")
+    return BatchProgress.model_validate(row)
+
+
+def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> CleanupReport:
+    """cleanup_stale_csv_workers as the service role."""
+    with db.service_transaction(conn):
+        row = conn.execute(CLEANUP_SQL, [timeout_minutes]).fetchone()
+    assert row is not None
+    return CleanupReport.model_validate(row)
+
+
+def active_batches_progress(conn: db.Connection, user_id: uuid.UUID) -> list[BatchProgress]:
+    """Progress of the user's batches that are not finished, oldest first."""
+    with db.user_transaction(conn, user_id):
+        rows = conn.execute(
+            "SELECT p.* FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
+            " WHERE b.status IN ('uploaded', 'queued', 'processing', 'paused') ORDER BY b.created_at"
+        ).fetchall()
+    return [BatchProgress.model_validate(row) for row in rows]

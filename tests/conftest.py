@@ -1,0 +1,133 @@
+"""Test fixtures: a real PostgreSQL (the embedded server, or CSVJOBS_TEST_DATABASE_URL), with the schema applied
+once to a template database that every test clones (CREATE DATABASE ... TEMPLATE), which takes milliseconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from csvjobs import cli, db
+from csvjobs.config import Settings
+
+REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real"
+
+
+@dataclass
+class Server:
+    """An admin URL for a PostgreSQL server the tests may create databases on."""
+
+    admin_url: str
+    embedded: bool
+
+    def url_for(self, dbname: str) -> str:
+        return make_conninfo(self.admin_url, dbname=dbname)
+
+    def execute(self, sql: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    url = os.environ.get("CSVJOBS_TEST_DATABASE_URL")
+    if url:
+        yield Server(url, embedded=False)
+        return
+    pgdata = tmp_path_factory.mktemp("pg") / "pgdata"
+    uri = db.start_embedded_server(pgdata)
+    try:
+        yield Server(uri, embedded=True)
+    finally:
+        db.stop_embedded_server(pgdata)
+
+
+@pytest.fixture(scope="session")
+def template_db(server: Server) -> Iterator[str]:
+    name = f"csvjobs_tpl_{os.getpid()}"
+    server.execute(f"DROP DATABASE IF EXISTS {name}")
+    server.execute(f"CREATE DATABASE {name}")
+    with db.connect(server.url_for(name)) as conn:
+        db.migrate(conn)
+    yield name
+    server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(server: Server, template_db: str) -> Iterator[str]:
+    """A fresh, fully migrated database for one test."""
+    name = f"csvjobs_t_{uuid.uuid4().hex[:12]}"
+    server.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield server.url_for(name)
+    server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_database_url(server: Server) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    name = f"csvjobs_e_{uuid.uuid4().hex[:12]}"
+    server.execute(f"CREATE DATABASE {name}")
+    yield server.url_for(name)
+    server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[dict]]:
+    """A superuser connection to the test database (autocommit, dict rows)."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated $CSVJOBS_HOME, with no database URL or API key leaking in from the environment."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("CSVJOBS_HOME", str(path))
+    for name in ("CSVJOBS_DATABASE_URL", "DATABASE_URL", "OPENAI_API_KEY", "CSVJOBS_OPENAI_API_KEY",
+                 "CSVJOBS_USER_ID", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+@pytest.fixture
+def settings(home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings pointing at the test database, with an isolated home."""
+    monkeypatch.setenv("CSVJOBS_DATABASE_URL", database_url)
+    return Settings()
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], settings: Settings):
+    """Run the real CLI entry point in-process and capture what it prints."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = 0
+        try:
+            cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = "CSVJOBS_TEST_DATABASE_URL" if os.environ.get("CSVJOBS_TEST_DATABASE_URL") else "embedded PostgreSQL"
+    return f"csvjobs tests against: {where} (python {sys.version.split()[0]})"

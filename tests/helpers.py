@@ -1,0 +1,82 @@
+"""Small helpers shared by tests: make batches straight in SQL, read counters, act as a role."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import psycopg
+
+USER_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
+USER_B = uuid.UUID("bbbbbbbb-0000-4000-8000-000000000002")
+
+
+def make_batch(
+    conn: psycopg.Connection[Any],
+    rows: int,
+    *,
+    user_id: uuid.UUID = USER_A,
+    status: str = "queued",
+    max_retries: int = 3,
+    name: str = "test.csv",
+) -> uuid.UUID:
+    """A batch of `rows` jobs inserted directly (as the superuser), queued by default."""
+    batch_id = uuid.uuid4()
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO csv_batches (id, user_id, filename, original_filename, total_rows, status)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [batch_id, user_id, name, name, rows, status],
+        )
+        conn.execute(
+            "INSERT INTO csv_row_jobs (batch_id, row_number, row_data, product, trigger_text, max_retries)"
+            " SELECT %s, g, jsonb_build_object('title', 'Product ' || g),"
+            " jsonb_build_object('title', 'Product ' || g, 'country', 'US'), 'US product ' || g, %s"
+            " FROM generate_series(1, %s) g",
+            [batch_id, max_retries, rows],
+        )
+    return batch_id
+
+
+def batch_row(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM csv_batches WHERE id = %s", [batch_id]).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def job_counts(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT status, count(*) AS n FROM csv_row_jobs WHERE batch_id = %s GROUP BY status", [batch_id]
+    ).fetchall()
+    return {r["status"]: r["n"] for r in rows}
+
+
+def as_service(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT set_config('role', 'service_role', false)")
+
+
+def as_user(conn: psycopg.Connection[Any], user_id: uuid.UUID | None) -> None:
+    """Switch a connection to a signed-in user (or anon for None) for the rest of its session."""
+    if user_id is None:
+        conn.execute("SELECT set_config('role', 'anon', false), set_config('request.jwt.claims', '', false)")
+    else:
+        claims = json.dumps({"sub": str(user_id), "role": "authenticated"})
+        conn.execute(
+            "SELECT set_config('role', 'authenticated', false), set_config('request.jwt.claims', %s, false)",
+            [claims],
+        )
+
+
+def claim(conn: psycopg.Connection[Any], worker: str, limit: int = 1, batch_id: uuid.UUID | None = None,
+          timeout: float = 5) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT * FROM claim_csv_row_jobs(%s, %s, %s, %s)", [worker, batch_id, timeout, limit]
+    ).fetchall()
+
+
+def report(conn: psycopg.Connection[Any], worker: str, results: list[dict[str, Any]]) -> dict[int, bool]:
+    rows = conn.execute(
+        "SELECT job_id, applied FROM update_csv_row_job_results(%s, %s::jsonb)", [worker, json.dumps(results)]
+    ).fetchall()
+    return {r["job_id"]: r["applied"] for r in rows}

@@ -1,0 +1,134 @@
+"""Migrations: clean on PostgreSQL 15 and the embedded 18, idempotent, safe when run twice at once, and aware
+of what a Supabase project already provides."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from csvjobs import db
+from csvjobs.models import BatchStatus, JobStatus, LogLevel, WorkerStatus
+
+SYSTEM_PG = os.environ.get("CSVJOBS_TEST_PG15_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def test_migrate_applies_every_file_once(empty_database_url: str) -> None:
+    with db.connect(empty_database_url) as conn:
+        applied = db.migrate(conn)
+        assert [m.version for m in applied] == [m.version for m in db.migration_files()]
+        assert db.pending_migrations(conn) == []
+        assert db.migrate(conn) == []
+        ledger = conn.execute(f"SELECT version, checksum FROM {db.LEDGER_TABLE} ORDER BY version").fetchall()
+        assert [(r["version"], r["checksum"]) for r in ledger] == [
+            (m.version, m.checksum) for m in db.migration_files()
+        ]
+
+
+def test_two_migrations_at_once_are_safe(empty_database_url: str) -> None:
+    errors: list[BaseException] = []
+    results: list[int] = []
+
+    def run() -> None:
+        try:
+            with db.connect(empty_database_url) as conn:
+                results.append(len(db.migrate(conn)))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results) == [0, 0, len(db.migration_files())]
+
+
+def test_external_database_with_pending_migrations_is_refused(empty_database_url: str) -> None:
+    target = db.DatabaseTarget(empty_database_url, embedded=False)
+    with db.connect(target) as conn, pytest.raises(db.DatabaseError, match="csvjobs db migrate"):
+        db.require_current_schema(conn, target)
+
+
+def test_migrations_apply_on_system_postgresql_15() -> None:
+    try:
+        admin = psycopg.connect(SYSTEM_PG, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    name = f"csvjobs_pg15_{uuid.uuid4().hex[:8]}"
+    with admin:
+        version = admin.execute("SHOW server_version_num").fetchone()
+        assert version is not None and int(version[0]) >= 150000
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            url = psycopg.conninfo.make_conninfo(SYSTEM_PG, dbname=name)
+            with db.connect(url) as conn:
+                assert len(db.migrate(conn)) == len(db.migration_files())
+                assert db.migrate(conn) == []
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_status_words_match_the_python_enums(conn: psycopg.Connection) -> None:
+    def allowed(table: str, column: str) -> set[str]:
+        rows = conn.execute(
+            "SELECT pg_get_constraintdef(c.oid) AS def FROM pg_constraint c"
+            " WHERE c.conrelid = %s::regclass AND c.contype = 'c'", [table]
+        ).fetchall()
+        found = [
+            set(re.findall(r"'([A-Za-z_]+)'::text", row["def"]))
+            for row in rows
+            if f"({column} = ANY" in row["def"]
+        ]
+        assert found, f"no CHECK constraint on {table}.{column}"
+        return max(found, key=len)  # the status list, not a constraint that merely mentions two of them
+
+    assert allowed("csv_batches", "status") == {s.value for s in BatchStatus}
+    assert allowed("csv_row_jobs", "status") == {s.value for s in JobStatus}
+    assert allowed("csv_processing_workers", "status") == {s.value for s in WorkerStatus}
+    assert allowed("csv_processing_logs", "log_level") == {s.value for s in LogLevel}
+
+
+def test_supabase_objects_are_reused_and_extended(empty_database_url: str) -> None:
+    """On a Supabase-shaped database: existing auth.uid() is kept, buckets and realtime membership are added."""
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA auth")
+        conn.execute("CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS"
+                     " $$ SELECT '00000000-0000-4000-8000-00000000000f'::uuid $$")
+        conn.execute("CREATE SCHEMA storage")
+        conn.execute("CREATE TABLE storage.buckets (id text PRIMARY KEY, name text, public boolean)")
+        conn.execute("CREATE TABLE storage.objects (id bigserial, bucket_id text, name text)")
+        conn.execute("CREATE FUNCTION storage.foldername(name text) RETURNS text[] LANGUAGE sql"
+                     " AS $$ SELECT string_to_array(name, '/') $$")
+        conn.execute("CREATE PUBLICATION supabase_realtime")
+        try:
+            with db.connect(empty_database_url) as c:
+                db.migrate(c)
+            uid = conn.execute("SELECT auth.uid()").fetchone()
+            assert uid is not None and str(uid[0]) == "00000000-0000-4000-8000-00000000000f"
+            buckets = {r[0]: r[1] for r in conn.execute("SELECT id, public FROM storage.buckets")}
+            assert buckets == {"csv-uploads": False, "csv-templates": True, "csv-images": False}
+            policies = {r[0] for r in conn.execute(
+                "SELECT policyname FROM pg_policies WHERE schemaname = 'storage'")}
+            assert "csvjobs uploads: own folder" in policies
+            published = {r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'")}
+            assert {"csv_batches", "csv_row_jobs"} <= published
+        finally:
+            conn.execute("DROP PUBLICATION IF EXISTS supabase_realtime")
+
+
+def test_auth_functions_read_request_claims_like_supabase(conn: psycopg.Connection) -> None:
+    user = uuid.uuid4()
+    with conn.transaction():
+        conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                     [f'{{"sub": "{user}", "role": "authenticated", "email": "a@example.com"}}'])
+        row = conn.execute("SELECT auth.uid() AS uid, auth.role() AS role, auth.jwt() ->> 'email' AS email").fetchone()
+    assert row == {"uid": user, "role": "authenticated", "email": "a@example.com"}
+    row = conn.execute("SELECT auth.uid() AS uid").fetchone()
+    assert row == {"uid": None}

@@ -1,0 +1,285 @@
+"""The five queue functions and their set-based companions, on a real PostgreSQL, including concurrency."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+from helpers import USER_A, USER_B, as_service, batch_row, claim, job_counts, make_batch, report
+from psycopg.rows import dict_row
+
+
+def test_claim_hands_out_pending_jobs_with_a_claim_token_and_starts_the_batch(conn: psycopg.Connection) -> None:
+    batch = make_batch(conn, 3)
+    jobs = claim(conn, "w1", limit=2)
+    assert [j["row_number"] for j in jobs] == [1, 2]
+    assert all(j["attempt"] == 1 and j["batch_id"] == batch and j["user_id"] == USER_A for j in jobs)
+    assert jobs[0]["product"]["title"] == "Product 1"
+    assert batch_row(conn, batch)["status"] == "processing"
+    single = conn.execute("SELECT * FROM claim_next_csv_row_job('w2', %s)", [batch]).fetchall()
+    assert [j["row_number"] for j in single] == [3]
+    assert conn.execute("SELECT * FROM claim_next_csv_row_job('w3')").fetchall() == []
+    assert job_counts(conn, batch) == {"claimed": 3}
+
+
+def test_eight_connections_claiming_at_once_never_share_a_job(database_url: str, conn: psycopg.Connection) -> None:
+    batch = make_batch(conn, 400)
+    claimed: dict[str, list[int]] = {}
+    barrier = threading.Barrier(8)
+
+    def worker(name: str) -> None:
+        got: list[int] = []
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+            as_service(c)
+            barrier.wait()
+            while True:
+                rows = claim(c, name, limit=random.choice([1, 3, 7]))
+                if not rows:
+                    break
+                got.extend(r["job_id"] for r in rows)
+        claimed[name] = got
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [job for jobs in claimed.values() for job in jobs]
+    assert len(every) == 400
+    assert len(set(every)) == 400
+    assert job_counts(conn, batch) == {"claimed": 400}
+
+
+def test_results_are_fenced_by_the_claim_token(conn: psycopg.Connection) -> None:
+    """A stale worker whose claim timed out and was reclaimed cannot overwrite the new holder's result."""
+    batch = make_batch(conn, 1)
+    [first] = claim(conn, "slow-worker")
+    conn.execute("UPDATE csv_row_jobs SET claimed_at = now() - interval '10 minutes'")
+    [second] = claim(conn, "fresh-worker", timeout=5)
+    assert second["job_id"] == first["job_id"] and second["attempt"] == first["attempt"] + 1
+    assert second["retry_count"] == 1
+
+    stale = report(conn, "slow-worker", [{"job_id": first["job_id"], "attempt": first["attempt"],
+                                          "status": "completed", "generated_tags": ["stale"]}])
+    assert stale == {first["job_id"]: False}
+    # Same worker name but an old attempt is refused too.
+    assert report(conn, "fresh-worker", [{"job_id": first["job_id"], "attempt": first["attempt"],
+                                          "status": "completed"}]) == {first["job_id"]: False}
+    fresh = report(conn, "fresh-worker", [{"job_id": second["job_id"], "attempt": second["attempt"],
+                                           "status": "completed", "generated_tags": ["fresh"]}])
+    assert fresh == {second["job_id"]: True}
+    job = conn.execute("SELECT status, generated_tags FROM csv_row_jobs").fetchone()
+    assert job == {"status": "completed", "generated_tags": ["fresh"]}
+    assert batch_row(conn, batch)["status"] == "completed"
+    # The single-result seed function reports the fence the same way.
+    assert conn.execute(
+        "SELECT update_csv_row_job_result(%s, 'failed', p_worker_id => 'slow-worker', p_attempt => 1) AS ok",
+        [first["job_id"]],
+    ).fetchone() == {"ok": False}
+
+
+def test_a_live_worker_keeps_its_jobs_past_the_timeout(conn: psycopg.Connection) -> None:
+    make_batch(conn, 1)
+    conn.execute("SELECT * FROM update_csv_worker_heartbeat('busy', 'processing', 1)")
+    claim(conn, "busy")
+    conn.execute("UPDATE csv_row_jobs SET claimed_at = now() - interval '10 minutes'")
+    assert claim(conn, "thief", timeout=5) == []
+
+
+def test_counters_equal_the_real_counts_after_a_mixed_run(database_url: str, conn: psycopg.Connection) -> None:
+    batches = [make_batch(conn, 150, max_retries=1), make_batch(conn, 90, user_id=USER_B, max_retries=1)]
+
+    def worker(name: str, seed: int) -> None:
+        rng = random.Random(seed)
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+            as_service(c)
+            while jobs := claim(c, name, limit=rng.randint(1, 6)):
+                results = [
+                    {"job_id": j["job_id"], "attempt": j["attempt"],
+                     "status": rng.choice(["completed", "completed", "failed", "pending"]),
+                     "error_message": "boom", "cost_usd": 0.01}
+                    for j in jobs
+                ]
+                report(c, name, results)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}", i)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for batch in batches:
+        row = batch_row(conn, batch)
+        counts = job_counts(conn, batch)
+        assert row["successful_rows"] == counts.get("completed", 0)
+        assert row["failed_rows"] == counts.get("failed", 0)
+        assert row["processed_rows"] == row["total_rows"] == sum(counts.values())
+        assert row["status"] == "completed"
+        progress = conn.execute("SELECT * FROM get_csv_batch_progress(%s)", [batch]).fetchone()
+        assert progress is not None
+        assert progress["pending_rows"] == 0 and progress["in_flight_rows"] == 0
+        assert float(progress["percentage"]) == 100.0
+    retried = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE retry_count > 0").fetchone()
+    assert retried is not None and retried["n"] > 0
+    over = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE retry_count > max_retries").fetchone()
+    assert over == {"n": 0}
+
+
+def test_retry_past_max_retries_fails_the_job_with_its_reason(conn: psycopg.Connection) -> None:
+    batch = make_batch(conn, 1, max_retries=1)
+    for expected in ("pending", "failed"):
+        [job] = claim(conn, "w")
+        report(conn, "w", [{"job_id": job["job_id"], "attempt": job["attempt"], "status": "pending",
+                            "error_message": "provider exploded"}])
+        assert job_counts(conn, batch) == {expected: 1}
+    row = conn.execute("SELECT error_message, retry_count FROM csv_row_jobs").fetchone()
+    assert row is not None and row["retry_count"] == 1
+    assert row["error_message"].startswith("provider exploded")
+    assert batch_row(conn, batch)["failed_rows"] == 1
+
+
+def test_cleanup_releases_exactly_the_dead_workers_jobs(conn: psycopg.Connection) -> None:
+    batch = make_batch(conn, 10)
+    for worker in ("alive", "dead"):
+        conn.execute("SELECT * FROM update_csv_worker_heartbeat(%s, 'processing', 3)", [worker])
+    alive_jobs = {j["job_id"] for j in claim(conn, "alive", limit=3)}
+    dead_jobs = {j["job_id"] for j in claim(conn, "dead", limit=4)}
+    conn.execute("UPDATE csv_processing_workers SET last_heartbeat = now() - interval '1 hour'"
+                 " WHERE instance_id = 'dead'")
+    result = conn.execute("SELECT * FROM cleanup_stale_csv_workers(5)").fetchone()
+    assert result == {"workers_stopped": 1, "jobs_released": 4, "jobs_failed": 0}
+    rows = conn.execute("SELECT id, status, claimed_by, retry_count FROM csv_row_jobs").fetchall()
+    for row in rows:
+        if row["id"] in alive_jobs:
+            assert row["status"] == "claimed" and row["claimed_by"] == "alive"
+        elif row["id"] in dead_jobs:
+            assert row["status"] == "pending" and row["retry_count"] == 1 and row["claimed_by"] is None
+    assert conn.execute("SELECT status FROM csv_processing_workers WHERE instance_id = 'dead'").fetchone() == {
+        "status": "stopped"}
+    assert conn.execute("SELECT * FROM cleanup_stale_csv_workers(5)").fetchone() == {
+        "workers_stopped": 0, "jobs_released": 0, "jobs_failed": 0}
+    assert batch_row(conn, batch)["processed_rows"] == 0
+
+
+def test_two_cleanups_at_once_release_each_job_once(database_url: str, conn: psycopg.Connection) -> None:
+    make_batch(conn, 60, max_retries=5)
+    for i in range(6):
+        conn.execute("SELECT * FROM update_csv_worker_heartbeat(%s, 'processing', 10)", [f"dead{i}"])
+        claim(conn, f"dead{i}", limit=10)
+    conn.execute("UPDATE csv_processing_workers SET last_heartbeat = now() - interval '1 hour'")
+    results: list[dict[str, Any]] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+            as_service(c)
+            barrier.wait()
+            row = c.execute("SELECT * FROM cleanup_stale_csv_workers(5)").fetchone()
+            assert row is not None
+            results.append(row)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r["workers_stopped"] for r in results) == 6
+    assert sum(r["jobs_released"] for r in results) == 60
+    assert conn.execute("SELECT max(retry_count) AS m FROM csv_row_jobs").fetchone() == {"m": 1}
+
+
+def test_release_on_shutdown_does_not_count_a_retry(conn: psycopg.Connection) -> None:
+    make_batch(conn, 3)
+    claim(conn, "w", limit=3)
+    assert conn.execute("SELECT * FROM release_csv_worker_jobs('w', false)").fetchone() == {
+        "released": 3, "failed": 0}
+    assert conn.execute("SELECT DISTINCT status, retry_count FROM csv_row_jobs").fetchall() == [
+        {"status": "pending", "retry_count": 0}]
+
+
+def test_cancelled_and_paused_batches_hand_out_nothing(conn: psycopg.Connection) -> None:
+    make_batch(conn, 2, status="cancelled")
+    make_batch(conn, 2, status="paused")
+    make_batch(conn, 2, status="uploaded")
+    assert claim(conn, "w", limit=10) == []
+
+
+def test_claims_are_fair_across_batches(conn: psycopg.Connection) -> None:
+    """A small batch uploaded beside a huge one gets its share at once."""
+    big = make_batch(conn, 1000)
+    claim(conn, "early", limit=8)  # the big batch is already running
+    small = make_batch(conn, 10)
+    jobs = claim(conn, "w", limit=8)
+    per_batch = {b: sum(1 for j in jobs if j["batch_id"] == b) for b in (big, small)}
+    assert per_batch[small] == 8  # it has fewer in flight, so it goes first
+    jobs = claim(conn, "w", limit=8)
+    assert sum(1 for j in jobs if j["batch_id"] == small) == 2
+
+
+def test_dedicated_claims_take_only_their_batch(conn: psycopg.Connection) -> None:
+    make_batch(conn, 5)
+    mine = make_batch(conn, 5)
+    jobs = claim(conn, "dedicated", limit=10, batch_id=mine)
+    assert len(jobs) == 5 and {j["batch_id"] for j in jobs} == {mine}
+
+
+def test_heartbeat_registers_updates_and_reports_being_declared_dead(conn: psycopg.Connection) -> None:
+    row = conn.execute(
+        "SELECT * FROM update_csv_worker_heartbeat('w', 'processing', 2, 10, 1, 4, NULL, NULL, 'host', 42)"
+    ).fetchone()
+    assert row == {"instance_id": "w", "status": "processing", "was_stopped": False}
+    worker = conn.execute("SELECT * FROM csv_processing_workers").fetchone()
+    assert worker is not None
+    assert (worker["current_job_count"], worker["total_jobs_processed"], worker["hostname"], worker["pid"]) == (
+        2, 10, "host", 42)
+    conn.execute("UPDATE csv_processing_workers SET status = 'stopped'")
+    row = conn.execute("SELECT * FROM update_csv_worker_heartbeat('w', 'processing', 0)").fetchone()
+    assert row is not None and row["was_stopped"] is True
+    ops = [r["operation"] for r in conn.execute("SELECT operation FROM csv_processing_logs ORDER BY id")]
+    assert ops == ["worker_started"]
+
+
+def test_progress_reads_counters_and_in_flight_jobs(conn: psycopg.Connection) -> None:
+    batch = make_batch(conn, 10)
+    jobs = claim(conn, "w", limit=4)
+    report(conn, "w", [{"job_id": j["job_id"], "attempt": j["attempt"], "status": s, "cost_usd": 0.5}
+                       for j, s in zip(jobs[:3], ["completed", "completed", "failed"], strict=True)])
+    p = conn.execute("SELECT * FROM get_csv_batch_progress(%s)", [batch]).fetchone()
+    assert p is not None
+    assert (p["total_rows"], p["processed_rows"], p["successful_rows"], p["failed_rows"]) == (10, 3, 2, 1)
+    assert (p["in_flight_rows"], p["pending_rows"], p["active_workers"]) == (1, 6, 1)
+    assert float(p["percentage"]) == 30.0 and float(p["cost_usd"]) == 1.5
+    assert p["status"] == "processing" and p["eta_seconds"] is not None
+    assert conn.execute("SELECT * FROM get_csv_batch_progress(%s)", [uuid.uuid4()]).fetchall() == []
+
+
+def test_state_changes_are_logged_and_notified(database_url: str, conn: psycopg.Connection) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN csv_batch_progress")
+        listener.execute("LISTEN csv_processing_logs")
+        batch = make_batch(conn, 1)
+        [job] = claim(conn, "w")
+        report(conn, "w", [{"job_id": job["job_id"], "attempt": job["attempt"], "status": "completed"}])
+        channels = {n.channel for n in listener.notifies(timeout=1.0, stop_after=2)}
+    assert channels == {"csv_batch_progress", "csv_processing_logs"}
+    ops = [r["operation"] for r in conn.execute(
+        "SELECT operation FROM csv_processing_logs WHERE batch_id = %s ORDER BY id", [batch])]
+    assert ops == ["batch_started", "row_completed", "batch_completed"]
+
+
+def test_claim_uses_the_pending_index(conn: psycopg.Connection) -> None:
+    """EXPLAIN proves the claim's pick query reads the partial pending index, not the whole table."""
+    batch = make_batch(conn, 20_000)
+    conn.execute("UPDATE csv_row_jobs SET status = 'completed', completed_at = now() WHERE row_number <= 19000")
+    conn.execute("ANALYZE csv_row_jobs")
+    plan = conn.execute(
+        "EXPLAIN (FORMAT JSON) SELECT j.id FROM csv_row_jobs j WHERE j.batch_id = %s AND j.status = 'pending'"
+        " ORDER BY j.id LIMIT 5 FOR UPDATE SKIP LOCKED", [batch]
+    ).fetchone()
+    assert plan is not None
+    text = json.dumps(plan)
+    assert "csv_row_jobs_pending_idx" in text
+    assert "Seq Scan" not in text

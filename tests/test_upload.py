@@ -1,0 +1,292 @@
+"""`csvjobs upload`: files users really have, bad input, all-or-nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import REAL_DATA
+
+from csvjobs.config import Settings
+from csvjobs.ingest import UploadOptions, upload_csv
+
+HEADER = "country,product_type,size,mpn,title,description\n"
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def stored_files(settings: Settings) -> list[Path]:
+    root = settings.storage_root / "csv-uploads"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def assert_nothing_written(conn: psycopg.Connection, settings: Settings) -> None:
+    assert conn.execute("SELECT count(*) AS n FROM csv_batches").fetchone() == {"n": 0}
+    assert conn.execute("SELECT count(*) AS n FROM csv_row_jobs").fetchone() == {"n": 0}
+    assert stored_files(settings) == []
+
+
+def jobs(conn: psycopg.Connection) -> list[dict]:
+    return conn.execute("SELECT row_number, row_data, product, trigger_text FROM csv_row_jobs"
+                        " ORDER BY row_number").fetchall()
+
+
+def test_upload_creates_a_queued_batch_with_one_job_per_row(run_cli, conn, settings, tmp_path) -> None:
+    csv_file = write(tmp_path / "p.csv", HEADER + "US,Shoes,42,RS-1,Runner,Fast shoe\nDE,Mug,,M-2,Mug,\n")
+    result = run_cli("upload", str(csv_file), "--json")
+    assert result.code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["total_rows"] == 2 and data["skipped_rows"] == 0 and data["status"] == "queued"
+    batch = conn.execute("SELECT * FROM csv_batches").fetchone()
+    assert batch is not None and str(batch["id"]) == data["batch_id"]
+    assert batch["status"] == "queued" and batch["total_rows"] == 2
+    assert batch["csv_headers"] == ["country", "product_type", "size", "mpn", "title", "description"]
+    assert batch["original_filename"] == "p.csv" and batch["storage_path"] == data["storage_path"]
+    user_dir = data["storage_path"].split("/")[1]
+    assert user_dir == str(batch["user_id"])
+    stored = settings.storage_root / data["storage_path"]
+    assert stored.read_bytes() == csv_file.read_bytes()
+    rows = jobs(conn)
+    assert rows[0]["trigger_text"] == "US Shoes 42 RS-1 Fast shoe"
+    assert rows[1]["trigger_text"] == "DE Mug M-2"
+    assert rows[0]["row_data"]["title"] == "Runner"
+    ops = [r["operation"] for r in conn.execute("SELECT operation FROM csv_processing_logs")]
+    assert ops == ["batch_queued"]
+
+
+def test_human_output_names_the_batch_and_the_next_step(run_cli, tmp_path) -> None:
+    result = run_cli("upload", str(write(tmp_path / "p.csv", HEADER + "US,Shoes,42,RS-1,Runner,Fast\n")))
+    assert result.code == 0
+    assert "1 row(s) queued" in result.stdout and "csvjobs work" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "encoding", "expected_title"),
+    [
+        ("bom.csv", "\ufeff" + HEADER + "BR,Café,P,X1,Pão de queijo,Delícia\n", "utf-8", "Pão de queijo"),
+        ("cp1252.csv", HEADER + "FR,Thé,M,T1,Crème brûlée “deluxe”,Très bon\n", "cp1252", "Crème brûlée “deluxe”"),
+        ("latin1.csv", HEADER + "DE,Größe,L,G1,Grüße\x81,Schön\n", "latin-1", "Grüße\x81"),
+        ("semicolon.csv", HEADER.replace(",", ";") + "IT;Olio;1 L;O1;Olio, extra;Buono; davvero\n".replace(
+            "Buono; davvero", '"Buono; davvero"'), "utf-8", "Olio, extra"),
+        ("tab.tsv", HEADER.replace(",", "\t") + "JP\tTea\t1\tT9\tSencha, green\tFresh\n", "utf-8", "Sencha, green"),
+        ("crlf.csv", (HEADER + 'US,Bag,M,B1,"Bag ""Pro""","Line one\nline two, with comma"\n').replace("\n", "\r\n"),
+         "utf-8", 'Bag "Pro"'),
+    ],
+)
+def test_encodings_and_dialects(run_cli, conn, tmp_path, name, content, encoding, expected_title) -> None:
+    result = run_cli("upload", str(write(tmp_path / name, content, encoding)))
+    assert result.code == 0, result.stderr
+    [row] = jobs(conn)
+    assert row["product"]["title"] == expected_title
+    if name == "crlf.csv":
+        assert row["product"]["description"] == "Line one line two, with comma"
+        assert row["row_data"]["description"] == "Line one\r\nline two, with comma"
+
+
+def test_headers_match_case_and_space_insensitively(run_cli, conn, tmp_path) -> None:
+    content = " Country ,PRODUCT TYPE,Size,MPN,Title,Description\nUS,Lamp,S,L1,Glow,Warm light\n"
+    assert run_cli("upload", str(write(tmp_path / "p.csv", content))).code == 0
+    assert jobs(conn)[0]["trigger_text"] == "US Lamp S L1 Warm light"
+
+
+SHOPIFY = (
+    "Handle,Title,Body (HTML),Vendor,Type,Tags,Option1 Name,Option1 Value,Option2 Name,Option2 Value,"
+    "Variant SKU,Variant Price,Image Src\n"
+    'tee,Cotton Tee,"<p>Soft <strong>organic</strong> cotton &amp; more</p>",Acme,Shirts,"a, b",Color,Green,'
+    "Size,S,TEE-G-S,20,http://x/1.jpg\n"
+    "tee,,,,,,,Green,,M,TEE-G-M,20,\n"
+    "tee,,,,,,,,,,,,http://x/2.jpg\n"
+    "cap,Wool Cap,Warm cap,Acme,Hats,,Size,One size,,,CAP-1,15,\n"
+)
+
+
+def test_shopify_export_fills_variants_from_their_product_and_skips_image_rows(run_cli, conn, tmp_path) -> None:
+    result = run_cli("upload", str(write(tmp_path / "shopify.csv", SHOPIFY)), "--country", "US", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["skipped_rows"] == 1
+    rows = jobs(conn)
+    assert [r["product"]["mpn"] for r in rows] == ["TEE-G-S", "TEE-G-M", "CAP-1"]
+    assert rows[1]["product"]["title"] == "Cotton Tee"
+    assert rows[1]["product"]["description"] == "Soft organic cotton & more"
+    assert rows[1]["product"]["size"] == "M"
+    assert rows[2]["product"]["size"] == "One size"
+    assert rows[1]["trigger_text"] == "US Shirts M TEE-G-M Soft organic cotton & more"
+    # Unmapped columns stay in row_data, exactly as in the file.
+    assert rows[0]["row_data"]["Vendor"] == "Acme" and rows[0]["row_data"]["Tags"] == "a, b"
+
+
+WOO = (
+    "ID,Type,SKU,Name,Published,Short description,Description,Categories,Parent,Attribute 1 name,"
+    "Attribute 1 value(s),Regular price\n"
+    '10,variable,HOOD,Hoodie,1,Warm,"<p>Fleece hoodie</p>","Clothing > Hoodies",,Size,"S, M",\n'
+    "11,variation,HOOD-S,Hoodie - S,1,,,,id:10,Size,S,40\n"
+    "12,simple,BEAN,Beanie,1,Knitted beanie,,Accessories,,,,12\n"
+)
+
+
+def test_woocommerce_export_fills_variations_from_their_parent(run_cli, conn, tmp_path) -> None:
+    result = run_cli("upload", str(write(tmp_path / "woo.csv", WOO)), "--preset", "woocommerce")
+    assert result.code == 0, result.stderr
+    rows = jobs(conn)
+    assert rows[1]["product"] == {"country": "", "product_type": "Clothing > Hoodies", "size": "S",
+                                  "mpn": "HOOD-S", "description": "Fleece hoodie", "title": "Hoodie - S"}
+    assert rows[2]["product"]["description"] == "Knitted beanie"
+    batch = conn.execute("SELECT column_mapping FROM csv_batches").fetchone()
+    assert batch is not None and batch["column_mapping"]["preset"] == "woocommerce"
+
+
+def test_map_option_maps_any_header(run_cli, conn, tmp_path) -> None:
+    content = "Nome;Descrição;Categoria;Código\nCamiseta;Algodão;Roupas;C1\n"
+    result = run_cli("upload", str(write(tmp_path / "pt.csv", content)), "--map", "title=Nome",
+                     "--map", "description=descrição", "--map", "product_type=Categoria", "--map", "mpn=Código",
+                     "--country", "BR")
+    assert result.code == 0, result.stderr
+    assert jobs(conn)[0]["trigger_text"] == "BR Roupas C1 Algodão"
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
+def test_real_shopify_template_export(run_cli, conn) -> None:
+    result = run_cli("upload", str(REAL_DATA / "shopify_product_template.csv"), "--json")
+    assert result.code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["total_rows"] == 16 and data["skipped_rows"] == 1
+    rows = jobs(conn)
+    assert all(r["product"]["title"] for r in rows)
+    green_m = next(r for r in rows if r["product"]["mpn"] == "SRT_COT_122")
+    assert green_m["product"]["title"] == "Example T-Shirt" and green_m["product"]["size"] == "M"
+    assert "<p>" not in green_m["product"]["description"]
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
+def test_real_brazilian_woocommerce_export_with_bom_needs_map(run_cli, conn) -> None:
+    path = str(REAL_DATA / "woocommerce_ptbr_products.csv")
+    refused = run_cli("upload", path)
+    assert refused.code == 2 and "--map" in refused.stderr and "'Nome'" in refused.stderr
+    result = run_cli("upload", path, "--map", "title=Nome", "--map", "description=Descrição",
+                     "--map", "product_type=Categorias", "--map", "mpn=REF", "--country", "BR", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["total_rows"] == 11
+    rows = jobs(conn)
+    assert rows[0]["row_data"]["ID"] == "65"  # the BOM is not part of the first header
+    assert rows[0]["product"]["title"] == "Single date registration"
+    assert rows[0]["product"]["description"].startswith("Lorem ipsum")
+
+
+def test_dry_run_validates_and_writes_nothing(run_cli, conn, settings, tmp_path) -> None:
+    csv_file = write(tmp_path / "p.csv", HEADER + "US,Shoes,42,RS-1,Runner,Fast shoe\n")
+    result = run_cli("upload", str(csv_file), "--dry-run")
+    assert result.code == 0, result.stderr
+    assert "1 row(s) would be created" in result.stdout and "US Shoes 42 RS-1 Fast shoe" in result.stdout
+    assert_nothing_written(conn, settings)
+
+
+def test_invalid_rows_reject_the_upload_with_line_and_column(run_cli, conn, settings, tmp_path) -> None:
+    lines = [HEADER.strip()] + ["US,,,X,,"] * 25 + ["US,Shoes,1,Y,Ok,Fine"]
+    result = run_cli("upload", str(write(tmp_path / "bad.csv", "\n".join(lines) + "\n")))
+    assert result.code == 2
+    assert "25 invalid row(s)" in result.stderr and "line 2" in result.stderr and "nothing to describe" in result.stderr
+    assert "... and 5 more" in result.stderr and "Traceback" not in result.stderr
+    assert_nothing_written(conn, settings)
+
+
+def test_skip_invalid_uploads_the_valid_rows(run_cli, conn, tmp_path) -> None:
+    content = HEADER + "US,,,X,,\nUS,Shoes,1,Y,Ok,Fine\nUS,Shoes,1\n"
+    result = run_cli("upload", str(write(tmp_path / "p.csv", content)), "--skip-invalid", "--json")
+    assert result.code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["total_rows"] == 1 and data["skipped_rows"] == 2
+    assert [r["row_number"] for r in jobs(conn)] == [2]
+
+
+EXCEL = b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 100
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty"),
+        ("header_only.csv", HEADER.encode(), "no data rows"),
+        ("no_header.csv", b"1,2,3\n4,5,6\n", "header row"),
+        ("dupes.csv", b"title,Title,description\na,b,c\n", "duplicate column name"),
+        ("ragged.csv", (HEADER + "US,Shoes,1,X,T,D,extra\n").encode(), "has 7 fields but the header has 6"),
+        ("nul.csv", (HEADER + "US,Sh\x00oes,1,X,T,D\n").encode(), "NUL byte"),
+        ("quote.csv", (HEADER + 'US,"Shoes,1,X,T,D\nUS,Bag,1,Y,T,D\n').encode(), "never closed"),
+        ("huge.csv", (HEADER + "US,Shoes,1,X,T," + "x" * (1024 * 1024 + 10) + "\n").encode(), "larger than"),
+        ("excel.csv", EXCEL, "Excel workbook"),
+    ],
+)
+def test_bad_files_get_a_clear_error_and_nothing_is_written(
+    run_cli, conn, settings, tmp_path, name, content, message
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_cli("upload", str(path))
+    assert result.code == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1
+    assert_nothing_written(conn, settings)
+
+
+def test_missing_file_directory_and_unknown_mapping(run_cli, conn, settings, tmp_path) -> None:
+    missing = run_cli("upload", str(tmp_path / "nope.csv"))
+    assert missing.code == 2 and "no such file" in missing.stderr
+    directory = run_cli("upload", str(tmp_path))
+    assert directory.code == 2 and "is a directory" in directory.stderr
+    csv_file = write(tmp_path / "p.csv", HEADER + "US,Shoes,42,RS-1,Runner,Fast shoe\n")
+    unknown = run_cli("upload", str(csv_file), "--map", "title=Nome")
+    assert unknown.code == 2 and "no column 'Nome'" in unknown.stderr and "'country'" in unknown.stderr
+    bad_field = run_cli("upload", str(csv_file), "--map", "colour=title")
+    assert bad_field.code == 2 and "unknown field" in bad_field.stderr
+    bad_user = run_cli("upload", str(csv_file), "--user", "bob")
+    assert bad_user.code == 2 and "not a valid id" in bad_user.stderr
+    assert_nothing_written(conn, settings)
+
+
+def test_a_lost_connection_mid_upload_leaves_nothing(settings, conn, tmp_path) -> None:
+    path = tmp_path / "big.csv"
+    with path.open("w") as f:
+        f.write(HEADER)
+        for i in range(50_000):
+            f.write(f"US,Shoes,42,SKU-{i},Runner {i},A fast shoe\n")
+
+    def kill_backend(done: int, total: int) -> None:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = 'csvjobs-upload'")
+
+    from csvjobs.errors import DatabaseError
+
+    with pytest.raises(DatabaseError):
+        upload_csv(settings, UploadOptions(path=path), progress=kill_backend)
+    assert_nothing_written(conn, settings)
+
+
+def test_interrupt_mid_upload_leaves_nothing(settings, conn, tmp_path) -> None:
+    path = tmp_path / "big.csv"
+    with path.open("w") as f:
+        f.write(HEADER)
+        for i in range(30_000):
+            f.write(f"US,Shoes,42,SKU-{i},Runner {i},A fast shoe\n")
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upload_csv(settings, UploadOptions(path=path), progress=interrupt)
+    assert_nothing_written(conn, settings)
+
+
+def test_each_user_uploads_into_their_own_folder(settings, conn, tmp_path) -> None:
+    path = write(tmp_path / "../weird name;rm -rf.csv", HEADER + "US,Shoes,42,RS-1,Runner,Fast shoe\n")
+    other = uuid.uuid4()
+    report = upload_csv(settings, UploadOptions(path=path, user_id=other))
+    assert report.storage_path is not None
+    bucket, user_dir, filename = report.storage_path.split("/")
+    assert (bucket, user_dir) == ("csv-uploads", str(other))
+    assert "/" not in filename and ";" not in filename and " " not in filename
+    assert (settings.storage_root / report.storage_path).is_file()
