@@ -70,8 +70,11 @@ CREATE TABLE IF NOT EXISTS csv_row_jobs (
 
 -- The claim's index: pending jobs of one batch in row order. Partial, so it holds only work still to hand out.
 CREATE INDEX IF NOT EXISTS csv_row_jobs_pending_idx ON csv_row_jobs (batch_id, id) WHERE status = 'pending';
--- Jobs in flight: counted per batch for fair scheduling and progress, scanned for timed-out claims.
-CREATE INDEX IF NOT EXISTS csv_row_jobs_in_flight_idx ON csv_row_jobs (batch_id, claimed_at)
+-- Jobs in flight: counted per batch for fair scheduling and progress; and by claim time, so that looking for
+-- timed-out claims (on every claim) is a range scan that finds nothing in the normal case.
+CREATE INDEX IF NOT EXISTS csv_row_jobs_in_flight_idx ON csv_row_jobs (batch_id)
+    WHERE status IN ('claimed', 'processing');
+CREATE INDEX IF NOT EXISTS csv_row_jobs_claimed_at_idx ON csv_row_jobs (claimed_at)
     WHERE status IN ('claimed', 'processing');
 CREATE INDEX IF NOT EXISTS csv_row_jobs_failed_idx ON csv_row_jobs (batch_id, row_number) WHERE status = 'failed';
 

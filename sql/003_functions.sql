@@ -204,40 +204,43 @@ BEGIN
     END IF;
     PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
 
-    -- Batches that can hand out work, with their jobs in flight and (up to p_limit) pending jobs; both counts
-    -- come from small partial indexes.
-    SELECT array_agg(t.id ORDER BY t.created_at, t.id), array_agg(t.user_id ORDER BY t.created_at, t.id),
-           array_agg(t.in_flight ORDER BY t.created_at, t.id), array_agg(t.pending ORDER BY t.created_at, t.id)
-      INTO v_batches, v_owners, v_load, v_available
-      FROM (
-          SELECT b.id, b.user_id, b.created_at,
-                 (SELECT count(*) FROM csv_row_jobs f
-                   WHERE f.batch_id = b.id AND f.status IN ('claimed', 'processing'))::integer AS in_flight,
-                 (SELECT count(*) FROM (SELECT 1 FROM csv_row_jobs p
-                                         WHERE p.batch_id = b.id AND p.status = 'pending' LIMIT p_limit) q
-                 )::integer AS pending
-            FROM csv_batches b
-           WHERE b.status IN ('queued', 'processing')
-             AND (p_batch_id IS NULL OR b.id = p_batch_id)
-             AND (p_user_id IS NULL OR b.user_id = p_user_id)
-      ) t
-     WHERE t.pending > 0;
+    -- Batches that can hand out work (a short list, from csv_batches_active_idx).
+    SELECT array_agg(b.id ORDER BY b.created_at, b.id), array_agg(b.user_id ORDER BY b.created_at, b.id)
+      INTO v_batches, v_owners
+      FROM csv_batches b
+     WHERE b.status IN ('queued', 'processing')
+       AND (p_batch_id IS NULL OR b.id = p_batch_id)
+       AND (p_user_id IS NULL OR b.user_id = p_user_id)
+       AND EXISTS (SELECT 1 FROM csv_row_jobs p WHERE p.batch_id = b.id AND p.status = 'pending');
     IF v_batches IS NULL THEN
         RETURN;
     END IF;
     v_n := cardinality(v_batches);
-    v_share := array_fill(0, ARRAY[v_n]);
-    FOR s IN 1..p_limit LOOP
-        v_best := NULL;
-        FOR i IN 1..v_n LOOP
-            IF v_share[i] < v_available[i]
-               AND (v_best IS NULL OR v_load[i] + v_share[i] < v_load[v_best] + v_share[v_best]) THEN
-                v_best := i;
-            END IF;
+    IF v_n = 1 THEN
+        v_share := ARRAY[p_limit];
+    ELSE
+        -- Several batches: count each one's jobs in flight and (up to p_limit) pending jobs, both from small
+        -- partial indexes, and give the slots one by one to the least loaded.
+        SELECT array_agg((SELECT count(*) FROM csv_row_jobs f
+                           WHERE f.batch_id = t.id AND f.status IN ('claimed', 'processing'))::integer ORDER BY t.n),
+               array_agg((SELECT count(*) FROM (SELECT 1 FROM csv_row_jobs p
+                                                 WHERE p.batch_id = t.id AND p.status = 'pending'
+                                                 LIMIT p_limit) q)::integer ORDER BY t.n)
+          INTO v_load, v_available
+          FROM unnest(v_batches) WITH ORDINALITY AS t(id, n);
+        v_share := array_fill(0, ARRAY[v_n]);
+        FOR s IN 1..p_limit LOOP
+            v_best := NULL;
+            FOR i IN 1..v_n LOOP
+                IF v_share[i] < v_available[i]
+                   AND (v_best IS NULL OR v_load[i] + v_share[i] < v_load[v_best] + v_share[v_best]) THEN
+                    v_best := i;
+                END IF;
+            END LOOP;
+            EXIT WHEN v_best IS NULL;
+            v_share[v_best] := v_share[v_best] + 1;
         END LOOP;
-        EXIT WHEN v_best IS NULL;
-        v_share[v_best] := v_share[v_best] + 1;
-    END LOOP;
+    END IF;
 
     -- First pass: each batch's share; second pass: whatever other claimers took from under us, from any batch.
     FOR v_pass IN 1..2 LOOP
@@ -248,7 +251,7 @@ BEGIN
             WITH picked AS (
                 SELECT j.id FROM csv_row_jobs j
                 WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
-                ORDER BY j.id
+                ORDER BY j.batch_id, j.id
                 LIMIT v_want
                 FOR UPDATE SKIP LOCKED
             ), claimed AS (
