@@ -277,13 +277,55 @@ def _not_built(command: str, issue: str) -> NoReturn:
     raise NotBuiltError(f"`csvjobs {command}` is not built yet ({issue}); nothing was done")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def work(ctx: typer.Context) -> None:
+@app.command()
+def work(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(min=1, help="Rows in flight at once across the pool.")] = 4,
+    processes: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: min(concurrency, CPU count)).")
+    ] = None,
+    batch: Annotated[str | None, typer.Option(help="Work only on this batch (a dedicated worker).")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Work only on this user's batches.")] = None,
+    until_done: Annotated[bool, typer.Option(help="Exit 0 once no pending or claimed row remains.")] = False,
+    provider: Annotated[
+        str | None,
+        typer.Option(help="openai, offline, noop[:SECONDS] or module:attribute (default: openai with a key)."),
+    ] = None,
+    dedicated_threshold: Annotated[
+        int, typer.Option(min=0, help="Batches with more rows than this get a dedicated worker.")
+    ] = 20,
+    max_dedicated: Annotated[int, typer.Option(min=0, help="At most this many dedicated workers.")] = 2,
+    claim_timeout: Annotated[
+        float, typer.Option(min=0.01, help="Minutes before a silent worker's rows are taken back.")
+    ] = 5.0,
+    grace_period: Annotated[
+        float, typer.Option(min=0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM.")
+    ] = 30.0,
+) -> None:
     """Process row jobs with a pool of worker processes.
 
     Example: csvjobs work --concurrency 4 --until-done
     """
-    _not_built("work", "the worker pool")
+    from csvjobs.supervisor import PoolOptions, run_pool
+
+    settings = _settings(ctx)
+    try:
+        options = PoolOptions(
+            concurrency=concurrency,
+            processes=processes,
+            batch_id=_parse_uuid(batch, "--batch"),
+            user_id=_parse_uuid(user, "--user"),
+            until_done=until_done,
+            provider=provider,
+            dedicated_threshold=dedicated_threshold,
+            max_dedicated=max_dedicated,
+            claim_timeout_minutes=claim_timeout,
+            grace_seconds=grace_period,
+        )
+    except ValueError as exc:
+        raise InputError(_first_error(exc)) from exc
+    code = run_pool(settings, options)
+    raise typer.Exit(code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -11,13 +11,16 @@ from csvjobs import db
 from csvjobs.errors import NotFoundError
 from csvjobs.models import BatchProgress, ClaimedJob, CleanupReport, JobResult
 
-CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s, %s, %s, %s)"
+CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid)"
 REPORT_SQL = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
-HEARTBEAT_SQL = "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-CHECKPOINT_SQL = "SELECT save_csv_row_job_checkpoint(%s, %s, %s, %s::jsonb) AS held"
-RELEASE_SQL = "SELECT * FROM release_csv_worker_jobs(%s, %s)"
-PROGRESS_SQL = "SELECT * FROM get_csv_batch_progress(%s)"
-CLEANUP_SQL = "SELECT * FROM cleanup_stale_csv_workers(%s)"
+HEARTBEAT_SQL = (
+    "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s::integer, %s::integer, %s::integer, %s::integer,"
+    " %s::uuid, %s::uuid, %s, %s::integer)"
+)
+CHECKPOINT_SQL = "SELECT save_csv_row_job_checkpoint(%s::bigint, %s, %s::integer, %s::jsonb) AS held"
+RELEASE_SQL_KEEP = "SELECT * FROM release_csv_worker_jobs(%s, %s, %s::bigint[])"
+PROGRESS_SQL = "SELECT * FROM get_csv_batch_progress(%s::uuid)"
+CLEANUP_SQL = "SELECT * FROM cleanup_stale_csv_workers(%s::numeric)"
 
 
 def results_json(results: Sequence[JobResult]) -> str:
@@ -76,3 +79,21 @@ def active_batches_progress(conn: db.Connection, user_id: uuid.UUID) -> list[Bat
             " WHERE b.status IN ('uploaded', 'queued', 'processing', 'paused') ORDER BY b.created_at"
         ).fetchall()
     return [BatchProgress.model_validate(row) for row in rows]
+
+
+def release_worker_jobs(conn: db.Connection, worker_id: str, count_retry: bool) -> tuple[int, int]:
+    """Put back every job a worker holds (after a crash: counting a retry, marking it stopped)."""
+    with db.service_transaction(conn):
+        row = conn.execute(RELEASE_SQL_KEEP, [worker_id, count_retry, []]).fetchone()
+    assert row is not None
+    return row["released"], row["failed"]
+
+
+def batches_needing_dedicated_workers(
+    conn: db.Connection, threshold: int, user_id: uuid.UUID | None
+) -> list[dict[str, Any]]:
+    """Big active batches with pending work, oldest first."""
+    with db.service_transaction(conn):
+        return conn.execute(
+            "SELECT * FROM csv_batches_needing_dedicated_workers(%s::integer, %s::uuid)", [threshold, user_id]
+        ).fetchall()

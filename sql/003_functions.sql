@@ -521,17 +521,36 @@ BEGIN
 END
 $$;
 
--- Put back every job a worker holds: on a clean shutdown without counting a retry, after a crash with one.
--- Locks: the worker's job rows, then batch rows in id order.
-CREATE OR REPLACE FUNCTION release_csv_worker_jobs(p_worker_id text, p_count_retry boolean DEFAULT false)
+-- Put back every job a worker holds (except p_keep): on a clean shutdown without counting a retry; after a crash
+-- with one, and the worker is marked stopped. A worker that lost its connection mid-claim calls it with the jobs
+-- it knows about in p_keep, so a claim whose answer never arrived does not stay held forever by a live worker.
+-- Locks: the worker row (after a crash), the worker's job rows, then batch rows in id order.
+CREATE OR REPLACE FUNCTION release_csv_worker_jobs(
+    p_worker_id text,
+    p_count_retry boolean DEFAULT false,
+    p_keep bigint[] DEFAULT '{}'
+)
 RETURNS TABLE (released integer, failed integer)
-LANGUAGE sql AS $$
-    SELECT * FROM csv_release_jobs(
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_count_retry THEN
+        UPDATE csv_processing_workers w
+           SET status = 'stopped', stopped_at = coalesce(w.stopped_at, now()), current_job_count = 0
+         WHERE w.instance_id = p_worker_id;
+        IF FOUND THEN
+            INSERT INTO csv_processing_logs (worker_instance, log_level, message, operation)
+            VALUES (p_worker_id, 'WARN', 'worker process died; its rows were released', 'worker_died');
+        END IF;
+    END IF;
+    RETURN QUERY SELECT * FROM csv_release_jobs(
         ARRAY(SELECT j.id FROM csv_row_jobs j
-              WHERE j.claimed_by = p_worker_id AND j.status IN ('claimed', 'processing') ORDER BY j.id),
+              WHERE j.claimed_by = p_worker_id AND j.status IN ('claimed', 'processing')
+                AND NOT (j.id = ANY (coalesce(p_keep, '{}')))
+              ORDER BY j.id),
         p_count_retry,
         CASE WHEN p_count_retry THEN format('worker %s died while holding the row', p_worker_id)
-             ELSE format('worker %s shut down', p_worker_id) END);
+             ELSE format('worker %s let go of the row', p_worker_id) END);
+END
 $$;
 
 -- A batch's progress from its counters (never a count over the job table, except the handful of jobs in

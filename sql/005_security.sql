@@ -63,7 +63,7 @@ REVOKE EXECUTE ON FUNCTION
     update_csv_row_job_result(bigint, text, text, jsonb, jsonb, jsonb, numeric, text, text, integer),
     save_csv_row_job_checkpoint(bigint, text, integer, jsonb),
     update_csv_worker_heartbeat(text, text, integer, integer, integer, integer, uuid, uuid, text, integer),
-    release_csv_worker_jobs(text, boolean),
+    release_csv_worker_jobs(text, boolean, bigint[]),
     cleanup_stale_csv_workers(numeric),
     get_csv_batch_progress(uuid),
     enqueue_csv_upload_rows(uuid, integer, integer)
@@ -79,7 +79,7 @@ GRANT EXECUTE ON FUNCTION
     update_csv_row_job_result(bigint, text, text, jsonb, jsonb, jsonb, numeric, text, text, integer),
     save_csv_row_job_checkpoint(bigint, text, integer, jsonb),
     update_csv_worker_heartbeat(text, text, integer, integer, integer, integer, uuid, uuid, text, integer),
-    release_csv_worker_jobs(text, boolean),
+    release_csv_worker_jobs(text, boolean, bigint[]),
     cleanup_stale_csv_workers(numeric)
 TO service_role;
 GRANT EXECUTE ON FUNCTION get_csv_batch_progress(uuid), enqueue_csv_upload_rows(uuid, integer, integer)

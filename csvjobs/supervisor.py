@@ -1,0 +1,233 @@
+"""`csvjobs work`: a supervisor that runs worker processes, starts dedicated workers for big batches, restarts
+crashed workers with backoff (releasing their rows first), and stops the pool cleanly on Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+
+from pydantic import BaseModel, model_validator
+
+from csvjobs import db, queue
+from csvjobs.config import Settings
+from csvjobs.errors import InputError
+from csvjobs.pipeline import default_provider_name, load_provider
+from csvjobs.worker import WorkerConfig, child_main, make_instance_id, say
+
+
+class PoolOptions(BaseModel):
+    """What `csvjobs work` was asked to do."""
+
+    concurrency: int = 4
+    processes: int | None = None
+    batch_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    until_done: bool = False
+    provider: str | None = None
+    dedicated_threshold: int = 20
+    max_dedicated: int = 2
+    claim_timeout_minutes: float = 5.0
+    grace_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolOptions:
+        if self.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
+        if self.processes is not None and not 1 <= self.processes <= self.concurrency:
+            raise ValueError("--processes must be between 1 and --concurrency")
+        if self.claim_timeout_minutes <= 0:
+            raise ValueError("--claim-timeout must be more than 0 minutes")
+        return self
+
+
+def split_concurrency(total: int, processes: int) -> list[int]:
+    """Share total rows in flight among processes as evenly as possible (5 over 2 -> [3, 2])."""
+    base, extra = divmod(total, processes)
+    return [base + (1 if i < extra else 0) for i in range(processes)]
+
+
+@dataclass
+class _Child:
+    """One worker slot: its current process and restart bookkeeping."""
+
+    config: WorkerConfig
+    dedicated: bool = False
+    process: multiprocessing.process.BaseProcess | None = None
+    restarts: int = 0
+    restart_at: float = 0.0
+    finished: bool = False
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+
+class Supervisor:
+    """Runs and watches the worker processes of one `csvjobs work`."""
+
+    RESTART_BACKOFF_CAP = 60.0
+    DEDICATED_CHECK_SECONDS = 2.0
+
+    def __init__(self, settings: Settings, options: PoolOptions, target: db.DatabaseTarget) -> None:
+        self.settings = settings
+        self.options = options
+        self.target = target
+        self.context = multiprocessing.get_context("spawn")
+        self.children: list[_Child] = []
+        self.stop_requests = 0
+        self._conn: db.Connection | None = None
+        self._last_dedicated_check = 0.0
+
+    # --- processes --------------------------------------------------------------------------------------------
+
+    def _spawn(self, child: _Child) -> None:
+        child.config.instance_suffix = child.suffix
+        process = self.context.Process(target=child_main, args=(child.config,), daemon=False)
+        process.start()
+        assert process.pid is not None
+        # The child computes the same id from its own pid (see child_main).
+        child.config.instance_id = make_instance_id(process.pid, child.suffix)
+        child.process = process
+        scope = f"batch {child.config.batch_id}" if child.dedicated else "any batch"
+        say(f"worker {child.config.instance_id}: started ({scope}, {child.config.concurrency} rows at once)")
+
+    def _config(self, concurrency: int, batch_id: uuid.UUID | None, until_done: bool) -> WorkerConfig:
+        opts = self.options
+        return WorkerConfig(
+            database_url=self.target.url,
+            settings=self.settings,
+            concurrency=concurrency,
+            batch_id=batch_id,
+            user_id=opts.user_id,
+            until_done=until_done,
+            provider=opts.provider or default_provider_name(self.settings),
+            claim_timeout_minutes=opts.claim_timeout_minutes,
+            grace_seconds=opts.grace_seconds,
+            heartbeat_seconds=opts.heartbeat_seconds,
+            parent_pid=os.getpid(),
+        )
+
+    def start(self) -> None:
+        """Start the global workers (or the workers of the one batch asked for)."""
+        opts = self.options
+        processes = opts.processes or max(1, min(opts.concurrency, os.cpu_count() or 1))
+        for share in split_concurrency(opts.concurrency, processes):
+            child = _Child(self._config(share, opts.batch_id, opts.until_done))
+            self.children.append(child)
+            self._spawn(child)
+
+    def _service_conn(self) -> db.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.target, application_name="csvjobs-supervisor")
+        return self._conn
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if child.finished or process is None:
+                if not child.finished and process is None and now >= child.restart_at and not self.stop_requests:
+                    child.restarts += 1
+                    self._spawn(child)
+                continue
+            if process.is_alive():
+                continue
+            code = process.exitcode
+            child.process = None
+            if code == 0 or self.stop_requests:
+                child.finished = True
+                continue
+            delay = min(self.RESTART_BACKOFF_CAP, 2.0 ** min(child.restarts, 6))
+            say(f"worker {child.config.instance_id}: exited with code {code}; releasing its rows and restarting "
+                f"in {delay:.0f}s")
+            self._release_dead(child.config.instance_id)
+            child.suffix = uuid.uuid4().hex[:6]
+            child.restart_at = now + delay
+
+    def _release_dead(self, instance_id: str) -> None:
+        try:
+            released, failed = queue.release_worker_jobs(self._service_conn(), instance_id, count_retry=True)
+            if released or failed:
+                say(f"worker {instance_id}: {released} row(s) back to pending, {failed} failed past their retries")
+        except Exception as exc:  # database away: the claim timeout (or cron cleanup) brings the rows back
+            self._conn = None
+            say(f"could not release the rows of {instance_id} now ({db.first_line(exc)}); "
+                "they come back after the claim timeout")
+
+    def _start_dedicated(self) -> None:
+        opts = self.options
+        now = time.monotonic()
+        if opts.batch_id is not None or opts.max_dedicated <= 0 or self.stop_requests:
+            return
+        if now - self._last_dedicated_check < self.DEDICATED_CHECK_SECONDS:
+            return
+        self._last_dedicated_check = now
+        try:
+            wanted = queue.batches_needing_dedicated_workers(self._service_conn(), opts.dedicated_threshold,
+                                                             opts.user_id)
+        except Exception as exc:
+            self._conn = None
+            say(f"supervisor: database unavailable ({db.first_line(exc)}); retrying")
+            return
+        active = {c.config.batch_id for c in self.children if c.dedicated and not c.finished}
+        for batch in wanted:
+            if len(active) >= opts.max_dedicated:
+                break
+            if batch["batch_id"] in active:
+                continue
+            child = _Child(self._config(batch["max_concurrent_jobs"], batch["batch_id"], True), dedicated=True)
+            self.children.append(child)
+            self._spawn(child)
+            active.add(batch["batch_id"])
+
+    def _global_done(self) -> bool:
+        return all(c.finished for c in self.children if not c.dedicated)
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop_requests += 1
+        if self.stop_requests == 1:
+            say("stopping: no new rows are claimed; rows in flight get to finish (Ctrl-C again to let go at once)")
+        else:
+            say("letting go at once: unfinished rows go back to pending")
+        for child in self.children:
+            if child.process is not None and child.process.is_alive() and child.process.pid:
+                os.kill(child.process.pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Supervise until the pool is stopped or, with --until-done, until the work is done."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while True:
+                self._reap()
+                self._start_dedicated()
+                alive = [c for c in self.children if c.process is not None and c.process.is_alive()]
+                if self.stop_requests and not alive:
+                    return 0
+                if self.options.until_done and self._global_done() and not alive:
+                    return 0
+                time.sleep(0.2)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._conn is not None:
+                self._conn.close()
+
+
+def run_pool(settings: Settings, options: PoolOptions) -> int:
+    """Start the worker pool described by options and supervise it; returns the exit code."""
+    target, conn = db.open_database(settings, application_name="csvjobs-supervisor")
+    conn.close()
+    name = options.provider or default_provider_name(settings)
+    load_provider(name, settings)  # a bad provider name or missing key fails here, once, not in every child
+    if options.provider is None and name == "offline":
+        say("no OpenAI API key configured: using the offline provider (template prompts, placeholder images)")
+    if options.batch_id is not None and options.user_id is not None:
+        raise InputError("--batch and --user cannot be combined; a batch already belongs to one user")
+    return Supervisor(settings, options, target).run()

@@ -1,0 +1,411 @@
+"""One worker process: claim rows, process them concurrently on an asyncio loop, report results in sets,
+send heartbeats, ride out database outages, and shut down cleanly (releasing what it could not finish)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from csvjobs import db, queue
+from csvjobs.config import Settings
+from csvjobs.errors import DatabaseError
+from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
+from csvjobs.pipeline import PermanentError, Provider, RowContext, TransientError, load_provider
+from csvjobs.storage import LocalStorage
+
+T = TypeVar("T")
+
+
+class WorkerConfig(BaseModel):
+    """Everything a worker process needs; pickled to the child process."""
+
+    database_url: str
+    settings: Settings
+    instance_id: str = ""
+    instance_suffix: str = ""
+    concurrency: int = 1
+    batch_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    until_done: bool = False
+    provider: str = "offline"
+    claim_timeout_minutes: float = 5.0
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 10.0
+    grace_seconds: float = 30.0
+    report_batch_size: int = 32
+    report_delay_seconds: float = 0.02
+    transient_attempts: int = 4
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 30.0
+    parent_pid: int | None = None
+
+
+def make_instance_id(pid: int | None = None, suffix: str | None = None) -> str:
+    """host-pid-random: unique across machines, and readable in `csvjobs workers`."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}-{suffix or uuid.uuid4().hex[:6]}"
+
+
+def say(message: str) -> None:
+    """One line on stderr (the supervisor's terminal)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After wins when it asks for longer."""
+    delay = random.uniform(0, min(cap, base * 2**attempt))
+    return max(delay, retry_after) if retry_after is not None else delay
+
+
+@dataclass
+class _Stats:
+    processed: int = 0
+    failed: int = 0
+    lost: int = 0
+
+
+@dataclass
+class Worker:
+    """The worker loop of one process."""
+
+    config: WorkerConfig
+    provider: Provider | None = None
+    stats: _Stats = field(default_factory=_Stats)
+
+    def __post_init__(self) -> None:
+        self._conn: db.AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._unreported: dict[int, ClaimedJob] = {}
+        self._results: list[JobResult] = []
+        self._logs: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._report_now = asyncio.Event()
+        self._stopping = False
+        self._hard_stop = asyncio.Event()
+        self._resync = False
+        self._storage = LocalStorage(self.config.settings.storage_root)
+
+    # --- database access, with reconnection -------------------------------------------------------------------
+
+    async def _connect(self) -> db.AsyncConnection:
+        conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker")
+        await conn.execute("SET ROLE service_role")
+        if self._resync:
+            # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
+            keep = list(self._unreported)
+            await conn.execute(queue.RELEASE_SQL_KEEP, [self.config.instance_id, False, keep])
+            self._resync = False
+        return conn
+
+    async def _db(self, operation: Callable[[db.AsyncConnection], Awaitable[T]], *, give_up: bool = False) -> T:
+        """Run one database operation, reconnecting with backoff while the database is away."""
+        attempt = 0
+        while True:
+            try:
+                async with self._lock:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await self._connect()
+                    return await operation(self._conn)
+            except Exception as exc:
+                if not (db.is_retryable(exc) or isinstance(exc, DatabaseError)):
+                    raise
+                if self._conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self._conn.close()
+                    self._conn = None
+                    self._resync = True
+                if give_up and attempt >= 2:
+                    raise
+                delay = min(self.config.backoff_cap_seconds, 0.5 * 2**attempt)
+                say(f"worker {self.config.instance_id}: database unavailable ({db.first_line(exc)}); "
+                    f"retrying in {delay:.1f}s")
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Work until stopped (or, with until_done, until no work is left); returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        if self.provider is None:
+            self.provider = load_provider(self.config.provider, self.config.settings)
+        await self._heartbeat(WorkerStatus.IDLE)
+        helpers = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._reporter_loop()),
+                   asyncio.create_task(self._listen_loop())]
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown(helpers)
+        return 0
+
+    def request_stop(self) -> None:
+        """First call: stop claiming and finish what is in flight. Second call: let go at once."""
+        if self._stopping:
+            self._hard_stop.set()
+        self._stopping = True
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        cfg = self.config
+        while not self._stopping:
+            free = cfg.concurrency - len(self._running)
+            if free <= 0:
+                await self._wait(cfg.poll_seconds)
+                continue
+            rows = await self._db(functools.partial(self._claim, limit=free))
+            for job in rows:
+                self._start(job)
+            if rows:
+                continue
+            if cfg.until_done and not self._running and not self._unreported:
+                outstanding = await self._db(self._outstanding)
+                if outstanding == 0:
+                    return
+            await self._wait(cfg.poll_seconds if not cfg.until_done else min(cfg.poll_seconds, 1.0))
+
+    async def _wait(self, timeout: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim(self, conn: db.AsyncConnection, limit: int) -> list[ClaimedJob]:
+        cfg = self.config
+        cur = await conn.execute(
+            queue.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.claim_timeout_minutes, limit, cfg.user_id]
+        )
+        jobs = queue.parse_claims(await cur.fetchall())
+        for job in jobs:
+            self._unreported[job.job_id] = job
+        return jobs
+
+    async def _outstanding(self, conn: db.AsyncConnection) -> int:
+        cur = await conn.execute("SELECT csv_outstanding_jobs(%s::uuid, %s::uuid) AS n", [self.config.batch_id,
+                                                                               self.config.user_id])
+        row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
+    def _start(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self._process(job))
+        self._running[job.job_id] = task
+
+    # --- one row ----------------------------------------------------------------------------------------------
+
+    async def _process(self, job: ClaimedJob) -> None:
+        started = time.monotonic()
+        ctx = RowContext(job=job, storage=self._storage, log=self._step_logger(job),
+                         save_checkpoint=lambda data: self._checkpoint(job, data))
+        result: JobResult
+        try:
+            outcome = await self._with_retries(ctx)
+            result = JobResult(
+                job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
+                trigger_text=outcome.trigger_text, generated_prompts=outcome.prompts,
+                generated_images=[image.model_dump(mode="json") for image in outcome.images],
+                generated_tags=outcome.tags, cost_usd=outcome.cost_usd, usage=outcome.usage,
+            )
+            self.stats.processed += 1
+        except PermanentError as exc:
+            result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
+                               error_message=str(exc) or type(exc).__name__)
+            self.stats.failed += 1
+        except asyncio.CancelledError:
+            self._running.pop(job.job_id, None)
+            raise
+        except Exception as exc:  # a transient error past its retries, or a bug in a provider: retry later
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TransientError) else str(exc)
+            result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.PENDING,
+                               error_message=message[:2000])
+        result.processing_time_seconds = round(time.monotonic() - started, 3)
+        self._results.append(result)
+        self._running.pop(job.job_id, None)
+        self._report_now.set()
+        self._wake.set()
+
+    async def _with_retries(self, ctx: RowContext) -> Any:
+        assert self.provider is not None
+        cfg = self.config
+        for attempt in range(cfg.transient_attempts):
+            try:
+                return await self.provider.process(ctx)
+            except TransientError as exc:
+                if attempt + 1 >= cfg.transient_attempts or self._hard_stop.is_set():
+                    raise
+                delay = backoff_delay(attempt, cfg.backoff_base_seconds, cfg.backoff_cap_seconds, exc.retry_after)
+                ctx.log("transient_error", f"{exc}; retrying in {delay:.1f}s",
+                        {"attempt": attempt + 1, "retry_after": exc.retry_after})
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _step_logger(self, job: ClaimedJob) -> Callable[[str, str, dict[str, Any]], None]:
+        def log(operation: str, message: str, details: dict[str, Any]) -> None:
+            level = LogLevel.WARN if operation in ("transient_error",) else LogLevel.INFO
+            self._logs.append({"batch_id": str(job.batch_id), "row_job_id": job.job_id,
+                               "row_number": job.row_number, "log_level": level.value, "message": message,
+                               "operation": operation, "details": details})
+
+        return log
+
+    async def _checkpoint(self, job: ClaimedJob, data: dict[str, Any]) -> bool:
+        async def save(conn: db.AsyncConnection) -> bool:
+            cur = await conn.execute(queue.CHECKPOINT_SQL, [job.job_id, self.config.instance_id, job.attempt,
+                                                            json.dumps(data)])
+            row = await cur.fetchone()
+            return bool(row and row["held"])
+
+        return await self._db(save)
+
+    # --- reporting, heartbeats, notifications -----------------------------------------------------------------
+
+    async def _reporter_loop(self) -> None:
+        while True:
+            await self._report_now.wait()
+            self._report_now.clear()
+            if len(self._results) < self.config.report_batch_size and self._running:
+                # Let a few more rows finish so that one transaction reports several (fewer batch-row updates).
+                await asyncio.sleep(self.config.report_delay_seconds)
+            try:
+                await self._flush()
+            except Exception as exc:  # a bug, not an outage (_db rides those out): keep the results, try again
+                say(f"worker {self.config.instance_id}: reporting results failed: {exc!r}; retrying")
+                await asyncio.sleep(1.0)
+                self._report_now.set()
+
+    async def _flush(self, give_up: bool = False) -> None:
+        if not self._results and not self._logs:
+            return
+        results, self._results = self._results, []
+        logs, self._logs = self._logs, []
+
+        async def report(conn: db.AsyncConnection) -> list[dict[str, Any]]:
+            async with conn.transaction():
+                rows: list[dict[str, Any]] = []
+                if results:
+                    cur = await conn.execute(queue.REPORT_SQL, [self.config.instance_id,
+                                                                queue.results_json(results)])
+                    rows = await cur.fetchall()
+                if logs:
+                    await conn.execute("SELECT write_csv_processing_logs(%s, %s::jsonb)",
+                                       [self.config.instance_id, json.dumps(logs)])
+                return rows
+
+        try:
+            rows = await self._db(report, give_up=give_up)
+        except Exception:
+            self._results = results + self._results
+            self._logs = logs + self._logs
+            raise
+        for row in rows:
+            self._unreported.pop(row["job_id"], None)
+            if not row["applied"]:
+                self.stats.lost += 1
+                say(f"worker {self.config.instance_id}: row job {row['job_id']} was reclaimed by another worker; "
+                    "its result was dropped")
+
+    async def _heartbeat(self, status: WorkerStatus) -> None:
+        cfg = self.config
+
+        async def beat(conn: db.AsyncConnection) -> dict[str, Any] | None:
+            cur = await conn.execute(queue.HEARTBEAT_SQL, [
+                cfg.instance_id, status.value, len(self._running), self.stats.processed + self.stats.failed,
+                self.stats.failed, cfg.concurrency, cfg.user_id, cfg.batch_id, socket.gethostname(), os.getpid()])
+            return await cur.fetchone()
+
+        row = await self._db(beat, give_up=status is WorkerStatus.STOPPED)
+        if row and row["was_stopped"]:
+            say(f"worker {cfg.instance_id}: cleanup declared this worker dead while it was silent; "
+                "its rows were released and will be processed again")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            parent = self.config.parent_pid
+            if parent is not None and os.getppid() != parent:
+                say(f"worker {self.config.instance_id}: the supervisor is gone; stopping")
+                self.request_stop()
+            status = WorkerStatus.PROCESSING if self._running else WorkerStatus.IDLE
+            await self._heartbeat(status)
+
+    async def _listen_loop(self) -> None:
+        """Wake the claim loop on NOTIFY csv_row_jobs (new or released jobs), so idle workers never poll hard."""
+        while True:
+            try:
+                conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker-listen")
+                async with conn:
+                    await conn.execute("LISTEN csv_row_jobs")
+                    self._wake.set()  # something may have arrived while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database went away: the claim loop says so; listen again later
+                await asyncio.sleep(2.0)
+
+    # --- shutdown ---------------------------------------------------------------------------------------------
+
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
+        cfg = self.config
+        if self._running:
+            waiting = asyncio.ensure_future(asyncio.wait(list(self._running.values()), timeout=cfg.grace_seconds))
+            hard = asyncio.ensure_future(self._hard_stop.wait())
+            await asyncio.wait([waiting, hard], return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            hard.cancel()
+        for task in list(self._running.values()):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        try:
+            await self._flush(give_up=True)
+
+            async def release(conn: db.AsyncConnection) -> None:
+                await conn.execute(queue.RELEASE_SQL_KEEP, [cfg.instance_id, False, []])
+
+            await self._db(release, give_up=True)
+            await self._heartbeat(WorkerStatus.STOPPED)
+        except Exception as exc:
+            say(f"worker {cfg.instance_id}: could not report its last state ({db.first_line(exc)}); "
+                "`csvjobs cleanup` will release its rows")
+        finally:
+            if self.provider is not None:
+                await self.provider.aclose()
+            if self._conn is not None:
+                await self._conn.close()
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Entry point of a worker process."""
+    return asyncio.run(Worker(config).run())
+
+
+def child_main(config: WorkerConfig) -> None:
+    """multiprocessing target: run in a process group of its own, so the supervisor alone handles Ctrl-C."""
+    os.setpgrp()
+    config.instance_id = make_instance_id(os.getpid(), config.instance_suffix)
+    try:
+        code = run_worker(config)
+    except KeyboardInterrupt:
+        code = 0
+    except DatabaseError as exc:
+        say(f"worker {config.instance_id}: {exc}")
+        code = 3
+    sys.exit(code)
