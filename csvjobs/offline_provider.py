@@ -22,7 +22,6 @@ _STOPWORDS = frozenset(
     "a an and are as at be by for from has in is it its of on or that the this to with your you our "
     "de da do das dos e em para com um uma o os as".split()
 )
-)
 _WORD = re.compile(r"[^\W\d_][\w'-]{2,}", re.UNICODE)
 
 
