@@ -1,0 +1,224 @@
+"""`csvjobs work`: the multiprocess pool against a real PostgreSQL, run as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import batch_row, job_counts, make_batch
+
+from csvjobs.worker import backoff_delay
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def pool_env(home: Path, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CSVJOBS_", "OPENAI_"))}
+    env.update(CSVJOBS_HOME=str(home), CSVJOBS_DATABASE_URL=database_url,
+               PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def start_pool(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "csvjobs", "work", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+        raise AssertionError(f"the pool did not finish in {timeout}s:\n{err}") from None
+    return proc.returncode, err
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def completions_per_job(conn: psycopg.Connection, batch: uuid.UUID) -> dict[int, int]:
+    rows = conn.execute(
+        "SELECT j.id, count(l.id) AS n FROM csv_row_jobs j LEFT JOIN csv_processing_logs l"
+        " ON l.row_job_id = j.id AND l.operation = 'row_completed' WHERE j.batch_id = %s GROUP BY j.id",
+        [batch]).fetchall()
+    return {r["id"]: r["n"] for r in rows}
+
+
+def test_four_processes_complete_every_row_exactly_once(pool_env, conn, home) -> None:
+    batch = make_batch(conn, 40)
+    code, err = finish(start_pool(pool_env, "--concurrency", "8", "--processes", "4", "--until-done",
+                                  "--max-dedicated", "0"))
+    assert code == 0, err
+    assert "offline provider" in err
+    assert job_counts(conn, batch) == {"completed": 40}
+    row = batch_row(conn, batch)
+    assert (row["status"], row["processed_rows"], row["successful_rows"], row["failed_rows"]) == (
+        "completed", 40, 40, 0)
+    assert set(completions_per_job(conn, batch).values()) == {1}
+    images = sorted((home / "storage" / "csv-images").rglob("*.png"))
+    assert len(images) == 80
+    job = conn.execute("SELECT generated_images, generated_prompts, generated_tags FROM csv_row_jobs"
+                       " WHERE row_number = 7 AND batch_id = %s", [batch]).fetchone()
+    assert job is not None
+    styles = {image["style"] for image in job["generated_images"]}
+    assert styles == {"lifestyle_emotional", "single_white_background"}
+    for image in job["generated_images"]:
+        data = (home / "storage" / image["storage_path"]).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) == image["bytes"]
+        assert image["storage_path"].startswith(f"csv-images/{row['user_id']}/{batch}/7-")
+    assert "Product 7" in job["generated_prompts"]["lifestyle_emotional"]["prompt"]
+    assert "product" in job["generated_tags"]
+    workers = conn.execute("SELECT status FROM csv_processing_workers").fetchall()
+    assert len(workers) == 4 and {w["status"] for w in workers} == {"stopped"}
+
+
+def test_kill_9_of_a_worker_loses_and_repeats_no_row(pool_env, conn) -> None:
+    batch = make_batch(conn, 150)
+    proc = start_pool(pool_env, "--concurrency", "8", "--processes", "4", "--until-done", "--max-dedicated", "0",
+                      "--provider", "noop:0.1")
+    wait_for(lambda: batch_row(conn, batch)["processed_rows"] >= 20, what="20 rows done")
+    victim = conn.execute(
+        "SELECT w.pid FROM csv_processing_workers w WHERE w.status <> 'stopped' AND EXISTS ("
+        " SELECT 1 FROM csv_row_jobs j WHERE j.claimed_by = w.instance_id) LIMIT 1").fetchone()
+    assert victim is not None
+    os.kill(victim["pid"], signal.SIGKILL)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "exited with code -9" in err
+    assert job_counts(conn, batch) == {"completed": 150}
+    assert set(completions_per_job(conn, batch).values()) == {1}
+    row = batch_row(conn, batch)
+    assert (row["processed_rows"], row["successful_rows"]) == (150, 150)
+    retried = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE batch_id = %s AND retry_count = 1",
+                           [batch]).fetchone()
+    assert retried is not None and retried["n"] >= 1
+    died = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE operation = 'worker_died'").fetchone()
+    assert died == {"n": 1}
+
+
+def test_sigterm_releases_claims_without_counting_a_retry(pool_env, conn) -> None:
+    batch = make_batch(conn, 10)
+    proc = start_pool(pool_env, "--concurrency", "4", "--processes", "2", "--provider", "noop:60",
+                      "--grace-period", "0.5", "--max-dedicated", "0")
+    wait_for(lambda: job_counts(conn, batch).get("claimed", 0) == 4, what="4 rows in flight")
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc, timeout=30)
+    assert code == 0, err
+    assert job_counts(conn, batch) == {"pending": 10}
+    assert conn.execute("SELECT max(retry_count) AS m FROM csv_row_jobs").fetchone() == {"m": 0}
+    workers = conn.execute("SELECT status FROM csv_processing_workers").fetchall()
+    assert workers and {w["status"] for w in workers} == {"stopped"}
+
+
+def test_a_row_whose_processing_raises_is_retried_then_failed_with_its_reason(pool_env, conn) -> None:
+    batch = make_batch(conn, 4, max_retries=2)
+    code, err = finish(start_pool(pool_env, "--concurrency", "2", "--until-done", "--max-dedicated", "0",
+                                  "--provider", "worker_test_providers:exploding"))
+    assert code == 0, err
+    rows = {r["row_number"]: r for r in conn.execute(
+        "SELECT row_number, status, retry_count, error_message FROM csv_row_jobs ORDER BY row_number")}
+    for odd in (1, 3):
+        assert rows[odd]["status"] == "failed" and rows[odd]["retry_count"] == 2
+        assert "kaboom on row" in rows[odd]["error_message"] and "gave up after 2 retries" in rows[odd]["error_message"]
+    for even in (2, 4):
+        assert rows[even]["status"] == "failed" and rows[even]["retry_count"] == 0
+        assert rows[even]["error_message"] == f"content policy violation on row {even}"
+    assert batch_row(conn, batch)["failed_rows"] == 4
+    logged = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE operation = 'row_failed'"
+                          " AND message LIKE '%%content policy%%'").fetchone()
+    assert logged == {"n": 2}
+
+
+def test_transient_errors_are_retried_inside_the_worker(pool_env, conn) -> None:
+    batch = make_batch(conn, 3)
+    code, err = finish(start_pool(pool_env, "--concurrency", "3", "--until-done", "--max-dedicated", "0",
+                                  "--provider", "worker_test_providers:flaky"))
+    assert code == 0, err
+    assert job_counts(conn, batch) == {"completed": 3}
+    assert conn.execute("SELECT max(retry_count) AS m FROM csv_row_jobs").fetchone() == {"m": 0}
+    transient = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE operation = 'transient_error'"
+                             ).fetchone()
+    assert transient == {"n": 6}
+
+
+def test_backoff_grows_is_jittered_and_honours_retry_after() -> None:
+    delays = [backoff_delay(attempt, 1.0, 30.0) for attempt in range(8) for _ in range(20)]
+    assert all(0 <= d <= 30 for d in delays)
+    assert max(delays) > 4  # it grows
+    assert len({round(d, 6) for d in delays}) > 100  # it is jittered
+    assert backoff_delay(0, 1.0, 30.0, retry_after=12.5) == 12.5
+
+
+def test_a_dedicated_worker_starts_for_a_big_batch_only(pool_env, conn) -> None:
+    big = make_batch(conn, 25)
+    small = make_batch(conn, 5)
+    code, err = finish(start_pool(pool_env, "--concurrency", "2", "--processes", "1", "--until-done",
+                                  "--provider", "noop:0.2"))
+    assert code == 0, err
+    dedicated = {r["batch_id"] for r in conn.execute(
+        "SELECT batch_id FROM csv_processing_workers WHERE batch_id IS NOT NULL")}
+    assert dedicated == {big}
+    assert small not in dedicated
+    assert job_counts(conn, big) == {"completed": 25} and job_counts(conn, small) == {"completed": 5}
+
+
+def test_a_small_batch_is_not_stuck_behind_a_big_one(pool_env, conn) -> None:
+    big = make_batch(conn, 400)
+    proc = start_pool(pool_env, "--concurrency", "4", "--processes", "2", "--until-done", "--max-dedicated", "0",
+                      "--provider", "noop:0.05")
+    wait_for(lambda: batch_row(conn, big)["processed_rows"] >= 20, what="the big batch to run")
+    small = make_batch(conn, 10)
+    code, err = finish(proc)
+    assert code == 0, err
+    small_row, big_row = batch_row(conn, small), batch_row(conn, big)
+    small_took = (small_row["completed_at"] - small_row["created_at"]).total_seconds()
+    big_rest = (big_row["completed_at"] - small_row["created_at"]).total_seconds()
+    # 10 rows at 4 in flight and 50 ms each take well under a second; waiting behind the big batch would take
+    # as long as the rest of it.
+    assert small_took < big_rest / 3, (small_took, big_rest)
+
+
+def test_lost_database_connections_are_survived(pool_env, conn) -> None:
+    batch = make_batch(conn, 120)
+    proc = start_pool(pool_env, "--concurrency", "4", "--processes", "2", "--until-done", "--max-dedicated", "0",
+                      "--provider", "noop:0.05")
+    for threshold in (10, 40, 80):
+        wait_for(lambda t=threshold: batch_row(conn, batch)["processed_rows"] >= t, what=f"{threshold} rows")
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name LIKE 'csvjobs-worker%%'")
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "database unavailable" in err
+    assert job_counts(conn, batch) == {"completed": 120}
+    assert set(completions_per_job(conn, batch).values()) == {1}
+
+
+def test_until_done_on_an_empty_queue_exits_at_once(pool_env, conn) -> None:
+    started = time.monotonic()
+    code, err = finish(start_pool(pool_env, "--until-done", "--concurrency", "2"), timeout=60)
+    assert code == 0, err
+    assert time.monotonic() - started < 30
+
+
+def test_bad_options_are_one_line_errors(pool_env) -> None:
+    for args, message in ((["--processes", "5", "--concurrency", "2"], "--processes"),
+                          (["--provider", "gpt-magic"], "unknown provider"),
+                          (["--batch", "nope"], "not a valid id")):
+        code, err = finish(start_pool(pool_env, *args), timeout=60)
+        assert code == 2, err
+        assert message in err and "Traceback" not in err

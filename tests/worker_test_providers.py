@@ -1,0 +1,42 @@
+"""Providers that misbehave on purpose, loaded by the worker pool as --provider worker_test_providers:NAME."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from csvjobs.pipeline import NoopProvider, PermanentError, RowContext, RowOutcome, TransientError
+
+
+class _Scripted(NoopProvider):
+    def __init__(self, behaviour: Any) -> None:
+        super().__init__(0.0)
+        self.behaviour = behaviour
+        self.calls: dict[int, int] = {}
+
+    async def process(self, ctx: RowContext) -> RowOutcome:
+        n = self.calls[ctx.job.job_id] = self.calls.get(ctx.job.job_id, 0) + 1
+        self.behaviour(ctx.job.row_number, n)
+        await asyncio.sleep(0)
+        return await super().process(ctx)
+
+
+def _explode(row: int, _call: int) -> None:
+    if row % 2 == 0:
+        raise PermanentError(f"content policy violation on row {row}")
+    raise RuntimeError(f"kaboom on row {row}")
+
+
+def exploding(settings: Any) -> _Scripted:
+    """Even rows fail permanently; odd rows raise an unexpected error every time."""
+    return _Scripted(_explode)
+
+
+def _flaky(_row: int, call: int) -> None:
+    if call <= 2:
+        raise TransientError("HTTP 503 from the provider", retry_after=0.05)
+
+
+def flaky(settings: Any) -> _Scripted:
+    """Every row fails twice with a transient error, then succeeds."""
+    return _Scripted(_flaky)
