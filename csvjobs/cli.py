@@ -100,7 +100,10 @@ def _root(
 @app.command()
 def upload(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The product CSV (Shopify, WooCommerce or any CSV with a header).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="The product CSV (Shopify, WooCommerce or any CSV with a header).")
+    ] = None,
+    example: Annotated[bool, typer.Option("--example", help="Upload the bundled example CSV (8 products).")] = False,
     user: UserOption = None,
     column_map: Annotated[
         list[str] | None,
@@ -121,11 +124,14 @@ def upload(
     """
     from csvjobs.column_mapping import parse_map_options
     from csvjobs.ingest import UploadOptions, upload_csv
+    from csvjobs.maintenance import EXAMPLE_CSV
     from csvjobs.progress_view import upload_progress
 
     settings = _settings(ctx, user)
+    if example == (file is not None):
+        raise InputError("give a CSV file to upload, or --example for the bundled one (not both)")
     options = UploadOptions(
-        path=file,
+        path=file if file is not None else EXAMPLE_CSV,
         user_id=settings.user_id,
         preset=preset,
         column_map=parse_map_options(column_map or []),
@@ -167,6 +173,29 @@ def progress(
     batch_id = _parse_uuid(batch, "batch")
     follow = (sys.stdout.isatty() and not as_json) if watch is None else watch
     show_progress(settings, batch_id, watch=follow, as_json=as_json, console=out)
+
+
+@app.command()
+def batches(
+    ctx: typer.Context,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Only batches with this status (repeatable).")
+    ] = None,
+    user: UserOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List your batches, newest first, with progress and failed rows.
+
+    Example: csvjobs batches --status processing
+    """
+    from csvjobs.models import BatchStatus
+    from csvjobs.progress_view import show_batches
+
+    allowed = {s.value for s in BatchStatus}
+    for value in status or []:
+        if value not in allowed:
+            raise InputError(f"--status {value!r} is not a batch status; use one of {', '.join(sorted(allowed))}")
+    show_batches(_settings(ctx, user), status or None, as_json=as_json, console=out)
 
 
 @app.command()

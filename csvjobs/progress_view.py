@@ -94,7 +94,7 @@ def _eta(p: BatchProgress) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _bar(p: BatchProgress, width: int = 20) -> str:
+def _bar(p: BatchProgress, width: int = 10) -> str:
     filled = int(width * float(p.percentage) / 100)
     return "█" * filled + "░" * (width - filled)
 
@@ -194,3 +194,24 @@ def _follow(
         yield snapshots
         if all(p.finished for p in snapshots):
             return
+
+
+def show_batches(settings: Settings, statuses: list[str] | None, *, as_json: bool, console: Console) -> None:
+    """The user's batches, newest first, with progress and failed-row counts."""
+    user_id = resolve_user_id(settings)
+    _target, conn = db.open_database(settings, application_name="csvjobs-batches")
+    with conn:
+        batches = queue.list_batches(conn, user_id, statuses)
+    if as_json:
+        print(json.dumps([progress_json(p) for p in batches]))
+        return
+    if not batches:
+        console.print("no batches yet; `csvjobs upload FILE` starts one")
+        return
+    if console.is_terminal:
+        table = progress_table(batches)
+        table.title = "Batches"
+        console.print(table)
+    else:
+        for p in batches:
+            print(plain_line(p))

@@ -73,10 +73,19 @@ def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> Cleanu
 
 def active_batches_progress(conn: db.Connection, user_id: uuid.UUID) -> list[BatchProgress]:
     """Progress of the user's batches that are not finished, oldest first."""
+    return list(reversed(list_batches(conn, user_id, ["uploaded", "queued", "processing", "paused"])))
+
+
+def list_batches(
+    conn: db.Connection, user_id: uuid.UUID, statuses: list[str] | None = None, limit: int = 1000
+) -> list[BatchProgress]:
+    """The user's batches with their progress, newest first (row-level security picks the user's own)."""
     with db.user_transaction(conn, user_id):
         rows = conn.execute(
             "SELECT p.* FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
-            " WHERE b.status IN ('uploaded', 'queued', 'processing', 'paused') ORDER BY b.created_at"
+            " WHERE %s::text[] IS NULL OR b.status = ANY (%s::text[])"
+            " ORDER BY b.created_at DESC, b.id LIMIT %s",
+            [statuses, statuses, limit],
         ).fetchall()
     return [BatchProgress.model_validate(row) for row in rows]
 
