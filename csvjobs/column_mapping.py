@@ -150,9 +150,9 @@ _WHITESPACE = re.compile(r"\s+")
 def html_to_text(value: str) -> str:
     """Reduce HTML (product descriptions) to plain text with normalised whitespace."""
     if "<" not in value and "&" not in value:
-        return _WHITESPACE.sub(" ", value).strip()
+        return " ".join(value.split())
     if "<" not in value:
-        return _WHITESPACE.sub(" ", html.unescape(value)).strip()
+        return " ".join(html.unescape(value).split())
     parser = _TextExtractor()
     parser.feed(value)
     parser.close()
@@ -263,4 +263,4 @@ class RowMapper:
 def trigger_text(product: dict[str, str]) -> str:
     """The text the pipeline starts from: country, product type, size, MPN and description, empty parts skipped."""
     parts = (product.get(k, "") for k in ("country", "product_type", "size", "mpn", "description"))
-    return _WHITESPACE.sub(" ", " ".join(p for p in parts if p)).strip()
+    return " ".join(" ".join(p for p in parts if p).split())

@@ -20,6 +20,7 @@ import fasteners
 import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import dict_row
 
 from csvjobs.config import Settings
@@ -293,6 +294,16 @@ def service_transaction(conn: Connection) -> Iterator[Connection]:
     with conn.transaction():
         conn.execute(_AS_SERVICE)
         yield conn
+
+
+def background_copy_writer(cursor: psycopg.Cursor[Any]) -> QueuedLibpqWriter:
+    """A COPY writer that sends from a thread, so the caller keeps producing rows while the server ingests."""
+    return QueuedLibpqWriter(cursor)
+
+
+def become_service_role(conn: Connection) -> None:
+    """Switch the current transaction to service_role (for bulk writes after a check made as the user)."""
+    conn.execute(_AS_SERVICE)
 
 
 @contextlib.asynccontextmanager

@@ -66,7 +66,7 @@ REVOKE EXECUTE ON FUNCTION
     release_csv_worker_jobs(text, boolean, bigint[]),
     cleanup_stale_csv_workers(numeric),
     get_csv_batch_progress(uuid),
-    enqueue_csv_upload_rows(uuid, integer, integer)
+    queue_csv_batch(uuid, integer, integer)
 FROM PUBLIC, anon, authenticated;
 
 GRANT EXECUTE ON FUNCTION
@@ -80,10 +80,10 @@ GRANT EXECUTE ON FUNCTION
     save_csv_row_job_checkpoint(bigint, text, integer, jsonb),
     update_csv_worker_heartbeat(text, text, integer, integer, integer, integer, uuid, uuid, text, integer),
     release_csv_worker_jobs(text, boolean, bigint[]),
-    cleanup_stale_csv_workers(numeric)
+    cleanup_stale_csv_workers(numeric),
+    queue_csv_batch(uuid, integer, integer)
 TO service_role;
-GRANT EXECUTE ON FUNCTION get_csv_batch_progress(uuid), enqueue_csv_upload_rows(uuid, integer, integer)
-    TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION get_csv_batch_progress(uuid) TO authenticated, service_role;
 
 -- Supabase Storage: the buckets csvjobs uses, each user confined to their own {user_id}/ folder.
 DO $$

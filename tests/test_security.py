@@ -70,13 +70,13 @@ def test_users_cannot_call_the_workers_functions(database_url: str, two_users) -
                 c.execute(sql)
 
 
-def test_enqueue_refuses_another_users_batch(database_url: str, two_users) -> None:
-    _a, b = two_users
-    with _session(database_url, USER_A) as c, pytest.raises(psycopg.errors.InsufficientPrivilege), \
-            c.transaction():
-        c.execute("CREATE TEMP TABLE csv_upload_rows (row_number int, row_data jsonb, product jsonb,"
-                  " trigger_text text) ON COMMIT DROP")
-        c.execute("SELECT enqueue_csv_upload_rows(%s)", [b])
+def test_users_cannot_write_jobs_or_queue_batches_directly(database_url: str, two_users) -> None:
+    a, _b = two_users
+    with _session(database_url, USER_A) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
+            c.execute("INSERT INTO csv_row_jobs (batch_id, row_number, row_data) VALUES (%s, 99, '{}')", [a])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
+            c.execute("SELECT queue_csv_batch(%s, 1)", [a])
 
 
 def test_anonymous_sees_nothing(database_url: str, two_users) -> None:
