@@ -37,11 +37,14 @@ UserOption = Annotated[
 ]
 
 
-def _settings(ctx: typer.Context, user: str | None = None) -> Settings:
+def _settings(ctx: typer.Context, user: str | None = None, **overrides: Any) -> Settings:
     obj: dict[str, Any] = ctx.obj or {}
     try:
         return load_settings(
-            database_url=obj.get("database_url"), home=obj.get("home"), user_id=_parse_uuid(user, "--user")
+            database_url=obj.get("database_url"),
+            home=obj.get("home"),
+            user_id=_parse_uuid(user, "--user"),
+            **overrides,
         )
     except CsvJobsError:
         raise
@@ -142,7 +145,7 @@ def upload(
         delimiter=delimiter,
         encoding=encoding,
     )
-    with upload_progress(enabled=not as_json and err.is_terminal, console=err) as on_progress:
+    with upload_progress(enabled=not as_json and err.is_terminal and not dry_run, console=err) as on_progress:
         report = upload_csv(settings, options, progress=on_progress)
     if as_json:
         _print_json(report.as_json())
@@ -330,14 +333,37 @@ def work(
     grace_period: Annotated[
         float, typer.Option(min=0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM.")
     ] = 30.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="OpenAI API key (default: OPENAI_API_KEY); never logged.", show_default=False),
+    ] = None,
+    rpm: Annotated[
+        float | None, typer.Option(min=0, help="Prompt-model requests per minute, shared by all workers (0: none).")
+    ] = None,
+    ipm: Annotated[
+        float | None, typer.Option(min=0, help="Images per minute, shared by all workers on all machines (0: none).")
+    ] = None,
+    image_size: Annotated[str | None, typer.Option(help="Image size, e.g. 1024x1024 (CSVJOBS_IMAGE_SIZE).")] = None,
+    image_quality: Annotated[
+        str | None, typer.Option(help="low, medium, high, xhigh, max or auto (CSVJOBS_IMAGE_QUALITY).")
+    ] = None,
 ) -> None:
     """Process row jobs with a pool of worker processes.
 
     Example: csvjobs work --concurrency 4 --until-done
     """
+    from pydantic import SecretStr
+
     from csvjobs.supervisor import PoolOptions, run_pool
 
-    settings = _settings(ctx)
+    settings = _settings(
+        ctx,
+        openai_api_key=SecretStr(api_key) if api_key else None,
+        rpm=rpm,
+        ipm=ipm,
+        image_size=image_size,
+        image_quality=image_quality,
+    )
     try:
         options = PoolOptions(
             concurrency=concurrency,

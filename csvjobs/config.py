@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,42 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("CSVJOBS_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
+
+    # Current OpenAI models (November 2026): gpt-image-1 and gpt-image-1.5 are retired or retiring; GPT Image 2.6
+    # Flare is the fast variant meant for product shots, gpt-6.1-terra the replacement of gpt-5-mini.
+    prompt_model: str = "gpt-6.1-terra"
+    image_model: str = "gpt-image-2.6-flare"
+    image_size: str = "1024x1024"
+    image_quality: str = "medium"
+    image_format: str = "png"
+    # Requests per minute for the prompt model and images per minute for the image model, shared by every worker
+    # on every machine through the database; 0 means no limit of our own (429s still pause everyone).
+    rpm: float = 0
+    ipm: float = 0
+    openai_timeout_seconds: float = 180.0
+
+    @field_validator("image_quality")
+    @classmethod
+    def _quality(cls, value: str) -> str:
+        allowed = ("low", "medium", "high", "xhigh", "max", "auto")
+        if value not in allowed:
+            raise ValueError(f"image quality must be one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        width, sep, height = value.lower().partition("x")
+        if value != "auto" and not (sep and width.isdigit() and height.isdigit()):
+            raise ValueError("image size must be WIDTHxHEIGHT (for example 1024x1024) or auto")
+        return value.lower()
+
+    @field_validator("image_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in ("png", "jpeg", "webp"):
+            raise ValueError("image format must be png, jpeg or webp")
+        return value
 
     @property
     def pgdata(self) -> Path:

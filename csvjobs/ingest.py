@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError, model_validator
 
-from csvjobs import db
+from csvjobs import db, pricing
 from csvjobs.column_mapping import ColumnMapping, RowMapper, build_mapping, normalise_header, trigger_text
 from csvjobs.config import Settings
 from csvjobs.csv_format import CsvFormat, CsvReader, detect_format
@@ -85,6 +85,8 @@ class UploadReport:
     error_count: int = 0
     sample_trigger_texts: list[str] = field(default_factory=list)
     dry_run: bool = False
+    estimated_cost_usd: float | None = None
+    cost_basis: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The --json shape."""
@@ -218,7 +220,7 @@ def rejection(path: Path, errors: list[RowError], error_count: int) -> InputErro
     )
 
 
-def preview_upload(options: UploadOptions, samples: int = 5) -> UploadReport:
+def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings | None = None) -> UploadReport:
     """--dry-run: parse, map and validate everything; write nothing."""
     with RowStream(options) as stream:
         total = 0
@@ -228,7 +230,18 @@ def preview_upload(options: UploadOptions, samples: int = 5) -> UploadReport:
             if len(texts) < samples:
                 texts.append(row.trigger_text)
         assert stream.mapping is not None
+        estimate, basis = None, ""
+        if settings is not None:
+            per_row = pricing.row_estimate(settings.prompt_model, settings.image_model, settings.image_size,
+                                           settings.image_quality)
+            estimate = round(per_row * total, 4)
+            basis = (f"{total} rows x ${per_row:.4f}: one {settings.prompt_model} call and two "
+                     f"{settings.image_model} {settings.image_size} {settings.image_quality} images per row")
+            if not pricing.is_priced(settings.prompt_model, settings.image_model):
+                basis += " (a model is missing from the price table: counted as free)"
         return UploadReport(
+            estimated_cost_usd=estimate,
+            cost_basis=basis,
             batch_id=None,
             total_rows=total,
             skipped_rows=stream.skipped_rows + stream.error_count,
@@ -250,7 +263,7 @@ ProgressCallback = Callable[[int, int], None]
 def upload_csv(settings: Settings, options: UploadOptions, progress: ProgressCallback | None = None) -> UploadReport:
     """Store the file, create the batch and its row jobs, and queue it; on any failure nothing remains."""
     if options.dry_run:
-        report = preview_upload(options)
+        report = preview_upload(options, settings=settings)
         if report.error_count and not options.skip_invalid:
             raise rejection(options.path, report.errors, report.error_count)
         return report

@@ -30,6 +30,10 @@ class PermanentError(Exception):
     """A failure that retrying cannot fix (bad request, content policy); the row fails at once with this reason."""
 
 
+class JobLostError(Exception):
+    """The worker no longer holds the job (its claim timed out and another worker took it): stop, report nothing."""
+
+
 class StylePrompt(BaseModel):
     """One image prompt and the alt text for the image it produces."""
 
@@ -75,6 +79,28 @@ class RowOutcome(BaseModel):
     usage: dict[str, Any] | None = None
 
 
+class RateLimiter(Protocol):
+    """Shared rate limits (kept in PostgreSQL so that every worker on every machine obeys them)."""
+
+    async def acquire(self, key: str, per_minute: float) -> None:
+        """Wait until a call on key may be made."""
+        ...
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Hold every worker's calls on key for seconds (after a 429)."""
+        ...
+
+
+class NoRateLimit:
+    """A limiter that never waits (tests of providers without a database)."""
+
+    async def acquire(self, key: str, per_minute: float) -> None:
+        """Never wait."""
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Ignore pauses."""
+
+
 LogStep = Callable[[str, str, dict[str, Any]], None]
 Checkpoint = Callable[[dict[str, Any]], Awaitable[bool]]
 
@@ -91,7 +117,7 @@ class RowContext:
     storage: LocalStorage
     log: LogStep = lambda operation, message, details: None
     save_checkpoint: Checkpoint = _no_checkpoint
-    extra: dict[str, Any] = field(default_factory=dict)
+    rate_limiter: RateLimiter = field(default_factory=NoRateLimit)
 
     @property
     def trigger_text(self) -> str:

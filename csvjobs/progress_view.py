@@ -59,6 +59,8 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         out.print(Text(f"mapped columns: {mapped}"))
         for text in report.sample_trigger_texts:
             out.print(Text(f"  trigger: {text[:160]}"))
+        if report.estimated_cost_usd is not None:
+            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f} ({report.cost_basis})"))
     else:
         out.print(Text(f"batch {report.batch_id}: {report.total_rows} row(s) queued", style="bold green"))
         out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))

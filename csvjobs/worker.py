@@ -24,7 +24,7 @@ from csvjobs import db, queue
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError
 from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
-from csvjobs.pipeline import PermanentError, Provider, RowContext, TransientError, load_provider
+from csvjobs.pipeline import JobLostError, PermanentError, Provider, RowContext, TransientError, load_provider
 from csvjobs.storage import LocalStorage
 
 T = TypeVar("T")
@@ -210,7 +210,8 @@ class Worker:
     async def _process(self, job: ClaimedJob) -> None:
         started = time.monotonic()
         ctx = RowContext(job=job, storage=self._storage, log=self._step_logger(job),
-                         save_checkpoint=lambda data: self._checkpoint(job, data))
+                         save_checkpoint=lambda data: self._checkpoint(job, data),
+                         rate_limiter=DatabaseRateLimiter(self))
         result: JobResult
         try:
             outcome = await self._with_retries(ctx)
@@ -225,6 +226,13 @@ class Worker:
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
                                error_message=str(exc) or type(exc).__name__)
             self.stats.failed += 1
+        except JobLostError as exc:
+            say(f"worker {self.config.instance_id}: {exc}; dropping it")
+            self.stats.lost += 1
+            self._running.pop(job.job_id, None)
+            self._unreported.pop(job.job_id, None)
+            self._wake.set()
+            return
         except asyncio.CancelledError:
             self._running.pop(job.job_id, None)
             raise
@@ -269,7 +277,11 @@ class Worker:
             row = await cur.fetchone()
             return bool(row and row["held"])
 
-        return await self._db(save)
+        held = await self._db(save)
+        if held:
+            # A retry inside this worker must see what was already paid for.
+            job.checkpoint.update(data)
+        return held
 
     # --- reporting, heartbeats, notifications -----------------------------------------------------------------
 
@@ -390,6 +402,36 @@ class Worker:
                 await self.provider.aclose()
             if self._conn is not None:
                 await self._conn.close()
+
+
+class DatabaseRateLimiter:
+    """Rate limits kept in PostgreSQL (acquire_csv_rate_limit), shared by every worker on every machine."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def _scalar(self, sql: str, params: list[Any]) -> float:
+        async def run(conn: db.AsyncConnection) -> float:
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            return float(row["v"]) if row and row["v"] is not None else 0.0
+
+        return await self.worker._db(run)
+
+    async def acquire(self, key: str, per_minute: float) -> None:
+        """Reserve a slot and wait for it; a pause that began meanwhile (a 429 elsewhere) holds us too."""
+        while True:
+            wait = await self._scalar("SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v", [key, per_minute])
+            if wait > 0:
+                await asyncio.sleep(wait)
+            paused = await self._scalar("SELECT csv_rate_limit_pause_remaining(%s) AS v", [key])
+            if paused <= 0:
+                return
+            await asyncio.sleep(paused)
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Hold every worker's calls on key."""
+        await self._scalar("SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v", [key, seconds])
 
 
 def run_worker(config: WorkerConfig) -> int:

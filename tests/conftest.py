@@ -98,6 +98,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def pool_env(home: Path, database_url: str) -> dict[str, str]:
+    """The environment for running `python -m csvjobs` in a subprocess against the test database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CSVJOBS_", "OPENAI_"))}
+    tests = str(Path(__file__).resolve().parent)
+    env.update(CSVJOBS_HOME=str(home), CSVJOBS_DATABASE_URL=database_url,
+               PYTHONPATH=os.pathsep.join([tests, env.get("PYTHONPATH", "")]))
+    return env
+
+
+@pytest.fixture
 def settings(home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings pointing at the test database, with an isolated home."""
     monkeypatch.setenv("CSVJOBS_DATABASE_URL", database_url)

@@ -11,20 +11,11 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 from helpers import batch_row, job_counts, make_batch
 
 from csvjobs.worker import backoff_delay
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def pool_env(home: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CSVJOBS_", "OPENAI_"))}
-    env.update(CSVJOBS_HOME=str(home), CSVJOBS_DATABASE_URL=database_url,
-               PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
-    return env
 
 
 def start_pool(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -1,0 +1,62 @@
+"""Prices in one place, for cost estimates per row and per file. USD per million tokens, as published by OpenAI
+for the standard tier (gpt-6.1-terra: $1 in / $5 out; GPT Image 2.6: $5 text in / $30 image out). Models not
+listed here are costed at zero and reported as unpriced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# model -> (input, output) USD per 1M tokens
+PROMPT_MODEL_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-6.1-terra": (1.00, 5.00),
+    "gpt-6.1-sol": (2.00, 10.00),
+    "gpt-5.6-terra": (2.00, 12.00),
+}
+# model -> (text input, image output) USD per 1M tokens
+IMAGE_MODEL_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-image-2.6-flare": (5.00, 30.00),
+    "gpt-image-2.6-sunburst": (5.00, 30.00),
+    "gpt-image-2.5-sunburst": (5.00, 30.00),
+}
+# Output tokens of one 1024x1024 image by quality (larger sizes scale by area), for estimates made before any call.
+IMAGE_OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "auto": 1056}
+PROMPT_TOKENS_ESTIMATE = (700, 600)  # one prompt-generation call: input, output
+
+
+def prompt_cost(model: str, usage: dict[str, Any] | None) -> float:
+    """Cost of one prompt-generation call from its token usage."""
+    price = PROMPT_MODEL_PRICES.get(model)
+    if price is None or not usage:
+        return 0.0
+    return (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1e6
+
+
+def _area_factor(size: str) -> float:
+    try:
+        width, height = (int(part) for part in size.lower().split("x"))
+    except ValueError:
+        return 1.0
+    return width * height / (1024 * 1024)
+
+
+def image_cost(model: str, size: str, quality: str, usage: dict[str, Any] | None) -> float:
+    """Cost of one image: from its usage when the API reports it, else estimated from size and quality."""
+    price = IMAGE_MODEL_PRICES.get(model)
+    if price is None:
+        return 0.0
+    if usage and ("output_tokens" in usage or "input_tokens" in usage):
+        return (usage.get("input_tokens", 0) * price[0] + usage.get("output_tokens", 0) * price[1]) / 1e6
+    tokens = IMAGE_OUTPUT_TOKENS.get(quality, IMAGE_OUTPUT_TOKENS["medium"]) * _area_factor(size)
+    return tokens * price[1] / 1e6
+
+
+def row_estimate(prompt_model: str, image_model: str, size: str, quality: str) -> float:
+    """Estimated cost of one row (one prompt call and two images) before anything is spent."""
+    tokens_in, tokens_out = PROMPT_TOKENS_ESTIMATE
+    prompt = prompt_cost(prompt_model, {"prompt_tokens": tokens_in, "completion_tokens": tokens_out})
+    return prompt + 2 * image_cost(image_model, size, quality, None)
+
+
+def is_priced(prompt_model: str, image_model: str) -> bool:
+    """Whether both models are in the price table."""
+    return prompt_model in PROMPT_MODEL_PRICES and image_model in IMAGE_MODEL_PRICES

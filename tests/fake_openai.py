@@ -1,0 +1,189 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests: chat completions with structured output and image
+generations with base64 PNGs. It counts calls and can be told to answer 429 with Retry-After, 5xx, slowly,
+with malformed JSON, a refusal or a content-policy error."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image
+
+
+def tiny_png(color: tuple[int, int, int] = (30, 140, 200)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+@dataclass
+class Call:
+    at: float
+    endpoint: str
+    body: dict[str, Any]
+    status: int = 200
+
+
+@dataclass
+class FakeOpenAI:
+    """Behaviour switches are plain attributes; tests set them before or during a run."""
+
+    latency: float = 0.0
+    error_rate: float = 0.0
+    error_statuses: tuple[int, ...] = (500, 503, 429)
+    rate_limit_next_images: int = 0
+    retry_after: str = "1"
+    refuse_when: str | None = None
+    malformed_chat_next: int = 0
+    policy_when: str | None = None
+    hang_first_image_when: str | None = None
+    hang_seconds: float = 60.0
+    image_as_url: bool = False
+    calls: list[Call] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._hung: set[str] = set()
+        self.png = tiny_png()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                status, headers, payload = fake.answer(self.path, body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def start(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- what the server says ---------------------------------------------------------------------------------
+
+    def _record(self, endpoint: str, body: dict[str, Any]) -> Call:
+        call = Call(time.monotonic(), endpoint, body)
+        with self.lock:
+            self.calls.append(call)
+        return call
+
+    def _chaos(self, call: Call) -> tuple[int, dict[str, str], Any] | None:
+        with self.lock:
+            roll = self._rng.random()
+            status = self._rng.choice(self.error_statuses)
+        if roll >= self.error_rate:
+            return None
+        call.status = status
+        headers = {"retry-after-ms": "100"} if status == 429 else {}
+        return status, headers, {"error": {"message": f"chaos {status}", "type": "server_error", "code": None}}
+
+    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        if self.latency:
+            time.sleep(self.latency)
+        if path.endswith("/chat/completions"):
+            return self._chat(body)
+        if path.endswith("/images/generations"):
+            return self._image(body)
+        return 404, {}, {"error": {"message": "not found"}}
+
+    def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        call = self._record("chat", body)
+        chaos = self._chaos(call)
+        if chaos:
+            return chaos
+        user = body["messages"][-1]["content"]
+        trigger = re.search(r"Trigger text: (.*)", user)
+        text = trigger.group(1) if trigger else user
+        title = re.search(r"Product: (.*)", user)
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        with self.lock:
+            malformed = self.malformed_chat_next > 0
+            if malformed:
+                self.malformed_chat_next -= 1
+        if self.refuse_when and self.refuse_when in user:
+            message["refusal"] = "I can't help with that request."
+        elif malformed:
+            message["content"] = '{"lifestyle_emotional": {"prompt": "cut off'
+        else:
+            message["content"] = json.dumps({
+                "lifestyle_emotional": {"prompt": f"LIFESTYLE: {text}", "alt_text": "in use"},
+                "single_white_background": {"prompt": f"WHITE: {text}", "alt_text": "on white"},
+                "tags": ["product", (title.group(1) if title else "item").lower()[:30]],
+            })
+        return 200, {}, {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200},
+        }
+
+    def _image(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        call = self._record("image", body)
+        prompt = str(body.get("prompt", ""))
+        with self.lock:
+            limited = self.rate_limit_next_images > 0
+            if limited:
+                self.rate_limit_next_images -= 1
+            hang = (self.hang_first_image_when is not None and self.hang_first_image_when in prompt
+                    and prompt not in self._hung)
+            if hang:
+                self._hung.add(prompt)
+        if limited:
+            call.status = 429
+            return 429, {"retry-after": self.retry_after}, {
+                "error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+        if hang:
+            time.sleep(self.hang_seconds)
+        if self.policy_when and self.policy_when in prompt:
+            call.status = 400
+            return 400, {}, {"error": {"message": "Your request was rejected by the safety system.",
+                                       "type": "image_generation_user_error", "code": "moderation_blocked"}}
+        chaos = self._chaos(call)
+        if chaos:
+            return chaos
+        encoded = base64.b64encode(self.png).decode()
+        item = {"url": f"data:image/png;base64,{encoded}"} if self.image_as_url else {"b64_json": encoded}
+        return 200, {}, {
+            "created": int(time.time()), "data": [item],
+            "usage": {"input_tokens": 50, "output_tokens": 1056, "total_tokens": 1106,
+                      "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}},
+        }
+
+    def count(self, endpoint: str, predicate: Callable[[Call], bool] = lambda c: True) -> int:
+        with self.lock:
+            return sum(1 for c in self.calls if c.endpoint == endpoint and predicate(c))
