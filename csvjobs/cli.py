@@ -31,6 +31,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BatchArgument = Annotated[str, typer.Argument(help="Batch id.")]
 UserOption = Annotated[
     str | None,
     typer.Option("--user", help="Act as this user id (a uuid). Default: CSVJOBS_USER_ID, else this machine's id."),
@@ -383,13 +384,146 @@ def work(
     raise typer.Exit(code)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def logs(ctx: typer.Context) -> None:
+@app.command()
+def logs(
+    ctx: typer.Context,
+    batch: Annotated[str | None, typer.Argument(help="Batch id (default: all your batches).")] = None,
+    level: Annotated[str | None, typer.Option(help="This level and above: DEBUG, INFO, WARN, ERROR, FATAL.")] = None,
+    operation: Annotated[str | None, typer.Option(help="Only this operation, e.g. row_failed.")] = None,
+    row: Annotated[int | None, typer.Option(min=1, help="Only this row number.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only the last 30s, 10m, 2h or 1d.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (the newest).")] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new rows as they are written.")] = False,
+    user: UserOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
     """Show what happened, newest last.
 
-    Example: csvjobs logs 3f0c... --level ERROR
+    Example: csvjobs logs 3f0c... --level ERROR --since 1h
     """
-    _not_built("logs", "watch and operate")
+    from csvjobs.monitoring import LogFilter, follow_logs, parse_since, read_logs
+    from csvjobs.progress_view import print_log
+
+    settings = _settings(ctx, user)
+    filt = LogFilter(
+        batch_id=_parse_uuid(batch, "batch"),
+        level=level,
+        operation=operation,
+        row=row,
+        since=parse_since(since) if since else None,
+        limit=limit,
+    )
+    filt.levels()  # validate before touching the database
+    entries = follow_logs(settings, filt) if follow else iter(read_logs(settings, filt))
+    for entry in entries:
+        print_log(out, entry, as_json=as_json)
+
+
+@app.command()
+def workers(
+    ctx: typer.Context,
+    all_workers: Annotated[bool, typer.Option("--all", help="Include stopped workers.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show worker health: status, last heartbeat, jobs now and in total; stale ones are marked.
+
+    Example: csvjobs workers
+    """
+    from csvjobs.monitoring import list_workers
+    from csvjobs.progress_view import render_workers
+
+    render_workers(out, list_workers(_settings(ctx), include_stopped=all_workers), as_json=as_json)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Batch id.")],
+    rows: Annotated[
+        str | None, typer.Option(help="Only these row numbers, comma-separated (default: every failed row).")
+    ] = None,
+    user: UserOption = None,
+) -> None:
+    """Put failed rows back to pending (their saved prompts and images are kept, not paid again).
+
+    Example: csvjobs retry 3f0c... --rows 4,17
+    """
+    from csvjobs.monitoring import retry_rows
+
+    numbers = _parse_rows(rows)
+    batch_id = _parse_uuid(batch, "batch")
+    assert batch_id is not None
+    count = retry_rows(_settings(ctx, user), batch_id, numbers)
+    out.print(f"{count} failed row(s) of {batch_id} back to pending" + ("; run `csvjobs work`" if count else ""))
+
+
+def _parse_rows(rows: str | None) -> list[int] | None:
+    if rows is None:
+        return None
+    try:
+        numbers = [int(part) for part in rows.replace(" ", "").split(",") if part]
+    except ValueError as exc:
+        raise InputError(f"--rows {rows!r}: give row numbers separated by commas, like 4,17,23") from exc
+    if not numbers or min(numbers) < 1:
+        raise InputError(f"--rows {rows!r}: row numbers start at 1")
+    return numbers
+
+
+def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str) -> None:
+    from csvjobs.monitoring import change_state
+
+    batch_id = _parse_uuid(batch, "batch")
+    assert batch_id is not None
+    status = change_state(_settings(ctx, user), batch_id, action)
+    out.print(f"batch {batch_id} is now {status}")
+
+
+@app.command()
+def cancel(ctx: typer.Context, batch: BatchArgument, user: UserOption = None) -> None:
+    """Stop a batch: pending rows are not handed out; rows in flight finish.
+
+    Example: csvjobs cancel 3f0c...
+    """
+    _state_command(ctx, batch, user, "cancel")
+
+
+@app.command()
+def pause(ctx: typer.Context, batch: BatchArgument, user: UserOption = None) -> None:
+    """Pause a batch: no new rows are handed out until `csvjobs resume`.
+
+    Example: csvjobs pause 3f0c...
+    """
+    _state_command(ctx, batch, user, "pause")
+
+
+@app.command()
+def resume(ctx: typer.Context, batch: BatchArgument, user: UserOption = None) -> None:
+    """Resume a paused batch.
+
+    Example: csvjobs resume 3f0c...
+    """
+    _state_command(ctx, batch, user, "resume")
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Batch id.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or html (a self-contained gallery).")] = "csv",
+    user: UserOption = None,
+) -> None:
+    """Export every row of a batch with its prompts, images, tags, status and error.
+
+    Example: csvjobs export 3f0c... --format html -o gallery.html
+    """
+    from csvjobs.export import export_batch
+
+    batch_id = _parse_uuid(batch, "batch")
+    assert batch_id is not None
+    count = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout)
+    if output is not None:
+        err.print(f"wrote {count} row(s) to {output}")
 
 
 # --- entry point ----------------------------------------------------------------------------------------------

@@ -217,3 +217,39 @@ def show_batches(settings: Settings, statuses: list[str] | None, *, as_json: boo
     else:
         for p in batches:
             print(plain_line(p))
+
+
+_LEVEL_STYLE = {"DEBUG": "dim", "INFO": "", "WARN": "yellow", "ERROR": "red", "FATAL": "bold red"}
+
+
+def print_log(console: Console, entry: Any, *, as_json: bool) -> None:
+    """One log row: a JSON line, or a coloured line."""
+    if as_json:
+        print(json.dumps(entry.model_dump(mode="json")), flush=True)
+        return
+    where = f" row {entry.row_number}" if entry.row_number is not None else ""
+    batch = f" {str(entry.batch_id)[:8]}" if entry.batch_id else ""
+    line = Text(f"{entry.created_at:%Y-%m-%d %H:%M:%S} {entry.log_level:<5}{batch}{where} {entry.operation}: "
+                f"{entry.message}", style=_LEVEL_STYLE.get(entry.log_level, ""))
+    console.print(line)
+    console.file.flush()
+
+
+def render_workers(console: Console, workers: list[Any], *, as_json: bool) -> None:
+    """The Worker Health view."""
+    if as_json:
+        print(json.dumps([w.model_dump(mode="json") for w in workers]))
+        return
+    if not workers:
+        console.print("no workers are running; `csvjobs work` starts some")
+        return
+    table = Table(title="Worker Health")
+    for column in ("instance", "status", "last heartbeat", "jobs now", "processed", "failed", "dedicated to"):
+        table.add_column(column)
+    for w in workers:
+        status = f"{w.status} (stale)" if w.stale else w.status
+        scope = f"batch {str(w.batch_id)[:8]}" if w.batch_id else (f"user {str(w.user_id)[:8]}" if w.user_id else "-")
+        table.add_row(w.instance_id, Text(status, style="red" if w.stale else ""),
+                      f"{w.seconds_since_heartbeat:.0f}s ago", str(w.current_job_count),
+                      str(w.total_jobs_processed), str(w.total_jobs_failed), scope)
+    console.print(table)

@@ -1,0 +1,196 @@
+"""`csvjobs export`: one line per row (original columns, trigger text, prompts, image paths, tags, status, error)
+as CSV that is safe to open in a spreadsheet, as JSON lines, or as a self-contained HTML gallery."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import mimetypes
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from csvjobs import db
+from csvjobs.config import Settings
+from csvjobs.errors import InputError, NotFoundError
+from csvjobs.models import ImageStyle
+from csvjobs.storage import LocalStorage
+from csvjobs.users import resolve_user_id
+
+ExportFormat = Literal["csv", "jsonl", "html"]
+FORMATS = ("csv", "jsonl", "html")
+RESULT_COLUMNS = [
+    "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
+    "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
+    "cost_usd",
+]
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection advice: prefix with a quote)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _image_path(images: list[dict[str, Any]] | None, style: ImageStyle) -> str:
+    for image in images or []:
+        if image.get("style") == style.value:
+            return str(image.get("storage_path", ""))
+    return ""
+
+
+def _prompt(prompts: dict[str, Any] | None, style: ImageStyle) -> str:
+    entry = (prompts or {}).get(style.value) or {}
+    return str(entry.get("prompt", "")) if isinstance(entry, dict) else ""
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "row_number": row["row_number"],
+        "status": row["status"],
+        "error_message": row["error_message"] or "",
+        "trigger_text": row["trigger_text"] or "",
+        "lifestyle_emotional_prompt": _prompt(row["generated_prompts"], ImageStyle.LIFESTYLE_EMOTIONAL),
+        "single_white_background_prompt": _prompt(row["generated_prompts"], ImageStyle.SINGLE_WHITE_BACKGROUND),
+        "lifestyle_emotional_image": _image_path(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL),
+        "single_white_background_image": _image_path(row["generated_images"], ImageStyle.SINGLE_WHITE_BACKGROUND),
+        "tags": ", ".join(row["generated_tags"] or []),
+        "cost_usd": float(row["cost_usd"]) if row["cost_usd"] is not None else "",
+    }
+
+
+def _rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
+    # A server-side cursor streams the batch, so exporting a million rows needs no more memory than ten.
+    with conn.cursor(name=f"export_{uuid.uuid4().hex[:8]}") as cursor:
+        cursor.itersize = 2000
+        cursor.execute(
+            "SELECT row_number, row_data, status, error_message, trigger_text, generated_prompts,"
+            " generated_images, generated_tags, cost_usd FROM csv_row_jobs WHERE batch_id = %s"
+            " ORDER BY row_number", [batch_id]
+        )
+        yield from cursor
+
+
+def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path | None, out: TextIO) -> int:
+    """Write every row of a batch in the chosen format to output (or out); returns the number of rows."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: choose csv, jsonl or html")
+    if output is not None and output.is_dir():
+        raise InputError(f"{output} is a directory; give a file name such as {output / f'batch.{fmt}'}")
+    user_id = resolve_user_id(settings)
+    _target, conn = db.open_database(settings, application_name="csvjobs-export")
+    storage = LocalStorage(settings.storage_root)
+    with conn, db.user_transaction(conn, user_id):
+        batch = conn.execute("SELECT id, original_filename, csv_headers FROM csv_batches WHERE id = %s",
+                             [batch_id]).fetchone()
+        if batch is None:
+            raise NotFoundError(f"no such batch: {batch_id}; `csvjobs batches` lists yours")
+        target: TextIO
+        tmp: Path | None = None
+        if output is None:
+            target = out
+        else:
+            tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+            target = tmp.open("w", encoding="utf-8", newline="")
+        try:
+            writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
+            count = writer(target, _rows(conn, batch_id), list(batch["csv_headers"]), batch, storage)
+        except BaseException:
+            if tmp is not None:
+                target.close()
+                tmp.unlink(missing_ok=True)
+            raise
+        if tmp is not None and output is not None:
+            target.close()
+            os.replace(tmp, output)
+        return count
+
+
+def _write_csv(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
+               storage: LocalStorage) -> int:
+    writer = csv.writer(target)
+    original = [h for h in headers if h not in RESULT_COLUMNS]
+    writer.writerow([neutralise(h) for h in original + RESULT_COLUMNS])
+    count = 0
+    for row in rows:
+        flat = _flat(row)
+        data = row["row_data"] or {}
+        cells = [str(data.get(h, "")) for h in original] + [str(flat[c]) for c in RESULT_COLUMNS]
+        writer.writerow([neutralise(cell) for cell in cells])
+        count += 1
+    return count
+
+
+def _write_jsonl(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
+                 storage: LocalStorage) -> int:
+    count = 0
+    for row in rows:
+        record = {"columns": row["row_data"], **_flat(row), "tags": row["generated_tags"] or [],
+                  "prompts": row["generated_prompts"], "images": row["generated_images"]}
+        target.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        count += 1
+    return count
+
+
+_PAGE_HEAD = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}}
+.product{{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1rem;margin:0 0 1.5rem}}
+.product.failed{{border-color:#c33}}
+.images{{display:flex;gap:1rem;flex-wrap:wrap}}
+figure{{margin:0;max-width:48%}} img{{max-width:100%;height:auto;border:1px solid #eee}}
+figcaption,.prompt{{font-size:.85rem;color:#555}} .tags span{{background:#eef;border-radius:4px;padding:0 .4rem;
+margin-right:.3rem;font-size:.8rem}} .error{{color:#c33}}
+</style></head><body>
+<h1>{title}</h1>
+"""
+
+
+def _data_uri(storage: LocalStorage, path: str) -> str | None:
+    try:
+        data = storage.read_bytes(path)
+    except (OSError, ValueError):
+        return None
+    mime = mimetypes.guess_type(path)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
+                storage: LocalStorage) -> int:
+    esc = html.escape
+    target.write(_PAGE_HEAD.format(title=esc(f"csvjobs: {batch['original_filename']} ({batch['id']})")))
+    count = 0
+    for row in rows:
+        flat = _flat(row)
+        product = row["row_data"] or {}
+        name = next((str(v) for k, v in product.items() if k.lower() in ("title", "name", "nome") and v),
+                    f"row {row['row_number']}")
+        failed = row["status"] == "failed"
+        part = io.StringIO()
+        part.write(f'<section class="product{" failed" if failed else ""}" id="row-{row["row_number"]}">')
+        part.write(f"<h2>{esc(name)} <small>(row {row['row_number']}, {esc(row['status'])})</small></h2>")
+        part.write(f'<p class="prompt">{esc(flat["trigger_text"])}</p>')
+        if failed:
+            part.write(f'<p class="error">failed: {esc(flat["error_message"])}</p>')
+        part.write('<div class="images">')
+        for style in ImageStyle:
+            path = _image_path(row["generated_images"], style)
+            prompt = _prompt(row["generated_prompts"], style)
+            uri = _data_uri(storage, path) if path else None
+            if uri or prompt:
+                image = f'<img alt="{esc(style.value)}" src="{uri}">' if uri else ""
+                part.write(f"<figure>{image}<figcaption><b>{esc(style.value)}</b>: {esc(prompt)}</figcaption></figure>")
+        part.write("</div>")
+        if row["generated_tags"]:
+            part.write('<p class="tags">' + "".join(f"<span>{esc(t)}</span>" for t in row["generated_tags"]) + "</p>")
+        part.write("</section>\n")
+        target.write(part.getvalue())
+        count += 1
+    target.write(f"<p>{count} rows</p></body></html>\n")
+    return count
