@@ -6,7 +6,7 @@
 CREATE TABLE IF NOT EXISTS csv_rate_limits (
     key          text PRIMARY KEY,
     tat          timestamptz NOT NULL DEFAULT now(),
-    paused_until timestamptz NOT NULL DEFAULT '-infinity',
+    paused_until timestamptz NOT NULL DEFAULT 'epoch',  -- not -infinity: PostgreSQL 15 cannot subtract it
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE csv_rate_limits ENABLE ROW LEVEL SECURITY;
