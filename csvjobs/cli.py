@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+storage_app = typer.Typer(help="Object storage: local directories or an S3-compatible service.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -248,8 +250,12 @@ def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         out.print(f"migrations: {len(status['applied_migrations'])} applied, {len(pending)} pending")
         if pending:
             out.print("pending: " + ", ".join(pending) + " (run `csvjobs db migrate`)")
+    out.print(f"storage: {status['storage']} ({'ok' if status['storage_ok'] else 'NOT usable'})")
+    if not status["storage_ok"]:
+        err.print(Text(str(status["storage_error"]), style="red"))
     if status.get("error"):
         err.print(Text(str(status["error"]), style="red"))
+    if status.get("error") or not status["storage_ok"]:
         raise typer.Exit(1)
 
 
@@ -280,6 +286,25 @@ def db_stop(ctx: typer.Context) -> None:
     from csvjobs.maintenance import stop_database
 
     out.print(stop_database(_settings(ctx)))
+
+
+@storage_app.command("check")
+def storage_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Write, read and delete a probe object in every bucket and say what works.
+
+    Example: CSVJOBS_STORAGE=s3 CSVJOBS_S3_ENDPOINT_URL=http://localhost:9000 csvjobs storage check
+    """
+    from csvjobs.maintenance import check_storage
+
+    where, results = check_storage(_settings(ctx))
+    if as_json:
+        _print_json({"storage": where, "buckets": dict(results)})
+    else:
+        out.print(f"storage: {where}")
+        for bucket, result in results:
+            out.print(Text(f"  {bucket}: {result}", style="green" if result == "ok" else "red"))
+    if any(result != "ok" for _bucket, result in results):
+        raise typer.Exit(1)
 
 
 # --- template -------------------------------------------------------------------------------------------------

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     ipm: float = 0
     openai_timeout_seconds: float = 180.0
 
+    # Object storage: "local" (directories under home) or "s3" (any S3-compatible service; credentials come from
+    # the standard AWS variables). One bucket per logical bucket, named prefix + logical name, unless s3_bucket
+    # names a single bucket that holds the logical buckets as top-level folders.
+    storage: str = "local"
+    s3_endpoint_url: str | None = None
+    s3_bucket_prefix: str = ""
+    s3_bucket: str | None = None
+    s3_region: str | None = None
+    s3_addressing_style: str = "auto"
+
     @field_validator("image_quality")
     @classmethod
     def _quality(cls, value: str) -> str:

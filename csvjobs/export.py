@@ -19,7 +19,7 @@ from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import InputError, NotFoundError
 from csvjobs.models import ImageStyle
-from csvjobs.storage import LocalStorage
+from csvjobs.storage import Storage, open_storage
 from csvjobs.users import resolve_user_id
 
 ExportFormat = Literal["csv", "jsonl", "html"]
@@ -84,7 +84,7 @@ def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path
         raise InputError(f"{output} is a directory; give a file name such as {output / f'batch.{fmt}'}")
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-export")
-    storage = LocalStorage(settings.storage_root)
+    storage = open_storage(settings)
     with conn, db.user_transaction(conn, user_id):
         batch = conn.execute("SELECT id, original_filename, csv_headers FROM csv_batches WHERE id = %s",
                              [batch_id]).fetchone()
@@ -112,7 +112,7 @@ def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path
 
 
 def _write_csv(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
-               storage: LocalStorage) -> int:
+               storage: Storage) -> int:
     writer = csv.writer(target)
     original = [h for h in headers if h not in RESULT_COLUMNS]
     writer.writerow([neutralise(h) for h in original + RESULT_COLUMNS])
@@ -127,7 +127,7 @@ def _write_csv(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str
 
 
 def _write_jsonl(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
-                 storage: LocalStorage) -> int:
+                 storage: Storage) -> int:
     count = 0
     for row in rows:
         record = {"columns": row["row_data"], **_flat(row), "tags": row["generated_tags"] or [],
@@ -152,17 +152,21 @@ margin-right:.3rem;font-size:.8rem}} .error{{color:#c33}}
 """
 
 
-def _data_uri(storage: LocalStorage, path: str) -> str | None:
+def _image_src(storage: Storage, path: str) -> str | None:
+    """A signed URL for remote storage (the page then works from anywhere), else the image embedded."""
     try:
+        link = storage.link(path)
+        if link:
+            return link
         data = storage.read_bytes(path)
-    except (OSError, ValueError):
+    except Exception:  # a missing or unreadable image leaves its caption, not a broken export
         return None
     mime = mimetypes.guess_type(path)[0] or "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
-                storage: LocalStorage) -> int:
+                storage: Storage) -> int:
     esc = html.escape
     target.write(_PAGE_HEAD.format(title=esc(f"csvjobs: {batch['original_filename']} ({batch['id']})")))
     count = 0
@@ -182,7 +186,7 @@ def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[st
         for style in ImageStyle:
             path = _image_path(row["generated_images"], style)
             prompt = _prompt(row["generated_prompts"], style)
-            uri = _data_uri(storage, path) if path else None
+            uri = _image_src(storage, path) if path else None
             if uri or prompt:
                 image = f'<img alt="{esc(style.value)}" src="{uri}">' if uri else ""
                 part.write(f"<figure>{image}<figcaption><b>{esc(style.value)}</b>: {esc(prompt)}</figcaption></figure>")

@@ -18,7 +18,7 @@ from csvjobs.config import Settings
 from csvjobs.csv_format import CsvFormat, CsvReader, detect_format
 from csvjobs.errors import InputError
 from csvjobs.models import ProductRow
-from csvjobs.storage import UPLOADS_BUCKET, LocalStorage, require_writable, safe_filename
+from csvjobs.storage import UPLOADS_BUCKET, open_storage, safe_filename
 from csvjobs.users import resolve_user_id
 
 MAX_LISTED_ERRORS = 20
@@ -270,8 +270,8 @@ def upload_csv(settings: Settings, options: UploadOptions, progress: ProgressCal
     user_id = options.user_id or resolve_user_id(settings)
     with RowStream(options) as stream:
         assert stream.mapping is not None
-        storage = LocalStorage(settings.storage_root)
-        require_writable(settings.storage_root)
+        storage = open_storage(settings)
+        storage.check()
         _target, conn = db.open_database(settings, application_name="csvjobs-upload")
         batch_id = uuid.uuid4()
         original = options.path.name

@@ -9,9 +9,9 @@ from typing import Any
 
 from csvjobs import db, queue
 from csvjobs.config import Settings
-from csvjobs.errors import DatabaseError, InputError
+from csvjobs.errors import CsvJobsError, DatabaseError, InputError
 from csvjobs.models import CleanupReport
-from csvjobs.storage import TEMPLATES_BUCKET, LocalStorage
+from csvjobs.storage import TEMPLATES_BUCKET, open_storage, probe_storage
 
 EXAMPLE_CSV = Path(__file__).parent / "examples" / "products.csv"
 TEMPLATE_HEADERS = ["country", "product_type", "size", "mpn", "title", "description"]
@@ -24,6 +24,13 @@ TEMPLATE_ROWS = [
 def database_status(settings: Settings) -> dict[str, Any]:
     """Where the database is, whether it answers, and its migrations; starts the embedded server if needed."""
     status: dict[str, Any] = {"embedded": settings.database_url is None, "up": False}
+    storage = open_storage(settings)
+    status["storage"] = storage.describe()
+    try:
+        storage.check()
+        status["storage_ok"] = True
+    except CsvJobsError as exc:
+        status.update(storage_ok=False, storage_error=str(exc))
     try:
         target = db.database_target(settings)
     except DatabaseError as exc:
@@ -89,8 +96,14 @@ def write_template(settings: Settings, output: Path, *, force: bool = False) -> 
             writer.writerows(TEMPLATE_ROWS)
     except OSError as exc:
         raise InputError(f"cannot write {output}: {exc.strerror}") from exc
-    stored = LocalStorage(settings.storage_root).put_file(TEMPLATES_BUCKET, "products-template.csv", output)
+    stored = open_storage(settings).put_file(TEMPLATES_BUCKET, "products-template.csv", output)
     return output, stored
+
+
+def check_storage(settings: Settings) -> tuple[str, list[tuple[str, str]]]:
+    """Write, read and delete a probe object in every bucket of the configured storage."""
+    storage = open_storage(settings)
+    return storage.describe(), probe_storage(storage)
 
 
 def copy_example(target: Path) -> Path:

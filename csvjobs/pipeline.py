@@ -15,7 +15,7 @@ from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
 from csvjobs.errors import ConfigError
 from csvjobs.models import ClaimedJob, ImageStyle
-from csvjobs.storage import IMAGES_BUCKET, LocalStorage
+from csvjobs.storage import IMAGES_BUCKET, Storage
 
 
 class TransientError(Exception):
@@ -114,7 +114,7 @@ class RowContext:
     """What a provider may use while processing one row."""
 
     job: ClaimedJob
-    storage: LocalStorage
+    storage: Storage
     log: LogStep = lambda operation, message, details: None
     save_checkpoint: Checkpoint = _no_checkpoint
     rate_limiter: RateLimiter = field(default_factory=NoRateLimit)

@@ -18,6 +18,7 @@ from csvjobs import db, queue
 from csvjobs.config import Settings
 from csvjobs.errors import InputError
 from csvjobs.pipeline import default_provider_name, load_provider
+from csvjobs.storage import open_storage
 from csvjobs.worker import WorkerConfig, child_main, make_instance_id, say
 
 
@@ -226,6 +227,7 @@ def run_pool(settings: Settings, options: PoolOptions) -> int:
     conn.close()
     name = options.provider or default_provider_name(settings)
     load_provider(name, settings)  # a bad provider name or missing key fails here, once, not in every child
+    open_storage(settings).check()  # a missing bucket is an error now, not a failure on row 5,000
     if options.provider is None and name == "offline":
         say("no OpenAI API key configured: using the offline provider (template prompts, placeholder images)")
     if options.batch_id is not None and options.user_id is not None:

@@ -25,7 +25,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError
 from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
 from csvjobs.pipeline import JobLostError, PermanentError, Provider, RowContext, TransientError, load_provider
-from csvjobs.storage import LocalStorage
+from csvjobs.storage import open_storage
 
 T = TypeVar("T")
 
@@ -97,7 +97,7 @@ class Worker:
         self._stopping = False
         self._hard_stop = asyncio.Event()
         self._resync = False
-        self._storage = LocalStorage(self.config.settings.storage_root)
+        self._storage = open_storage(self.config.settings)
 
     # --- database access, with reconnection -------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""The S3-compatible backend against a real S3 server on loopback (moto's standalone server): two worker pools
+with different homes ("machines") write into one bucket set, any machine exports, and a storage outage mid-batch
+delays rows but loses none."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from helpers import USER_A, batch_row, job_counts, make_batch
+from moto.server import ThreadedMotoServer
+from test_worker_pool import finish, start_pool, wait_for
+
+BUCKETS = ("csv-uploads", "csv-templates", "csv-images")
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+class S3:
+    def __init__(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, self.port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{self.port}"
+        self.prefix = f"t{uuid.uuid4().hex[:8]}-"
+        self.client = boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
+                                   aws_secret_access_key="testing", region_name="us-east-1")
+
+    def create_buckets(self) -> None:
+        for bucket in BUCKETS:
+            self.client.create_bucket(Bucket=self.prefix + bucket)
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.prefix + bucket)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def restart_after(self, seconds: float) -> None:
+        self.server.stop()
+        time.sleep(seconds)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+
+@pytest.fixture
+def s3() -> Iterator[S3]:
+    server = S3()
+    server.create_buckets()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def s3_env(pool_env: dict[str, str], s3: S3) -> dict[str, str]:
+    return dict(pool_env, CSVJOBS_STORAGE="s3", CSVJOBS_S3_ENDPOINT_URL=s3.url, CSVJOBS_S3_BUCKET_PREFIX=s3.prefix,
+                CSVJOBS_S3_ADDRESSING_STYLE="path", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                AWS_DEFAULT_REGION="us-east-1", CSVJOBS_USER_ID=str(USER_A))
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
+                          timeout=120)
+
+
+def test_two_machines_share_the_buckets_and_any_machine_exports(s3_env, s3, conn, tmp_path: Path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text("title,description\n" + "".join(f"Lamp {i},Warm light {i}\n" for i in range(10)))
+    up = cli(s3_env, "upload", str(source), "--json")
+    assert up.returncode == 0, up.stderr
+    batch = json.loads(up.stdout)["batch_id"]
+    assert s3.keys("csv-uploads") == [json.loads(up.stdout)["storage_path"].split("/", 1)[1]]
+    env_b = dict(s3_env, CSVJOBS_HOME=str(tmp_path / "machine-b"))
+    pools = [start_pool(env, "--until-done", "--concurrency", "2", "--max-dedicated", "0", "--provider", "offline")
+             for env in (s3_env, env_b)]
+    for proc in pools:
+        code, err = finish(proc)
+        assert code == 0, err
+    images = s3.keys("csv-images")
+    assert len(images) == 20 and all(key.startswith(f"{USER_A}/{batch}/") for key in images)
+    for home in (Path(s3_env["CSVJOBS_HOME"]), tmp_path / "machine-b"):
+        assert not list((home / "storage").rglob("*.png"))  # nothing landed on a machine's disk
+    env_c = dict(s3_env, CSVJOBS_HOME=str(tmp_path / "machine-c"))
+    page = tmp_path / "gallery.html"
+    exported = cli(env_c, "export", batch, "--format", "html", "-o", str(page))
+    assert exported.returncode == 0, exported.stderr
+    html = page.read_text()
+    links = [part.split('"', 1)[0] for part in html.split('src="')[1:]]
+    assert len(links) == 20 and all(link.startswith(s3.url) and "Signature" in link for link in links)
+    with urllib.request.urlopen(links[0]) as response:
+        assert response.read().startswith(b"\x89PNG")
+
+
+def test_storage_check_and_missing_buckets_fail_early(s3_env, s3, tmp_path: Path) -> None:
+    ok = cli(s3_env, "storage", "check", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["buckets"] == dict.fromkeys(BUCKETS, "ok")
+    missing = dict(s3_env, CSVJOBS_S3_BUCKET_PREFIX="nope-")
+    source = tmp_path / "p.csv"
+    source.write_text("title\nLamp\n")
+    refused = cli(missing, "upload", str(source))
+    assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
+    pool = cli(missing, "work", "--until-done")
+    assert pool.returncode == 2 and "nope-csv-uploads" in pool.stderr
+    status = cli(missing, "db", "status")
+    assert status.returncode == 1 and "NOT usable" in status.stdout
+
+
+def test_a_failed_upload_removes_its_stored_object(s3_env, s3, tmp_path: Path) -> None:
+    source = tmp_path / "bad.csv"
+    source.write_text("title,description\n,\n")
+    result = cli(s3_env, "upload", str(source))
+    assert result.returncode == 2
+    assert s3.keys("csv-uploads") == []
+
+
+def test_a_storage_outage_mid_batch_delays_rows_but_loses_none(s3_env, s3, conn) -> None:
+    batch = make_batch(conn, 30)
+    proc = start_pool(s3_env, "--until-done", "--concurrency", "4", "--max-dedicated", "0", "--provider", "offline")
+    wait_for(lambda: batch_row(conn, batch)["processed_rows"] >= 5, what="5 rows")
+    s3.restart_after(3.0)
+    code, err = finish(proc, timeout=180)
+    assert code == 0, err
+    assert job_counts(conn, batch) == {"completed": 30}
+    assert len(s3.keys("csv-images")) == 60
+    row = batch_row(conn, batch)
+    assert (row["completed_at"] - row["started_at"]).total_seconds() >= 3.0  # the outage really held rows up
+    assert conn.execute("SELECT max(retry_count) AS m FROM csv_row_jobs").fetchone() == {"m": 0}
