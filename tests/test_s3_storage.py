@@ -121,14 +121,15 @@ def test_a_failed_upload_removes_its_stored_object(s3_env, s3, tmp_path: Path) -
 
 
 def test_a_storage_outage_mid_batch_delays_rows_but_loses_none(s3_env, s3, conn) -> None:
-    batch = make_batch(conn, 30)
+    batch = make_batch(conn, 120)
     proc = start_pool(s3_env, "--until-done", "--concurrency", "4", "--max-dedicated", "0", "--provider", "offline")
     wait_for(lambda: batch_row(conn, batch)["processed_rows"] >= 5, what="5 rows")
     s3.restart_after(3.0)
+    assert batch_row(conn, batch)["processed_rows"] < 120  # the outage began mid-batch
     code, err = finish(proc, timeout=180)
     assert code == 0, err
-    assert job_counts(conn, batch) == {"completed": 30}
-    assert len(s3.keys("csv-images")) == 60
+    assert job_counts(conn, batch) == {"completed": 120}
+    assert len(s3.keys("csv-images")) == 240
     row = batch_row(conn, batch)
     assert (row["completed_at"] - row["started_at"]).total_seconds() >= 3.0  # the outage really held rows up
     assert conn.execute("SELECT max(retry_count) AS m FROM csv_row_jobs").fetchone() == {"m": 0}
