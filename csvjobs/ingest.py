@@ -204,6 +204,25 @@ class RowStream:
                 f"{self.options.path}: the file has a header row but no data rows; add at least one product"
             )
 
+    def report(
+        self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
+    ) -> UploadReport:
+        """What this stream produced, as an UploadReport."""
+        assert self.mapping is not None
+        return UploadReport(
+            batch_id=batch_id,
+            total_rows=total,
+            skipped_rows=self.skipped_rows + self.error_count,
+            status=status,
+            storage_path=storage_path,
+            format=self.format,
+            preset=self.mapping.preset,
+            mapped_columns=self.mapping.describe(),
+            errors=self.errors,
+            error_count=self.error_count,
+            **extra,
+        )
+
     def _column_of(self, field_name: str) -> str:
         assert self.mapping is not None
         sources = self.mapping.sources.get(field_name, [])
@@ -239,22 +258,8 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
                      f"{settings.image_model} {settings.image_size} {settings.image_quality} images per row")
             if not pricing.is_priced(settings.prompt_model, settings.image_model):
                 basis += " (a model is missing from the price table: counted as free)"
-        return UploadReport(
-            estimated_cost_usd=estimate,
-            cost_basis=basis,
-            batch_id=None,
-            total_rows=total,
-            skipped_rows=stream.skipped_rows + stream.error_count,
-            status="dry-run",
-            storage_path=None,
-            format=stream.format,
-            preset=stream.mapping.preset,
-            mapped_columns=stream.mapping.describe(),
-            errors=stream.errors,
-            error_count=stream.error_count,
-            sample_trigger_texts=texts,
-            dry_run=True,
-        )
+        return stream.report(None, total, "dry-run", None, estimated_cost_usd=estimate, cost_basis=basis,
+                             sample_trigger_texts=texts, dry_run=True)
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -286,18 +291,7 @@ def upload_csv(settings: Settings, options: UploadOptions, progress: ProgressCal
             raise
         finally:
             conn.close()
-        return UploadReport(
-            batch_id=batch_id,
-            total_rows=total,
-            skipped_rows=stream.skipped_rows + stream.error_count,
-            status="queued" if total else "completed",
-            storage_path=storage_path,
-            format=stream.format,
-            preset=stream.mapping.preset,
-            mapped_columns=stream.mapping.describe(),
-            errors=stream.errors,
-            error_count=stream.error_count,
-        )
+        return stream.report(batch_id, total, "queued" if total else "completed", storage_path)
 
 
 def _write_batch(

@@ -2,6 +2,23 @@
 -- batches directly (that would let them forge results), so these are SECURITY DEFINER functions that check
 -- ownership with auth.uid() exactly as the policies do, and change only what the action means.
 
+-- Internal: the batch, locked, if the caller owns it (or is the service role); otherwise "no such batch", the
+-- same answer as for a batch that does not exist, so ids of other users' batches reveal nothing.
+-- Locks: the batch row.
+CREATE OR REPLACE FUNCTION csv_lock_owned_batch(p_batch_id uuid)
+RETURNS public.csv_batches
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_batch public.csv_batches;
+BEGIN
+    SELECT * INTO v_batch FROM public.csv_batches b WHERE b.id = p_batch_id FOR UPDATE;
+    IF NOT FOUND OR (v_batch.user_id IS DISTINCT FROM auth.uid() AND auth.role() IS DISTINCT FROM 'service_role') THEN
+        RAISE EXCEPTION 'no such batch: %', p_batch_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN v_batch;
+END
+$$;
+
 -- Put failed rows of a batch back to pending (all of them, or only p_rows), keeping their checkpoints so nothing
 -- already paid for is paid again. Returns how many rows were reset.
 -- Locks: the batch row, then the reset job rows.
@@ -15,10 +32,7 @@ DECLARE
     v_batch public.csv_batches;
     v_count integer;
 BEGIN
-    SELECT * INTO v_batch FROM public.csv_batches b WHERE b.id = p_batch_id FOR UPDATE;
-    IF NOT FOUND OR (v_batch.user_id IS DISTINCT FROM auth.uid() AND auth.role() IS DISTINCT FROM 'service_role') THEN
-        RAISE EXCEPTION 'no such batch: %', p_batch_id USING ERRCODE = 'P0002';
-    END IF;
+    v_batch := public.csv_lock_owned_batch(p_batch_id);
     IF v_batch.status = 'cancelled' THEN
         RAISE EXCEPTION 'batch % is cancelled; its rows cannot be retried', p_batch_id USING ERRCODE = '55000';
     END IF;
@@ -61,10 +75,7 @@ DECLARE
     v_batch public.csv_batches;
     v_new text;
 BEGIN
-    SELECT * INTO v_batch FROM public.csv_batches b WHERE b.id = p_batch_id FOR UPDATE;
-    IF NOT FOUND OR (v_batch.user_id IS DISTINCT FROM auth.uid() AND auth.role() IS DISTINCT FROM 'service_role') THEN
-        RAISE EXCEPTION 'no such batch: %', p_batch_id USING ERRCODE = 'P0002';
-    END IF;
+    v_batch := public.csv_lock_owned_batch(p_batch_id);
     IF p_action = 'cancel' THEN
         IF v_batch.status IN ('completed', 'cancelled') THEN
             RAISE EXCEPTION 'batch % is already %', p_batch_id, v_batch.status USING ERRCODE = '55000';
@@ -97,6 +108,7 @@ BEGIN
 END
 $$;
 
+REVOKE EXECUTE ON FUNCTION csv_lock_owned_batch(uuid) FROM PUBLIC, anon, authenticated;
 REVOKE EXECUTE ON FUNCTION retry_csv_batch_rows(uuid, integer[]), set_csv_batch_state(uuid, text)
     FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION retry_csv_batch_rows(uuid, integer[]), set_csv_batch_state(uuid, text)

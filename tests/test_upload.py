@@ -248,12 +248,16 @@ def test_missing_file_directory_and_unknown_mapping(run_cli, conn, settings, tmp
     assert_nothing_written(conn, settings)
 
 
-def test_a_lost_connection_mid_upload_leaves_nothing(settings, conn, tmp_path) -> None:
-    path = tmp_path / "big.csv"
+def big_csv(path: Path, rows: int) -> Path:
     with path.open("w") as f:
         f.write(HEADER)
-        for i in range(50_000):
+        for i in range(rows):
             f.write(f"US,Shoes,42,SKU-{i},Runner {i},A fast shoe\n")
+    return path
+
+
+def test_a_lost_connection_mid_upload_leaves_nothing(settings, conn, tmp_path) -> None:
+    path = big_csv(tmp_path / "big.csv", 50_000)
 
     def kill_backend(done: int, total: int) -> None:
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -267,11 +271,7 @@ def test_a_lost_connection_mid_upload_leaves_nothing(settings, conn, tmp_path) -
 
 
 def test_interrupt_mid_upload_leaves_nothing(settings, conn, tmp_path) -> None:
-    path = tmp_path / "big.csv"
-    with path.open("w") as f:
-        f.write(HEADER)
-        for i in range(30_000):
-            f.write(f"US,Shoes,42,SKU-{i},Runner {i},A fast shoe\n")
+    path = big_csv(tmp_path / "big.csv", 30_000)
 
     def interrupt(done: int, total: int) -> None:
         raise KeyboardInterrupt
