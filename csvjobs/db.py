@@ -11,7 +11,7 @@ import os
 import platform
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,14 +304,6 @@ def background_copy_writer(cursor: psycopg.Cursor[Any]) -> QueuedLibpqWriter:
 def become_service_role(conn: Connection) -> None:
     """Switch the current transaction to service_role (for bulk writes after a check made as the user)."""
     conn.execute(_AS_SERVICE)
-
-
-@contextlib.asynccontextmanager
-async def async_service_transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
-    """service_transaction() for asyncio connections."""
-    async with conn.transaction():
-        await conn.execute(_AS_SERVICE)
-        yield conn
 
 
 def translate_error(exc: psycopg.Error) -> DatabaseError:

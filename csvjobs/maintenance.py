@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +103,3 @@ def check_storage(settings: Settings) -> tuple[str, list[tuple[str, str]]]:
     """Write, read and delete a probe object in every bucket of the configured storage."""
     storage = open_storage(settings)
     return storage.describe(), probe_storage(storage)
-
-
-def copy_example(target: Path) -> Path:
-    """Copy the bundled example CSV somewhere a user can see it."""
-    shutil.copyfile(EXAMPLE_CSV, target)
-    return target

@@ -33,27 +33,6 @@ def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
     return [ClaimedJob.model_validate(row) for row in rows]
 
 
-def claim_jobs(
-    conn: db.Connection,
-    worker_id: str,
-    limit: int = 1,
-    batch_id: uuid.UUID | None = None,
-    timeout_minutes: float = 5,
-    user_id: uuid.UUID | None = None,
-) -> list[ClaimedJob]:
-    """Claim up to limit jobs as the service role."""
-    with db.service_transaction(conn):
-        rows = conn.execute(CLAIM_SQL, [worker_id, batch_id, timeout_minutes, limit, user_id]).fetchall()
-    return parse_claims(rows)
-
-
-def report_results(conn: db.Connection, worker_id: str, results: Sequence[JobResult]) -> dict[int, bool]:
-    """Report results; job_id -> whether it was stored (False: this worker had lost the job)."""
-    with db.service_transaction(conn):
-        rows = conn.execute(REPORT_SQL, [worker_id, results_json(results)]).fetchall()
-    return {row["job_id"]: row["applied"] for row in rows}
-
-
 def batch_progress(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> BatchProgress:
     """get_csv_batch_progress as the user; another user's batch is "no such batch"."""
     with db.user_transaction(conn, user_id):

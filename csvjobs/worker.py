@@ -165,6 +165,8 @@ class Worker:
     async def _claim_loop(self) -> None:
         cfg = self.config
         while not self._stopping:
+            # Cleared before looking at the state, so a wake-up that arrives after the look is never lost.
+            self._wake.clear()
             free = cfg.concurrency - len(self._running)
             if free <= 0:
                 await self._wait(cfg.poll_seconds)
@@ -181,7 +183,6 @@ class Worker:
             await self._wait(cfg.poll_seconds if not cfg.until_done else min(cfg.poll_seconds, 1.0))
 
     async def _wait(self, timeout: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -100,9 +100,13 @@ def test_a_429_pauses_every_workers_image_calls(openai_env, fake, conn) -> None:
     work(openai_env, "--concurrency", "8", "--processes", "2")
     images = sorted((c for c in fake.calls if c.endpoint == "image"), key=lambda c: c.at)
     limited = next(c for c in images if c.status == 429)
-    # Every image call after the 429 (from any process) waited for the pause; allow for calls already in flight.
-    after = [c.at - limited.at for c in images if c.at > limited.at + 0.3]
-    assert after and min(after) >= 1.8, after[:5]
+    offsets = [c.at - limited.at for c in images if c.at > limited.at]
+    # Without the shared pause, 8 rows in flight at 100 ms a call make dozens of image calls in this window; with
+    # it, only a call that was already past its check when the pause was written may slip through (a loaded
+    # machine can delay such a call, so a couple are tolerated).
+    during = [t for t in offsets if 0.3 < t < 1.9]
+    assert len(during) <= 3, during
+    assert len([t for t in offsets if t >= 1.9]) > 20  # and the work went on after the pause
 
 
 def test_the_rate_limit_holds_across_two_pools(openai_env, fake, conn, home: Path) -> None:
