@@ -132,4 +132,7 @@ def test_a_storage_outage_mid_batch_delays_rows_but_loses_none(s3_env, s3, conn)
     assert len(s3.keys("csv-images")) == 240
     row = batch_row(conn, batch)
     assert (row["completed_at"] - row["started_at"]).total_seconds() >= 3.0  # the outage really held rows up
-    assert conn.execute("SELECT max(retry_count) AS m FROM csv_row_jobs").fetchone() == {"m": 0}
+    # A row may be retried later if the outage outlasts its in-worker retries, but only ever for the outage.
+    retries = [r["message"] for r in conn.execute(
+        "SELECT message FROM csv_processing_logs WHERE operation = 'row_retry'")]
+    assert all("object storage unavailable" in m for m in retries), retries
