@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.resources
 import json
 import logging
 import os
@@ -83,11 +82,13 @@ def describe_url(url: str) -> str:
 
 
 def sql_directory() -> Path:
-    """The sql/ directory: beside the package in a checkout, inside it (csvjobs/sql) when installed."""
-    checkout = Path(__file__).resolve().parent.parent / "sql"
-    if checkout.is_dir() and any(checkout.glob("*.sql")):
-        return checkout
-    return Path(str(importlib.resources.files("csvjobs.sql")))
+    """The sql/ directory: inside the package when installed (csvjobs/sql), beside it in a source checkout."""
+    # Plain paths, not importlib.resources: csvjobs/sql has no __init__.py, and files() on such a namespace
+    # package yields a MultiplexedPath on Python 3.11, whose str() is not a directory.
+    for candidate in (Path(__file__).resolve().parent / "sql", Path(__file__).resolve().parent.parent / "sql"):
+        if candidate.is_dir() and any(candidate.glob("*.sql")):
+            return candidate
+    raise DatabaseError("the SQL migrations are missing from this installation of csvjobs; reinstall it")
 
 
 def migration_files() -> list[Migration]:
