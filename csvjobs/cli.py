@@ -214,7 +214,7 @@ def cleanup(
 ) -> None:
     """Free rows held by dead workers (run it from cron).
 
-    Example (crontab): * * * * * csvjobs cleanup --timeout-minutes 5
+    Example: csvjobs cleanup --timeout-minutes 5   (in a crontab: * * * * * csvjobs cleanup)
     """
     from csvjobs.maintenance import run_cleanup
 
