@@ -250,6 +250,9 @@ def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         out.print(f"migrations: {len(status['applied_migrations'])} applied, {len(pending)} pending")
         if pending:
             out.print("pending: " + ", ".join(pending) + " (run `csvjobs db migrate`)")
+        if status["changed_migrations"]:
+            err.print(Text("changed since applied (this database was made by another build of csvjobs; recreate "
+                           "it): " + ", ".join(status["changed_migrations"]), style="yellow"))
     out.print(f"storage: {status['storage']} ({'ok' if status['storage_ok'] else 'NOT usable'})")
     if not status["storage_ok"]:
         err.print(Text(str(status["storage_error"]), style="red"))

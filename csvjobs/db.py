@@ -116,6 +116,12 @@ def pending_migrations(conn: Connection) -> list[Migration]:
     return [m for m in migration_files() if m.version not in done]
 
 
+def changed_migrations(conn: Connection) -> list[Migration]:
+    """Applied migrations whose file has changed since (a database made by a development build of csvjobs)."""
+    done = applied_migrations(conn)
+    return [m for m in migration_files() if m.version in done and done[m.version] != m.checksum]
+
+
 def migrate(conn: Connection) -> list[Migration]:
     """Apply pending migrations in order, each in its own transaction; safe to run twice or twice at once."""
     conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])

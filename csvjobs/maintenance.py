@@ -52,6 +52,7 @@ def database_status(settings: Settings) -> dict[str, Any]:
         status["applied_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.migration_files()
                                         if m.version in applied]
         status["pending_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.pending_migrations(conn)]
+        status["changed_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.changed_migrations(conn)]
     return status
 
 

@@ -101,19 +101,27 @@ def _bar(p: BatchProgress, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def progress_table(snapshots: list[BatchProgress]) -> Table:
-    """The progress table for one or more batches."""
+_WIDE_ONLY = {"file", "ok", "in flight", "workers"}
+
+
+def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
+    """The progress table for one or more batches (fewer columns on a narrow terminal)."""
     table = Table(title="Active Batches" if len(snapshots) != 1 else None)
-    for column in ("batch", "file", "status", "progress", "done", "ok", "failed", "in flight", "rows/min", "ETA",
-                   "workers", "cost $"):
-        table.add_column(column, justify="right" if column not in ("batch", "file", "status", "progress") else "left")
+    columns = ("batch", "file", "status", "progress", "done", "ok", "failed", "in flight", "rows/min", "ETA",
+               "workers", "cost $")
+    shown = [c for c in columns if width >= 120 or c not in _WIDE_ONLY]
+    for column in shown:
+        table.add_column(column, no_wrap=True,
+                         justify="right" if column not in ("batch", "file", "status", "progress") else "left")
     for p in snapshots:
-        table.add_row(
-            str(p.batch_id)[:8], p.original_filename[:30], p.status.value,
-            f"{_bar(p)} {float(p.percentage):5.1f}%", f"{p.processed_rows}/{p.total_rows}", str(p.successful_rows),
-            str(p.failed_rows), str(p.in_flight_rows), f"{float(p.rows_per_minute):.0f}", _eta(p),
-            str(p.active_workers), f"{float(p.cost_usd):.4f}",
-        )
+        cells = {
+            "batch": str(p.batch_id)[:8], "file": p.original_filename[:30], "status": p.status.value,
+            "progress": f"{_bar(p)} {float(p.percentage):5.1f}%", "done": f"{p.processed_rows}/{p.total_rows}",
+            "ok": str(p.successful_rows), "failed": str(p.failed_rows), "in flight": str(p.in_flight_rows),
+            "rows/min": f"{float(p.rows_per_minute):.0f}", "ETA": _eta(p), "workers": str(p.active_workers),
+            "cost $": f"{float(p.cost_usd):.4f}",
+        }
+        table.add_row(*(cells[c] for c in shown))
     return table
 
 
@@ -154,10 +162,10 @@ def show_progress(
         with db.connect(target, application_name="csvjobs-progress-listen") as listener:
             listener.execute("LISTEN csv_batch_progress")
             if console.is_terminal and not as_json:
-                with Live(progress_table(snapshots), console=console, refresh_per_second=4) as live:
+                with Live(progress_table(snapshots, console.width), console=console, refresh_per_second=4) as live:
                     final = snapshots
                     for fresh in _follow(conn, listener, user_id, ids):
-                        live.update(progress_table(fresh))
+                        live.update(progress_table(fresh, console.width))
                         final = fresh
                 console.print(Group(*(Text(plain_line(p)) for p in final)))
             else:
@@ -172,7 +180,7 @@ def show_progress(
 
 def _print_once(console: Console, snapshots: list[BatchProgress], as_json: bool) -> None:
     if console.is_terminal:
-        console.print(progress_table(snapshots))
+        console.print(progress_table(snapshots, console.width))
     else:
         for p in snapshots:
             print(plain_line(p))
@@ -211,7 +219,7 @@ def show_batches(settings: Settings, statuses: list[str] | None, *, as_json: boo
         console.print("no batches yet; `csvjobs upload FILE` starts one")
         return
     if console.is_terminal:
-        table = progress_table(batches)
+        table = progress_table(batches, console.width)
         table.title = "Batches"
         console.print(table)
     else:
