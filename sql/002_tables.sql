@@ -68,8 +68,11 @@ CREATE TABLE IF NOT EXISTS csv_row_jobs (
     CHECK ((status IN ('claimed', 'processing')) = (claimed_by IS NOT NULL))
 );
 
--- The claim's index: pending jobs of one batch in row order. Partial, so it holds only work still to hand out.
-CREATE INDEX IF NOT EXISTS csv_row_jobs_pending_idx ON csv_row_jobs (batch_id, id) WHERE status = 'pending';
+-- The claim's index: pending jobs of one batch in order. Partial, so it holds only work still to hand out. It is
+-- on (id + 0), and the claim orders by that expression, so that no other index can serve the claim: with stale
+-- statistics (right after an upload every row looks pending) the planner otherwise walks the primary key from the
+-- start of the table, stepping over every finished row on every claim.
+CREATE INDEX IF NOT EXISTS csv_row_jobs_pending_idx ON csv_row_jobs (batch_id, (id + 0)) WHERE status = 'pending';
 -- Jobs in flight: counted per batch for fair scheduling and progress; and by claim time, so that looking for
 -- timed-out claims (on every claim) is a range scan that finds nothing in the normal case.
 CREATE INDEX IF NOT EXISTS csv_row_jobs_in_flight_idx ON csv_row_jobs (batch_id)

@@ -251,7 +251,7 @@ BEGIN
             WITH picked AS (
                 SELECT j.id FROM csv_row_jobs j
                 WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
-                ORDER BY j.batch_id, j.id
+                ORDER BY j.id + 0  -- only csv_row_jobs_pending_idx has this order (see 002_tables.sql)
                 LIMIT v_want
                 FOR UPDATE SKIP LOCKED
             ), claimed AS (
