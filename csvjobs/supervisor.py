@@ -3,6 +3,7 @@ crashed workers with backoff (releasing their rows first), and stops the pool cl
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import multiprocessing.process
 import os
@@ -226,7 +227,8 @@ def run_pool(settings: Settings, options: PoolOptions) -> int:
     target, conn = db.open_database(settings, application_name="csvjobs-supervisor")
     conn.close()
     name = options.provider or default_provider_name(settings)
-    load_provider(name, settings)  # a bad provider name or missing key fails here, once, not in every child
+    # A bad provider name or a missing key fails here, once, rather than in every worker process.
+    asyncio.run(load_provider(name, settings).aclose())
     open_storage(settings).check()  # a missing bucket is an error now, not a failure on row 5,000
     if options.provider is None and name == "offline":
         say("no OpenAI API key configured: using the offline provider (template prompts, placeholder images)")
