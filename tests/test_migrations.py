@@ -3,6 +3,7 @@ of what a Supabase project already provides."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -132,3 +133,30 @@ def test_auth_functions_read_request_claims_like_supabase(conn: psycopg.Connecti
     assert row == {"uid": user, "role": "authenticated", "email": "a@example.com"}
     row = conn.execute("SELECT auth.uid() AS uid").fetchone()
     assert row == {"uid": None}
+
+
+def test_jobs_written_before_the_lean_row_jobs_migration_keep_their_product(empty_database_url: str) -> None:
+    """009 turns row_data into json and product into what row_data does not say; jobs stored before it (every
+    field in product, row_data as jsonb) must come out of a claim exactly as before."""
+    earlier = [m for m in db.migration_files() if m.version < 9]
+    with db.connect(empty_database_url) as conn:
+        conn.execute(f"CREATE TABLE {db.LEDGER_TABLE} (version integer PRIMARY KEY, name text NOT NULL,"
+                     " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for migration in earlier:
+            conn.execute(migration.sql)
+            conn.execute(f"INSERT INTO {db.LEDGER_TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
+                         [migration.version, migration.name, migration.checksum])
+        batch = uuid.uuid4()
+        product = {"country": "US", "product_type": "Mug", "size": "", "mpn": "M1", "description": "Big",
+                   "title": "Mug"}
+        conn.execute("INSERT INTO csv_batches (id, user_id, filename, original_filename, status)"
+                     " VALUES (%s, gen_random_uuid(), 'f', 'f', 'queued')", [batch])
+        conn.execute("INSERT INTO csv_row_jobs (batch_id, row_number, row_data, product) VALUES (%s, 1, %s, %s)",
+                     [batch, json.dumps({"Name": "Mug", "Body": "<b>Big</b>"}), json.dumps(product)])
+        assert [m.version for m in db.migrate(conn)] == [m.version for m in db.migration_files()][len(earlier):]
+        conn.execute("SELECT * FROM update_csv_worker_heartbeat('w', 'idle')")
+        (job,) = conn.execute("SELECT * FROM claim_csv_row_jobs('w', NULL, 5, 5)").fetchall()
+        assert job["product"] == product
+        assert job["row_data"] == {"Name": "Mug", "Body": "<b>Big</b>"}
+        conn.execute("DELETE FROM csv_batches WHERE id = %s", [batch])
+        assert conn.execute("SELECT count(*) AS n FROM csv_row_jobs").fetchone() == {"n": 0}

@@ -93,3 +93,14 @@ def test_signed_in_without_a_user_id_sees_nothing(database_url: str, two_users) 
         c.execute("SET ROLE authenticated")
         assert c.execute("SELECT * FROM csv_batches").fetchall() == []
         assert c.execute("SELECT * FROM csv_row_jobs").fetchall() == []
+
+
+def test_deleting_a_batch_deletes_its_jobs_and_logs(database_url: str, two_users, conn) -> None:
+    """The owner may delete a batch but not jobs; its jobs go with it, as the foreign key's cascade did."""
+    a, b = two_users
+    assert conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE batch_id = %s", [a]).fetchone() != {"n": 0}
+    with _session(database_url, USER_A) as c:
+        assert c.execute("DELETE FROM csv_batches WHERE id = %s", [a]).rowcount == 1
+    counts = conn.execute("SELECT batch_id, count(*) AS n FROM csv_row_jobs GROUP BY batch_id").fetchall()
+    assert [(r["batch_id"], r["n"]) for r in counts] == [(b, 2)]
+    assert conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE batch_id = %s", [a]).fetchone() == {"n": 0}
