@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from csvjobs.errors import InputError
 
@@ -153,14 +154,6 @@ def _count_outside_quotes(line: str, delimiter: str) -> int:
     return count
 
 
-@dataclass
-class Record:
-    """One CSV record with the line it starts on."""
-
-    line: int
-    values: list[str]
-
-
 class CsvReader:
     """Streams records of a file with a known format; errors name the file and line."""
 
@@ -169,6 +162,8 @@ class CsvReader:
         self.format = fmt
         self._file: io.TextIOWrapper | None = None
         self._raw: io.BufferedReader | None = None
+        self._reader: Any = None  # the csv module's reader, created on first read
+        self._next_line = 1
 
     def __enter__(self) -> CsvReader:
         self._raw = self.path.open("rb")
@@ -189,26 +184,42 @@ class CsvReader:
         except (OSError, ValueError):
             return 0
 
-    def records(self) -> Iterator[Record]:
-        """Every record, header included, each with its starting line number."""
+    def records(self) -> Iterator[tuple[int, list[str]]]:
+        """Every record as (the line it starts on, its values), from where reading stopped; the header comes first."""
+        for starts, rows in self.chunks(1):
+            yield starts[0], rows[0]
+
+    def chunks(self, size: int = 1000) -> Iterator[tuple[list[int], list[list[str]]]]:
+        """Records in lists of up to size, with the line each starts on, from where reading stopped.
+
+        Lists rather than one record at a time, so that callers can process a thousand rows in one go.
+        """
         assert self._file is not None, "use CsvReader as a context manager"
-        reader = csv.reader(self._file, delimiter=self.format.delimiter, strict=True)
-        next_line = 1
-        while True:
-            start = next_line
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise InputError(self._explain(exc, start)) from exc
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"{self.path}, near line {start}: cannot decode the text as {self.format.encoding}; "
-                    "pass --encoding with the file's real encoding"
-                ) from exc
-            next_line = reader.line_num + 1
-            yield Record(start, values)
+        if self._reader is None:
+            self._reader = csv.reader(self._file, delimiter=self.format.delimiter, strict=True)
+        reader = self._reader
+        starts: list[int] = []
+        rows: list[list[str]] = []
+        next_line = self._next_line
+        try:
+            for values in reader:
+                starts.append(next_line)
+                rows.append(values)
+                next_line = reader.line_num + 1
+                if len(rows) >= size:
+                    self._next_line = next_line
+                    yield starts, rows
+                    starts, rows = [], []
+        except csv.Error as exc:
+            raise InputError(self._explain(exc, next_line)) from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{self.path}, near line {next_line}: cannot decode the text as {self.format.encoding}; "
+                "pass --encoding with the file's real encoding"
+            ) from exc
+        self._next_line = next_line
+        if rows:
+            yield starts, rows
 
     def _explain(self, exc: csv.Error, line: int) -> str:
         message = str(exc)

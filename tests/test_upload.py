@@ -9,9 +9,14 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import REAL_DATA
+from helpers import claim
 
+from csvjobs import db
+from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
+from csvjobs.copy_encoding import COPY_SQL
 from csvjobs.ingest import UploadOptions, upload_csv
+from csvjobs.models import ClaimedJob
 
 HEADER = "country,product_type,size,mpn,title,description\n"
 
@@ -33,8 +38,15 @@ def assert_nothing_written(conn: psycopg.Connection, settings: Settings) -> None
 
 
 def jobs(conn: psycopg.Connection) -> list[dict]:
-    return conn.execute("SELECT row_number, row_data, product, trigger_text FROM csv_row_jobs"
-                        " ORDER BY row_number").fetchall()
+    """Each job as a worker gets it: the whole product (stored fields merged with row_data) and its trigger text."""
+    rows = conn.execute(
+        "SELECT j.row_number, j.row_data, j.product AS stored_product, j.trigger_text AS stored_trigger_text,"
+        " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
+        " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id ORDER BY j.row_number"
+    ).fetchall()
+    for row in rows:
+        row["trigger_text"] = trigger_text(row["product"])
+    return rows
 
 
 def test_upload_creates_a_queued_batch_with_one_job_per_row(run_cli, conn, settings, tmp_path) -> None:
@@ -290,3 +302,72 @@ def test_each_user_uploads_into_their_own_folder(settings, conn, tmp_path) -> No
     assert (bucket, user_dir) == ("csv-uploads", str(other))
     assert "/" not in filename and ";" not in filename and " " not in filename
     assert (settings.storage_root / report.storage_path).is_file()
+
+
+def multi_line_csv(path: Path, rows: int, tail: str) -> Path:
+    """rows valid rows, every third with a quoted two-line description, then tail."""
+    with path.open("w", newline="") as f:
+        f.write(HEADER)
+        for i in range(rows):
+            description = '"First line\nsecond line"' if i % 3 == 0 else "One line"
+            f.write(f"US,Shoes,42,SKU-{i},Runner {i},{description}\n")
+        f.write(tail)
+    return path
+
+
+def test_errors_deep_in_a_large_file_name_the_right_line_and_leave_nothing(run_cli, conn, settings, tmp_path) -> None:
+    """Rows are read a thousand at a time; a bad row after several chunks still names its own line."""
+    rows = 2500
+    line_after = 1 + rows + (rows + 2) // 3 + 1  # the header, each row, the extra line of every third
+    ragged = multi_line_csv(tmp_path / "ragged.csv", rows, "US,Shoes,1\n")
+    result = run_cli("upload", str(ragged))
+    assert result.code == 2 and f"line {line_after}: has 3 fields" in result.stderr, result.stderr
+    assert_nothing_written(conn, settings)
+
+    unclosed = multi_line_csv(tmp_path / "unclosed.csv", rows, 'US,"Shoes,1,X,T,D\n')
+    result = run_cli("upload", str(unclosed))
+    assert result.code == 2 and f"line {line_after}: a quoted field starts here" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert_nothing_written(conn, settings)
+
+    result = run_cli("upload", str(ragged), "--skip-invalid", "--json")
+    assert result.code == 0 and json.loads(result.stdout)["total_rows"] == rows
+
+
+def test_a_claimed_upload_row_carries_its_whole_product(run_cli, conn, tmp_path) -> None:
+    """What a worker claims is the mapped product, whether a field was stored with the job or read from row_data."""
+    content = ("title,description,product_type,size,mpn\n"
+               "Lamp,Warm light,Lighting,S,L1\n"
+               'Chair,"<p>Oak &amp; <b>linen</b></p>",Furniture,,C1\n')
+    result = run_cli("upload", str(write(tmp_path / "p.csv", content)), "--country", "PT", "--json")
+    assert result.code == 0, result.stderr
+    conn.execute("SELECT * FROM update_csv_worker_heartbeat('w', 'idle')")
+    claimed = {row["row_number"]: ClaimedJob.model_validate(row) for row in claim(conn, "w", limit=5)}
+    assert claimed[1].product == {"country": "PT", "product_type": "Lighting", "size": "S", "mpn": "L1",
+                                  "description": "Warm light", "title": "Lamp"}
+    assert claimed[2].product["description"] == "Oak & linen" and claimed[2].product["size"] == ""
+    assert claimed[2].row_data["description"] == "<p>Oak &amp; <b>linen</b></p>"
+    assert trigger_text(claimed[1].product) == "PT Lighting S L1 Warm light"
+    stored = {r["row_number"]: r["stored_product"] for r in jobs(conn)}
+    assert stored == {1: {"country": "PT"}, 2: {"country": "PT", "description": "Oak & linen"}}
+
+
+def test_a_failing_copy_reports_the_server_error_and_writes_nothing(conn, database_url: str) -> None:
+    """BackgroundCopy: a server-side error reaches the writing thread; an error in it cancels the COPY."""
+    logs_copy = "COPY csv_processing_logs (message, operation) FROM STDIN"
+    with (
+        db.connect(database_url) as c,
+        pytest.raises(psycopg.errors.BadCopyFileFormat),
+        c.transaction(),
+        db.BackgroundCopy(c.cursor(), COPY_SQL) as copy,
+    ):
+        copy.write(b"not the binary COPY signature")
+    with (
+        db.connect(database_url) as c,
+        pytest.raises(RuntimeError, match="parser failed"),
+        c.transaction(),
+        db.BackgroundCopy(c.cursor(), logs_copy) as copy,
+    ):
+        copy.write(b"first\tpart\n")
+        raise RuntimeError("parser failed")
+    assert conn.execute("SELECT count(*) AS n FROM csv_processing_logs").fetchone() == {"n": 0}
