@@ -8,9 +8,6 @@ import json
 import logging
 import os
 import platform
-import queue
-import sys
-import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -303,73 +300,6 @@ def service_transaction(conn: Connection) -> Iterator[Connection]:
     with conn.transaction():
         conn.execute(_AS_SERVICE)
         yield conn
-
-
-class BackgroundCopy:
-    """A COPY ... FROM STDIN written from this thread and sent to the server from another.
-
-    Producing the data (parsing a large CSV) and sending it then overlap, so the server works while the next rows
-    are made. The queue is short, so memory stays flat when the server is the slower side. While it runs, the
-    interpreter's switch interval is lowered: the producer holds the interpreter lock nearly all the time, and with
-    the default 5 ms the sender waits that long for it after every socket write, which made it slower than the
-    server. Use as a context manager; an exception in the block cancels the COPY.
-    """
-
-    _END = object()
-    _ABORT = object()
-    _SWITCH_INTERVAL = 0.0002
-
-    def __init__(self, cursor: psycopg.Cursor[Any], statement: str, depth: int = 32) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._send, args=(cursor, statement), name="csvjobs-copy",
-                                        daemon=True)
-        self._switch_interval = sys.getswitchinterval()
-
-    def __enter__(self) -> BackgroundCopy:
-        sys.setswitchinterval(min(self._switch_interval, self._SWITCH_INTERVAL))
-        self._thread.start()
-        return self
-
-    def write(self, data: bytes) -> None:
-        """Queue data for the server; raises the sender's error if sending failed."""
-        self._put(data)
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            self._put(self._ABORT if exc_type is not None else self._END, after_error=True)
-            self._thread.join()
-        finally:
-            sys.setswitchinterval(self._switch_interval)
-        if exc_type is None and self._error is not None:
-            raise self._error
-
-    def _put(self, item: object, after_error: bool = False) -> None:
-        while True:
-            if self._error is not None:
-                if after_error:
-                    return
-                raise self._error
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _send(self, cursor: psycopg.Cursor[Any], statement: str) -> None:
-        try:
-            with cursor.copy(statement) as copy:
-                while (item := self._queue.get()) is not self._END:
-                    if item is self._ABORT:
-                        raise _CopyAborted("the upload was stopped")
-                    assert isinstance(item, bytes)
-                    copy.write(item)
-        except BaseException as exc:  # handed to the producing thread, which raises it
-            self._error = exc
-
-
-class _CopyAborted(Exception):
-    """Raised inside COPY so that psycopg cancels it on the server."""
 
 
 def become_service_role(conn: Connection) -> None:

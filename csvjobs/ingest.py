@@ -6,7 +6,7 @@ import contextlib
 import gc
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, model_validator
 
 from csvjobs import db, pricing
+from csvjobs.child_producer import ChildProducer
 from csvjobs.column_mapping import (
     ColumnMapping,
     RowMapper,
@@ -30,6 +31,9 @@ from csvjobs.storage import UPLOADS_BUCKET, open_storage, safe_filename
 from csvjobs.users import resolve_user_id
 
 MAX_LISTED_ERRORS = 20
+# Files at least this big are parsed in a child process while this one feeds COPY; below it, starting a process
+# costs about as much as it saves.
+CHILD_PARSER_MIN_BYTES = 16 * 1024 * 1024
 
 
 class UploadOptions(BaseModel):
@@ -191,7 +195,8 @@ class RowStream:
             else:
                 data = b"".join([encode(number, values, product)
                                  for number, values, product in self._valid_rows(starts, rows)])
-            yield data
+            if data:
+                yield data
         self._check_saw_data()
         yield TRAILER
 
@@ -227,6 +232,12 @@ class RowStream:
             raise InputError(
                 f"{self.options.path}: the file has a header row but no data rows; add at least one product"
             )
+
+    def absorb(self, summary: dict[str, Any]) -> None:
+        """Take over the errors and counts of the same file parsed in a child process (see _copy_in_child)."""
+        self.errors = [RowError(*error) for error in summary["errors"]]
+        self.error_count = summary["error_count"]
+        self.skipped_rows = summary["skipped_rows"]
 
     def report(
         self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
@@ -285,8 +296,18 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
 ProgressCallback = Callable[[int, int], None]
 
 
-def upload_csv(settings: Settings, options: UploadOptions, progress: ProgressCallback | None = None) -> UploadReport:
-    """Store the file, create the batch and its row jobs, and queue it; on any failure nothing remains."""
+def upload_csv(
+    settings: Settings,
+    options: UploadOptions,
+    progress: ProgressCallback | None = None,
+    *,
+    parse_in_child: bool | None = None,
+) -> UploadReport:
+    """Store the file, create the batch and its row jobs, and queue it; on any failure nothing remains.
+
+    parse_in_child: parse in a child process while this one feeds COPY (see child_producer.py); by default for
+    files of CHILD_PARSER_MIN_BYTES or more.
+    """
     if options.dry_run:
         report = preview_upload(options, settings=settings)
         if report.error_count and not options.skip_invalid:
@@ -295,23 +316,45 @@ def upload_csv(settings: Settings, options: UploadOptions, progress: ProgressCal
     user_id = options.user_id or resolve_user_id(settings)
     with RowStream(options) as stream:
         assert stream.mapping is not None
-        storage = open_storage(settings)
-        storage.check()
         batch_id = uuid.uuid4()
+        if parse_in_child is None:
+            parse_in_child = options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
+        # Started before anything else, so that it parses while this process stores the file and connects.
+        producer = ChildProducer(_copy_in_child, (options, batch_id)) if parse_in_child else None
         storage_path: str | None = None
         try:
+            storage = open_storage(settings)
+            storage.check()
             _target, conn = db.open_database(settings, application_name="csvjobs-upload")
             try:
                 key = f"{user_id}/{batch_id}-{safe_filename(options.path.name)}"
                 storage_path = storage.put_file(UPLOADS_BUCKET, key, options.path)
-                total = _write_batch(conn, stream, options, user_id, batch_id, storage_path, progress)
+                total = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path, progress)
             finally:
                 conn.close()
         except BaseException:
             if storage_path is not None:
                 storage.delete(storage_path)
             raise
+        finally:
+            if producer is not None:
+                producer.close()
         return stream.report(batch_id, total, "queued" if total else "completed", storage_path)
+
+
+def _copy_in_child(
+    options: UploadOptions, batch_id: uuid.UUID, position: Any
+) -> Generator[bytes, None, dict[str, Any]]:
+    """ChildProducer target: the whole file's COPY data, then its errors and counts for RowStream.absorb()."""
+    with RowStream(options) as stream, _collector_paused():
+        for chunk in stream.copy_data(batch_id, options.max_retries):
+            position.value = stream.reader.position
+            yield chunk
+        return {
+            "errors": [(e.line, e.column, e.message) for e in stream.errors],
+            "error_count": stream.error_count,
+            "skipped_rows": stream.skipped_rows,
+        }
 
 
 @contextlib.contextmanager
@@ -330,6 +373,7 @@ def _collector_paused() -> Iterator[None]:
 def _write_batch(
     conn: db.Connection,
     stream: RowStream,
+    producer: ChildProducer | None,
     options: UploadOptions,
     user_id: uuid.UUID,
     batch_id: uuid.UUID,
@@ -360,11 +404,19 @@ def _write_batch(
             # written here belongs to the batch just created as the user.
             db.become_service_role(conn)
             cursor = conn.cursor()
-            with db.BackgroundCopy(cursor, COPY_SQL) as copy, _collector_paused():
-                for sent, chunk in enumerate(stream.copy_data(batch_id, options.max_retries), start=1):
+            if producer is None:
+                chunks = stream.copy_data(batch_id, options.max_retries)
+                position: Callable[[], int] = lambda: stream.reader.position  # noqa: E731
+            else:
+                chunks = producer.chunks()
+                position = lambda: int(producer.position.value)  # noqa: E731
+            with cursor.copy(COPY_SQL) as copy, _collector_paused():
+                for sent, chunk in enumerate(chunks, start=1):
                     copy.write(chunk)
                     if progress is not None and sent % 20 == 0:
-                        progress(stream.reader.position, size)
+                        progress(position(), size)
+                if producer is not None:
+                    stream.absorb(producer.result())
             count = cursor.rowcount
             if stream.error_count and not options.skip_invalid:
                 raise rejection(options.path, stream.errors, stream.error_count)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -11,11 +14,11 @@ import pytest
 from conftest import REAL_DATA
 from helpers import claim
 
-from csvjobs import db
+from csvjobs.child_producer import ChildProcessFailed
 from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
-from csvjobs.copy_encoding import COPY_SQL
-from csvjobs.ingest import UploadOptions, upload_csv
+from csvjobs.errors import InputError
+from csvjobs.ingest import CHILD_PARSER_MIN_BYTES, UploadOptions, upload_csv
 from csvjobs.models import ClaimedJob
 
 HEADER = "country,product_type,size,mpn,title,description\n"
@@ -352,22 +355,72 @@ def test_a_claimed_upload_row_carries_its_whole_product(run_cli, conn, tmp_path)
     assert stored == {1: {"country": "PT"}, 2: {"country": "PT", "description": "Oak & linen"}}
 
 
-def test_a_failing_copy_reports_the_server_error_and_writes_nothing(conn, database_url: str) -> None:
-    """BackgroundCopy: a server-side error reaches the writing thread; an error in it cancels the COPY."""
-    logs_copy = "COPY csv_processing_logs (message, operation) FROM STDIN"
-    with (
-        db.connect(database_url) as c,
-        pytest.raises(psycopg.errors.BadCopyFileFormat),
-        c.transaction(),
-        db.BackgroundCopy(c.cursor(), COPY_SQL) as copy,
-    ):
-        copy.write(b"not the binary COPY signature")
-    with (
-        db.connect(database_url) as c,
-        pytest.raises(RuntimeError, match="parser failed"),
-        c.transaction(),
-        db.BackgroundCopy(c.cursor(), logs_copy) as copy,
-    ):
-        copy.write(b"first\tpart\n")
-        raise RuntimeError("parser failed")
-    assert conn.execute("SELECT count(*) AS n FROM csv_processing_logs").fetchone() == {"n": 0}
+def upload_rows(conn: psycopg.Connection) -> list[tuple]:
+    return [(r["row_number"], r["row_data"], r["product"]) for r in jobs(conn)]
+
+
+def test_parsing_in_a_child_process_uploads_the_same_rows(settings, conn, tmp_path) -> None:
+    rows = [f"US,Shoes,{i % 40},SKU-{i},Runner {i},{'<p>Fast</p>' if i % 5 else 'Fast  shoe'}" for i in range(3000)]
+    rows[1234] = "US,,,X,,"  # nothing to describe
+    path = write(tmp_path / "p.csv", HEADER + "\n".join(rows) + "\nUS,Shoes\n")
+    options = UploadOptions(path=path, skip_invalid=True)
+    in_child = upload_csv(settings, options, parse_in_child=True)
+    expected = upload_rows(conn)
+    conn.execute("DELETE FROM csv_batches")
+    in_process = upload_csv(settings, options, parse_in_child=False)
+    assert upload_rows(conn) == expected and len(expected) == 2999
+    assert (in_child.total_rows, in_child.skipped_rows, [str(e) for e in in_child.errors]) == (
+        in_process.total_rows, in_process.skipped_rows, [str(e) for e in in_process.errors])
+    assert [str(e) for e in in_child.errors] == ["line 1236: nothing to describe: title, description and "
+                                                 "product_type are all empty",
+                                                 "line 3002: has 2 fields but the header has 6; a delimiter or quote "
+                                                 "is probably missing or extra on this line"]
+
+
+def test_bad_input_found_by_the_child_process_rejects_the_upload(settings, conn, tmp_path) -> None:
+    invalid = write(tmp_path / "invalid.csv", HEADER + "US,Shoes,1,A,T,D\n" * 2000 + "US,,,X,,\n")
+    with pytest.raises(InputError, match="line 2002: nothing to describe"):
+        upload_csv(settings, UploadOptions(path=invalid), parse_in_child=True)
+    assert_nothing_written(conn, settings)
+    unclosed = write(tmp_path / "unclosed.csv", HEADER + "US,Shoes,1,A,T,D\n" * 2000 + 'US,"Shoes,1,X,T,D\n')
+    with pytest.raises(InputError, match="line 2002: a quoted field starts here and is never closed"):
+        upload_csv(settings, UploadOptions(path=unclosed), parse_in_child=True)
+    assert_nothing_written(conn, settings)
+
+
+def test_a_killed_parser_process_fails_the_upload_and_leaves_nothing(settings, conn, tmp_path) -> None:
+    path = big_csv(tmp_path / "big.csv", 60_000)
+
+    def kill_parser(done: int, total: int) -> None:
+        for child in multiprocessing.active_children():
+            if child.name == "csvjobs-parser" and child.pid is not None:
+                os.kill(child.pid, signal.SIGKILL)
+
+    with pytest.raises(ChildProcessFailed, match="stopped unexpectedly"):
+        upload_csv(settings, UploadOptions(path=path), progress=kill_parser, parse_in_child=True)
+    assert_nothing_written(conn, settings)
+
+
+def test_interrupting_an_upload_stops_its_parser_process(settings, conn, tmp_path) -> None:
+    path = big_csv(tmp_path / "big.csv", 60_000)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upload_csv(settings, UploadOptions(path=path), progress=interrupt, parse_in_child=True)
+    assert [c for c in multiprocessing.active_children() if c.name == "csvjobs-parser"] == []
+    assert_nothing_written(conn, settings)
+
+
+def test_a_large_file_is_parsed_in_a_child_process_by_default(run_cli, conn, tmp_path) -> None:
+    rows = CHILD_PARSER_MIN_BYTES // 40 + 1000
+    path = big_csv(tmp_path / "big.csv", rows)
+    assert path.stat().st_size >= CHILD_PARSER_MIN_BYTES
+    result = run_cli("upload", str(path), "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["total_rows"] == rows
+    last = conn.execute("SELECT row_number, row_data FROM csv_row_jobs ORDER BY row_number DESC LIMIT 1").fetchone()
+    assert last == {"row_number": rows, "row_data": {"country": "US", "product_type": "Shoes", "size": "42",
+                                                      "mpn": f"SKU-{rows - 1}", "title": f"Runner {rows - 1}",
+                                                      "description": "A fast shoe"}}
