@@ -2,261 +2,37 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import uuid
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, model_validator
-
-from csvjobs import db, pricing
+from csvjobs import pricing
 from csvjobs.child_producer import ChildProducer
-from csvjobs.column_mapping import (
-    ColumnMapping,
-    RowMapper,
-    build_mapping,
-    normalise_header,
-    trigger_text,
-)
+from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
-from csvjobs.copy_encoding import COPY_SQL, SIGNATURE, TRAILER, RowEncoder
-from csvjobs.csv_format import CsvFormat, CsvReader, detect_format
+from csvjobs.copy_encoding import COPY_SQL
 from csvjobs.errors import InputError
-from csvjobs.models import ProductRow
+from csvjobs.row_stream import (
+    RowError,
+    RowStream,
+    UploadOptions,
+    UploadReport,
+    collector_paused,
+    copy_in_child,
+)
 from csvjobs.storage import UPLOADS_BUCKET, open_storage, safe_filename
 from csvjobs.users import resolve_user_id
 
-MAX_LISTED_ERRORS = 20
+if TYPE_CHECKING:
+    from csvjobs.db import Connection
+
+__all__ = ["CHILD_PARSER_MIN_BYTES", "UploadOptions", "UploadReport", "preview_upload", "upload_csv"]
+
 # Files at least this big are parsed in a child process while this one feeds COPY; below it, starting a process
 # costs about as much as it saves.
 CHILD_PARSER_MIN_BYTES = 16 * 1024 * 1024
-
-
-class UploadOptions(BaseModel):
-    """What `csvjobs upload` was asked to do."""
-
-    path: Path
-    user_id: uuid.UUID | None = None
-    preset: str = "auto"
-    column_map: dict[str, str] = {}
-    country: str = ""
-    max_concurrent_jobs: int = 4
-    skip_invalid: bool = False
-    dry_run: bool = False
-    delimiter: str | None = None
-    encoding: str | None = None
-    max_retries: int = 3
-
-    @model_validator(mode="after")
-    def _check(self) -> UploadOptions:
-        if self.max_concurrent_jobs < 1:
-            raise ValueError("--max-concurrent-jobs must be at least 1")
-        return self
-
-
-NOTHING_TO_DESCRIBE = "nothing to describe: title, description and product_type are all empty"
-
-
-def describable(product: dict[str, str]) -> bool:
-    """Whether a mapped product has something for the pipeline to describe."""
-    return bool(product["title"] or product["description"] or product["product_type"])
-
-
-class ValidProduct(ProductRow):
-    """A product row that passed validation: it has something to describe."""
-
-    @model_validator(mode="after")
-    def _describable(self) -> ValidProduct:
-        if not describable(self.model_dump()):
-            raise ValueError(NOTHING_TO_DESCRIBE)
-        return self
-
-
-@dataclass
-class RowError:
-    """One invalid row: where and what."""
-
-    line: int
-    column: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f", column {self.column!r}" if self.column else "")
-        return f"{where}: {self.message}"
-
-
-@dataclass
-class UploadReport:
-    """What an upload created (or, with --dry-run, would create)."""
-
-    batch_id: uuid.UUID | None
-    total_rows: int
-    skipped_rows: int
-    status: str
-    storage_path: str | None
-    format: CsvFormat
-    preset: str
-    mapped_columns: dict[str, str]
-    errors: list[RowError] = field(default_factory=list)
-    error_count: int = 0
-    sample_trigger_texts: list[str] = field(default_factory=list)
-    dry_run: bool = False
-    estimated_cost_usd: float | None = None
-    cost_basis: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        """The --json shape."""
-        return {
-            "batch_id": str(self.batch_id) if self.batch_id else None,
-            "total_rows": self.total_rows,
-            "skipped_rows": self.skipped_rows,
-            "status": self.status,
-            "storage_path": self.storage_path,
-        }
-
-
-class RowStream:
-    """Reads, maps and validates the rows of a file, collecting errors instead of stopping at the first."""
-
-    def __init__(self, options: UploadOptions) -> None:
-        self.options = options
-        self.format = detect_format(options.path, options.delimiter, options.encoding)
-        self.reader = CsvReader(options.path, self.format)
-        self.errors: list[RowError] = []
-        self.error_count = 0
-        self.skipped_rows = 0
-        self.headers: list[str] = []
-        self.mapping: ColumnMapping | None = None
-
-    def __enter__(self) -> RowStream:
-        self.reader.__enter__()
-        self._read_header()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.reader.__exit__(*exc)
-
-    def _read_header(self) -> None:
-        path = self.options.path
-        for _line, values in self.reader.records():
-            if any(v.strip() for v in values):
-                self.headers = [h.replace("\ufeff", "").strip() for h in values]
-                break
-        else:
-            raise InputError(f"{path}: the file has no header row and no data; it looks empty")
-        seen: dict[str, int] = {}
-        for position, header in enumerate(self.headers, start=1):
-            if not header:
-                continue
-            key = normalise_header(header)
-            if key in seen:
-                raise InputError(
-                    f"{path}, line 1: duplicate column name {header!r} (columns {seen[key]} and {position}); "
-                    "rename one of them so every column has its own name"
-                )
-            seen[key] = position
-        self.mapping = build_mapping(self.headers, self.options.preset, self.options.column_map)
-        self._mapper = RowMapper(self.mapping, self.options.country.strip())
-        self._row_number = 0
-        self._saw_data = False
-
-    def _reject(self, line: int, column: str, message: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < MAX_LISTED_ERRORS:
-            self.errors.append(RowError(line, column, message))
-
-    def products(self) -> Iterator[tuple[int, list[str], dict[str, str]]]:
-        """(row number, values, mapped product) of every valid row in file order; invalid rows are recorded in
-        errors and left out."""
-        for starts, rows in self.reader.chunks():
-            yield from self._valid_rows(starts, rows)
-        self._check_saw_data()
-
-    def copy_data(
-        self, batch_id: uuid.UUID, max_retries: int, *, chunked: bool = True, rows_per_chunk: int = 1000
-    ) -> Iterator[bytes]:
-        """The valid rows as binary COPY data for COPY_SQL, signature and trailer included, in chunks.
-
-        chunked=False encodes every row on its own, which encode_chunk must match byte for byte; tests use it.
-        """
-        assert self.mapping is not None
-        encoder = RowEncoder(self.mapping, batch_id, max_retries, self.options.country.strip())
-        encode = encoder.encode
-        yield SIGNATURE
-        for starts, rows in self.reader.chunks(rows_per_chunk):
-            data = encoder.encode_chunk(rows, self._row_number + 1) if chunked else None
-            if data is not None:
-                self._row_number += len(rows)
-                self._saw_data = True
-            else:
-                data = b"".join([encode(number, values, product)
-                                 for number, values, product in self._valid_rows(starts, rows)])
-            if data:
-                yield data
-        self._check_saw_data()
-        yield TRAILER
-
-    def _valid_rows(self, starts: list[int], rows: list[list[str]]) -> Iterator[tuple[int, list[str], dict[str, str]]]:
-        map_row = self._mapper.map
-        image_row = self._mapper.is_shopify_image_row if self._mapper.mapping.preset == "shopify" else None
-        width = len(self.headers)
-        for line, values in zip(starts, rows, strict=True):
-            if not values or (len(values) == 1 and not values[0].strip()):
-                continue  # blank line
-            self._saw_data = True
-            self._row_number += 1
-            if len(values) != width:
-                self._reject(
-                    line,
-                    "",
-                    f"has {len(values)} fields but the header has {width}; a delimiter or quote is probably "
-                    "missing or extra on this line",
-                )
-                continue
-            if image_row is not None and image_row(values):
-                self.skipped_rows += 1
-                continue
-            product = map_row(values)
-            # The rule ValidProduct enforces, without building a model per row: this loop runs millions of times.
-            if not (product["title"] or product["description"] or product["product_type"]):
-                self._reject(line, "", NOTHING_TO_DESCRIBE)
-                continue
-            yield self._row_number, values, product
-
-    def _check_saw_data(self) -> None:
-        if not self._saw_data:
-            raise InputError(
-                f"{self.options.path}: the file has a header row but no data rows; add at least one product"
-            )
-
-    def absorb(self, summary: dict[str, Any]) -> None:
-        """Take over the errors and counts of the same file parsed in a child process (see _copy_in_child)."""
-        self.errors = [RowError(*error) for error in summary["errors"]]
-        self.error_count = summary["error_count"]
-        self.skipped_rows = summary["skipped_rows"]
-
-    def report(
-        self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
-    ) -> UploadReport:
-        """What this stream produced, as an UploadReport."""
-        assert self.mapping is not None
-        return UploadReport(
-            batch_id=batch_id,
-            total_rows=total,
-            skipped_rows=self.skipped_rows + self.error_count,
-            status=status,
-            storage_path=storage_path,
-            format=self.format,
-            preset=self.mapping.preset,
-            mapped_columns=self.mapping.describe(),
-            errors=self.errors,
-            error_count=self.error_count,
-            **extra,
-        )
 
 
 def rejection(path: Path, errors: list[RowError], error_count: int) -> InputError:
@@ -313,18 +89,34 @@ def upload_csv(
         if report.error_count and not options.skip_invalid:
             raise rejection(options.path, report.errors, report.error_count)
         return report
+    batch_id = uuid.uuid4()
+    if parse_in_child is None:
+        parse_in_child = options.path.is_file() and options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
+    # Started first, so that it parses while this process reads the header, connects and stores the file; a bad
+    # file makes both fail the same way, and this process reports it.
+    producer = ChildProducer(copy_in_child, (options, batch_id)) if parse_in_child else None
+    try:
+        return _upload(settings, options, batch_id, producer, progress)
+    finally:
+        if producer is not None:
+            producer.close()
+
+
+def _upload(
+    settings: Settings,
+    options: UploadOptions,
+    batch_id: uuid.UUID,
+    producer: ChildProducer | None,
+    progress: ProgressCallback | None,
+) -> UploadReport:
+    from csvjobs import db  # here rather than at the top: psycopg takes a while to import (see upload_csv)
+
     user_id = options.user_id or resolve_user_id(settings)
     with RowStream(options) as stream:
-        assert stream.mapping is not None
-        batch_id = uuid.uuid4()
-        if parse_in_child is None:
-            parse_in_child = options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
-        # Started before anything else, so that it parses while this process stores the file and connects.
-        producer = ChildProducer(_copy_in_child, (options, batch_id)) if parse_in_child else None
+        storage = open_storage(settings)
+        storage.check()
         storage_path: str | None = None
         try:
-            storage = open_storage(settings)
-            storage.check()
             _target, conn = db.open_database(settings, application_name="csvjobs-upload")
             try:
                 key = f"{user_id}/{batch_id}-{safe_filename(options.path.name)}"
@@ -336,42 +128,11 @@ def upload_csv(
             if storage_path is not None:
                 storage.delete(storage_path)
             raise
-        finally:
-            if producer is not None:
-                producer.close()
         return stream.report(batch_id, total, "queued" if total else "completed", storage_path)
 
 
-def _copy_in_child(
-    options: UploadOptions, batch_id: uuid.UUID, position: Any
-) -> Generator[bytes, None, dict[str, Any]]:
-    """ChildProducer target: the whole file's COPY data, then its errors and counts for RowStream.absorb()."""
-    with RowStream(options) as stream, _collector_paused():
-        for chunk in stream.copy_data(batch_id, options.max_retries):
-            position.value = stream.reader.position
-            yield chunk
-        return {
-            "errors": [(e.line, e.column, e.message) for e in stream.errors],
-            "error_count": stream.error_count,
-            "skipped_rows": stream.skipped_rows,
-        }
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: parsing makes millions of short-lived lists and dicts but no cycles, and
-    the collections they trigger cost about 5% of an upload for nothing."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _write_batch(
-    conn: db.Connection,
+    conn: Connection,
     stream: RowStream,
     producer: ChildProducer | None,
     options: UploadOptions,
@@ -380,6 +141,8 @@ def _write_batch(
     storage_path: str,
     progress: ProgressCallback | None,
 ) -> int:
+    from csvjobs import db
+
     assert stream.mapping is not None
     size = options.path.stat().st_size
     try:
@@ -410,7 +173,7 @@ def _write_batch(
             else:
                 chunks = producer.chunks()
                 position = lambda: int(producer.position.value)  # noqa: E731
-            with cursor.copy(COPY_SQL) as copy, _collector_paused():
+            with cursor.copy(COPY_SQL) as copy, collector_paused():
                 for sent, chunk in enumerate(chunks, start=1):
                     copy.write(chunk)
                     if progress is not None and sent % 20 == 0:
