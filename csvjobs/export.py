@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from csvjobs import db
+from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
 from csvjobs.errors import InputError, NotFoundError
 from csvjobs.models import ImageStyle
@@ -54,7 +55,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "row_number": row["row_number"],
         "status": row["status"],
         "error_message": row["error_message"] or "",
-        "trigger_text": row["trigger_text"] or "",
+        # Stored once a worker has built it; before that, built the same way from the product.
+        "trigger_text": row["trigger_text"] or trigger_text(row["product"] or {}),
         "lifestyle_emotional_prompt": _prompt(row["generated_prompts"], ImageStyle.LIFESTYLE_EMOTIONAL),
         "single_white_background_prompt": _prompt(row["generated_prompts"], ImageStyle.SINGLE_WHITE_BACKGROUND),
         "lifestyle_emotional_image": _image_path(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL),
@@ -69,9 +71,11 @@ def _rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
     with conn.cursor(name=f"export_{uuid.uuid4().hex[:8]}") as cursor:
         cursor.itersize = 2000
         cursor.execute(
-            "SELECT row_number, row_data, status, error_message, trigger_text, generated_prompts,"
-            " generated_images, generated_tags, cost_usd FROM csv_row_jobs WHERE batch_id = %s"
-            " ORDER BY row_number", [batch_id]
+            "SELECT j.row_number, j.row_data, j.status, j.error_message, j.trigger_text, j.generated_prompts,"
+            " j.generated_images, j.generated_tags, j.cost_usd,"
+            " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
+            " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
+            " ORDER BY j.row_number", [batch_id]
         )
         yield from cursor
 

@@ -163,6 +163,8 @@ def test_export_has_every_row_and_neutralises_formulas(user_env, conn, home: Pat
     up = cli(user_env, "upload", str(source), "--json")
     assert up.returncode == 0, up.stderr
     batch = json.loads(up.stdout)["batch_id"]
+    pending = [json.loads(line) for line in cli(user_env, "export", batch, "--format", "jsonl").stdout.splitlines()]
+    assert pending[2]["status"] == "pending" and pending[2]["trigger_text"] == "Kitchen Plain"
     code, err = finish(start_pool(user_env, "--until-done", "--concurrency", "2", "--max-dedicated", "0"))
     assert code == 0, err
     out_csv = tmp_path / "out.csv"
