@@ -47,10 +47,21 @@ class ChildProducer:
         send.close()
         self._finished = False
 
-    def chunks(self) -> Iterator[bytes]:
-        """The chunks in the order the child produced them, until it has no more."""
-        while chunk := self._recv_bytes():
-            yield chunk
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        """The chunks in the order the child produced them; each is valid only until the next is asked for."""
+        # One buffer for every chunk: allocating a fresh one for each cost more than moving the bytes.
+        buffer = bytearray(_PIPE_BYTES)
+        while True:
+            try:
+                size = self._receive.recv_bytes_into(buffer)
+            except multiprocessing.BufferTooShort as longer:
+                yield longer.args[0]  # a chunk of unusually long rows
+                continue
+            except EOFError:
+                raise self._died() from None
+            if not size:
+                return
+            yield memoryview(buffer)[:size]
 
     def result(self) -> Any:
         """The target's return value; re-raises its InputError, and raises ChildProcessFailed if it failed so."""
@@ -71,12 +82,6 @@ class ChildProducer:
             self._process.terminate()
         self._process.join(timeout=10)
         self._receive.close()
-
-    def _recv_bytes(self) -> bytes:
-        try:
-            return self._receive.recv_bytes()
-        except EOFError:
-            raise self._died() from None
 
     def _died(self) -> ChildProcessFailed:
         self._process.join(timeout=10)

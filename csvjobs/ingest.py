@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,6 +167,7 @@ def _write_batch(
             # written here belongs to the batch just created as the user.
             db.become_service_role(conn)
             cursor = conn.cursor()
+            chunks: Iterator[bytes | memoryview]
             if producer is None:
                 chunks = stream.copy_data(batch_id, options.max_retries)
                 position: Callable[[], int] = lambda: stream.reader.position  # noqa: E731

@@ -359,8 +359,10 @@ def upload_rows(conn: psycopg.Connection) -> list[tuple]:
     return [(r["row_number"], r["row_data"], r["product"]) for r in jobs(conn)]
 
 
-def test_parsing_in_a_child_process_uploads_the_same_rows(settings, conn, tmp_path) -> None:
-    rows = [f"US,Shoes,{i % 40},SKU-{i},Runner {i},{'<p>Fast</p>' if i % 5 else 'Fast  shoe'}" for i in range(3000)]
+@pytest.mark.parametrize("long_text", ["", "x" * 1500])  # long: chunks bigger than the pipe's buffer
+def test_parsing_in_a_child_process_uploads_the_same_rows(settings, conn, tmp_path, long_text) -> None:
+    rows = [f"US,Shoes,{i % 40},SKU-{i},Runner {i},{'<p>Fast</p>' if i % 5 else 'Fast  shoe'}{long_text}"
+            for i in range(3000)]
     rows[1234] = "US,,,X,,"  # nothing to describe
     path = write(tmp_path / "p.csv", HEADER + "\n".join(rows) + "\nUS,Shoes\n")
     options = UploadOptions(path=path, skip_invalid=True)
