@@ -2,7 +2,8 @@
 
 Binary, because the server then copies each field instead of scanning text for escapes. Each job row carries its
 batch_id, row_number, row_data (the row as a JSON object in the file's column order), product (only the mapped
-fields that differ from the row_data value they are read from; see 009_lean_row_jobs.sql) and max_retries.
+fields that differ from the row_data value they are read from, NULL when none do; see 009_lean_row_jobs.sql) and
+max_retries.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RowEncoder:
         # row_data (json: the text), product (jsonb: a version byte, then the text), max_retries (int4).
         self.row_start = struct.pack(">hi", len(COPY_COLUMNS), 16) + batch_id.bytes + _int4(4)
         self._row_end = _int4(4) + _int4(max_retries)
-        self._no_product_end = _int4(3) + b"\x01{}" + self._row_end
+        self._no_product_end = _int4(-1) + self._row_end  # a NULL product: nothing of its own
         self._chunk_plan = _ChunkPlan.for_mapping(mapping, key_index, default_country, self)
 
     def product_field(self, own: dict[str, str] | None) -> bytes:

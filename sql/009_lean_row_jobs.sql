@@ -33,11 +33,12 @@ CREATE TRIGGER csv_batches_delete_jobs AFTER DELETE ON csv_batches
 -- 2.
 ALTER TABLE csv_row_jobs ALTER COLUMN row_data TYPE json USING row_data::json;
 
--- 3.
+-- 3. NULL, not '{}', when row_data says it all: a NULL is not parsed (that saved a twentieth of the COPY).
+ALTER TABLE csv_row_jobs ALTER COLUMN product DROP NOT NULL;
 COMMENT ON COLUMN csv_row_jobs.product IS
-    'The mapped product fields that differ from the row_data column they are read from (HTML reduced to text, '
-    'values inherited from a parent row, the --country default). The other fields are that column''s value, '
-    'named in csv_batches.column_mapping -> row_data_keys. csv_row_job_product() gives the whole product.';
+    'NULL, or the mapped product fields that differ from the row_data column they are read from (HTML reduced '
+    'to text, values inherited from a parent row, the --country default). The other fields are that column''s '
+    'value, named in csv_batches.column_mapping -> row_data_keys. csv_row_job_product() gives the whole product.';
 
 -- The whole product of a job: its stored fields, else the row_data column the batch maps the field from, else ''.
 -- Jobs written before this migration stored every field in product, so they come out unchanged.
