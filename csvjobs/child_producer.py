@@ -4,23 +4,34 @@ In one process the parser holds the interpreter lock nearly all the time, so wha
 thread, or another one waiting for the lock) leaves the server idle in between; measured, the server sat idle
 for a fifth of a million-row upload. A child process parses with an interpreter of its own, and the parent only
 forwards bytes.
+
+The child is `python -m MODULE ARGS...`, given its input on stdin; it writes frames to stdout: a 12-byte header
+(payload length, then a progress position) and the payload; a header with length 0 ends the data, and a JSON
+outcome follows. serve() writes that protocol, ChildProducer reads it. A plain subprocess rather than
+multiprocessing, so that the child imports only what it needs (multiprocessing's spawn would re-run the parent's
+main script, importing the whole CLI first).
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.connection
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
 import traceback
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, cast
 
 from csvjobs.errors import CsvJobsError, InputError
 
+_HEADER = struct.Struct(">IQ")  # payload length, progress position
 _PIPE_BYTES = 1024 * 1024  # a bigger pipe than Linux's 64 KiB default means fewer stalls on either side
 
-# target(*args, position) yields chunks of bytes and returns a picklable summary; position is a shared counter.
-Target = Callable[..., Generator[bytes, None, Any]]
+# What a child's producer yields: (chunk, progress position); it returns a JSON-serialisable summary.
+Produce = Generator[tuple[bytes, int], None, Any]
 
 
 class ChildProcessFailed(CsvJobsError):
@@ -30,88 +41,110 @@ class ChildProcessFailed(CsvJobsError):
 
 
 class ChildProducer:
-    """Runs a generator function in a spawned process; iterate chunks(), then read result(); close() when done."""
+    """Starts `python -m module *args` with stdin_payload; iterate chunks(), then read result(); close() when done."""
 
-    def __init__(self, target: Target, args: tuple[Any, ...]) -> None:
-        # spawn, not fork: this process may hold a database connection and threads that a fork would copy.
-        context = multiprocessing.get_context("spawn")
-        self._receive, send = context.Pipe(duplex=False)
+    def __init__(self, module: str, args: list[str], stdin_payload: bytes) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._out = cast(io.FileIO, self._process.stdout)  # bufsize=0: the raw pipe, which has readinto
         with contextlib.suppress(AttributeError, OSError):  # Linux only; the default size works, a bit slower
             import fcntl
 
-            fcntl.fcntl(send.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        self.position = context.Value("q", 0, lock=False)
-        self._process = context.Process(target=_run, args=(target, args, send, self.position), daemon=True,
-                                        name="csvjobs-parser")
-        self._process.start()
-        send.close()
+            fcntl.fcntl(self._out.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        self._process.stdin.write(stdin_payload)
+        self._process.stdin.close()
+        self.position = 0
         self._finished = False
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._process.pid
 
     def chunks(self) -> Iterator[bytes | memoryview]:
         """The chunks in the order the child produced them; each is valid only until the next is asked for."""
         # One buffer for every chunk: allocating a fresh one for each cost more than moving the bytes.
         buffer = bytearray(_PIPE_BYTES)
+        header = bytearray(_HEADER.size)
         while True:
-            try:
-                size = self._receive.recv_bytes_into(buffer)
-            except multiprocessing.BufferTooShort as longer:
-                yield longer.args[0]  # a chunk of unusually long rows
-                continue
-            except EOFError:
-                raise self._died() from None
+            self._read_into(memoryview(header))
+            size, self.position = _HEADER.unpack(header)
             if not size:
                 return
-            yield memoryview(buffer)[:size]
+            if size > len(buffer):
+                buffer = bytearray(size)  # a chunk of unusually long rows
+            view = memoryview(buffer)[:size]
+            self._read_into(view)
+            yield view
 
     def result(self) -> Any:
-        """The target's return value; re-raises its InputError, and raises ChildProcessFailed if it failed so."""
-        try:
-            kind, payload = self._receive.recv()
-        except EOFError:
-            raise self._died() from None
+        """The producer's summary; re-raises its InputError, and raises ChildProcessFailed if it failed so."""
+        text = self._out.read()
         self._finished = True
-        if kind == "input_error":
-            raise InputError(payload)
-        if kind == "crash":
-            raise ChildProcessFailed(f"the upload's parser process failed (a bug; please report it):\n{payload}")
-        return payload
+        try:
+            outcome = json.loads(text)
+        except ValueError:
+            raise self._died() from None
+        if outcome["kind"] == "input_error":
+            raise InputError(outcome["message"])
+        if outcome["kind"] == "crash":
+            raise ChildProcessFailed(f"the upload's parser process failed (a bug; please report it):\n"
+                                     f"{outcome['message']}")
+        return outcome["summary"]
 
     def close(self) -> None:
-        """Stop the child if it still runs (the upload failed or was interrupted) and release the pipe."""
-        if not self._finished and self._process.is_alive():
+        """Stop the child if it still runs (the upload failed or was interrupted) and release its pipe."""
+        if not self._finished and self._process.poll() is None:
             self._process.terminate()
-        self._process.join(timeout=10)
-        self._receive.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=10)
+        self._out.close()
+
+    def _read_into(self, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            got = self._out.readinto(view[done:])
+            if not got:
+                raise self._died()
+            done += got
 
     def _died(self) -> ChildProcessFailed:
-        self._process.join(timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=10)
         return ChildProcessFailed(
-            f"the upload's parser process stopped unexpectedly (exit code {self._process.exitcode}); nothing was "
-            "uploaded"
+            f"the upload's parser process stopped unexpectedly (exit code {self._process.returncode}); nothing "
+            "was uploaded"
         )
 
 
-def _run(target: Target, args: tuple[Any, ...], send: multiprocessing.connection.Connection, position: Any) -> None:
+def serve(produce: Produce, fd: int = 1) -> int:
+    """Child side: write what produce yields as frames to fd, then the outcome; returns the exit code."""
     try:
-        produce = target(*args, position)
         while True:
             try:
-                chunk = next(produce)
+                chunk, position = next(produce)
             except StopIteration as done:
-                summary = done.value
+                outcome: dict[str, Any] = {"kind": "ok", "summary": done.value}
                 break
-            if chunk:  # an empty message means "no more chunks"
-                send.send_bytes(chunk)
-        send.send_bytes(b"")
-        send.send(("ok", summary))
+            if chunk:  # a zero length means "no more chunks"
+                _write(fd, _HEADER.pack(len(chunk), position) + chunk)
     except InputError as exc:
-        send.send_bytes(b"")
-        send.send(("input_error", str(exc)))
+        outcome = {"kind": "input_error", "message": str(exc)}
     except (BrokenPipeError, KeyboardInterrupt):
-        pass  # the parent stopped reading or was interrupted; it reports that itself
-    except BaseException:  # anything else is a bug: hand the traceback to the parent, which reports it
-        with contextlib.suppress(OSError):
-            send.send_bytes(b"")
-            send.send(("crash", traceback.format_exc()))
-    finally:
-        send.close()
+        return 1  # the parent stopped reading or was interrupted; it reports that itself
+    except Exception:  # anything else is a bug: hand the traceback to the parent, which reports it
+        outcome = {"kind": "crash", "message": traceback.format_exc()}
+    try:
+        _write(fd, _HEADER.pack(0, 0) + json.dumps(outcome).encode())
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -20,7 +20,6 @@ from csvjobs.row_stream import (
     UploadOptions,
     UploadReport,
     collector_paused,
-    copy_in_child,
 )
 from csvjobs.storage import UPLOADS_BUCKET, open_storage, safe_filename
 from csvjobs.users import resolve_user_id
@@ -94,7 +93,8 @@ def upload_csv(
         parse_in_child = options.path.is_file() and options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
     # Started first, so that it parses while this process reads the header, connects and stores the file; a bad
     # file makes both fail the same way, and this process reports it.
-    producer = ChildProducer(copy_in_child, (options, batch_id)) if parse_in_child else None
+    producer = (ChildProducer("csvjobs.parser_process", [str(batch_id)], options.model_dump_json().encode())
+                if parse_in_child else None)
     try:
         return _upload(settings, options, batch_id, producer, progress)
     finally:
@@ -173,7 +173,7 @@ def _write_batch(
                 position: Callable[[], int] = lambda: stream.reader.position  # noqa: E731
             else:
                 chunks = producer.chunks()
-                position = lambda: int(producer.position.value)  # noqa: E731
+                position = lambda: producer.position  # noqa: E731
             with cursor.copy(COPY_SQL) as copy, collector_paused():
                 for sent, chunk in enumerate(chunks, start=1):
                     copy.write(chunk)

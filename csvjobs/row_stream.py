@@ -1,6 +1,6 @@
 """Reading an upload's rows: parse, map and validate a CSV file, collecting errors instead of stopping at the
 first, and encode the valid rows for COPY. Kept apart from ingest.py, and light on imports, because a large
-upload runs it in a child process (see child_producer.py) that should start fast."""
+upload runs it in a child process (parser_process.py) that should start fast."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ class RowStream:
             )
 
     def absorb(self, summary: dict[str, Any]) -> None:
-        """Take over the errors and counts of the same file parsed in a child process (see copy_in_child)."""
+        """Take over the errors and counts of the same file parsed in a child process (see parser_process.py)."""
         self.errors = [RowError(*error) for error in summary["errors"]]
         self.error_count = summary["error_count"]
         self.skipped_rows = summary["skipped_rows"]
@@ -236,13 +236,12 @@ class RowStream:
 
 
 def copy_in_child(
-    options: UploadOptions, batch_id: uuid.UUID, position: Any
-) -> Generator[bytes, None, dict[str, Any]]:
-    """ChildProducer target: the whole file's COPY data, then its errors and counts for RowStream.absorb()."""
+    options: UploadOptions, batch_id: uuid.UUID
+) -> Generator[tuple[bytes, int], None, dict[str, Any]]:
+    """The parser process's work: (COPY data, bytes read) for the whole file, then its errors and counts."""
     with RowStream(options) as stream, collector_paused():
         for chunk in stream.copy_data(batch_id, options.max_retries):
-            position.value = stream.reader.position
-            yield chunk
+            yield chunk, stream.reader.position
         return {
             "errors": [(e.line, e.column, e.message) for e in stream.errors],
             "error_count": stream.error_count,

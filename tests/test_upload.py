@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
 import os
 import signal
 import uuid
@@ -390,16 +390,31 @@ def test_bad_input_found_by_the_child_process_rejects_the_upload(settings, conn,
     assert_nothing_written(conn, settings)
 
 
+def parser_processes() -> list[int]:
+    """Live children of this process running csvjobs.parser_process (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"csvjobs.parser_process" in cmdline:
+                found.append(int(stat.parent.name))
+    return found
+
+
 def test_a_killed_parser_process_fails_the_upload_and_leaves_nothing(settings, conn, tmp_path) -> None:
     path = big_csv(tmp_path / "big.csv", 60_000)
 
+    killed: list[int] = []
+
     def kill_parser(done: int, total: int) -> None:
-        for child in multiprocessing.active_children():
-            if child.name == "csvjobs-parser" and child.pid is not None:
-                os.kill(child.pid, signal.SIGKILL)
+        for pid in parser_processes():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
     with pytest.raises(ChildProcessFailed, match="stopped unexpectedly"):
         upload_csv(settings, UploadOptions(path=path), progress=kill_parser, parse_in_child=True)
+    assert killed
     assert_nothing_written(conn, settings)
 
 
@@ -411,7 +426,7 @@ def test_interrupting_an_upload_stops_its_parser_process(settings, conn, tmp_pat
 
     with pytest.raises(KeyboardInterrupt):
         upload_csv(settings, UploadOptions(path=path), progress=interrupt, parse_in_child=True)
-    assert [c for c in multiprocessing.active_children() if c.name == "csvjobs-parser"] == []
+    assert parser_processes() == []
     assert_nothing_written(conn, settings)
 
 

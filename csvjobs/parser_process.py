@@ -1,0 +1,20 @@
+"""The upload's parser process: `python -m csvjobs.parser_process BATCH_ID`, with the upload's options as JSON on
+stdin, writes the file's COPY data to stdout in child_producer's frames. Started by ingest.upload_csv."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from csvjobs.child_producer import serve
+from csvjobs.row_stream import UploadOptions, copy_in_child
+
+
+def main() -> int:
+    """Parse the file the options name and stream its COPY data to stdout; the exit code says how it went."""
+    options = UploadOptions.model_validate_json(sys.stdin.buffer.read())
+    return serve(copy_in_child(options, uuid.UUID(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
