@@ -11,6 +11,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, DatabaseError, InputError
 from csvjobs.models import CleanupReport
 from csvjobs.storage import TEMPLATES_BUCKET, open_storage, probe_storage
+from csvjobs.users import resolve_user_id
 
 EXAMPLE_CSV = Path(__file__).parent / "examples" / "products.csv"
 TEMPLATE_HEADERS = ["country", "product_type", "size", "mpn", "title", "description"]
@@ -84,7 +85,7 @@ def run_cleanup(settings: Settings, timeout_minutes: float) -> CleanupReport:
 
 
 def write_template(settings: Settings, output: Path, *, force: bool = False) -> tuple[Path, str | None]:
-    """Write the template CSV; also keep a copy in the csv-templates bucket of local storage."""
+    """Write the template CSV; also keep a copy in the user's folder of the csv-templates bucket."""
     if output.exists() and not force:
         raise InputError(f"{output} already exists; pass --force to overwrite it or choose another -o path")
     if output.is_dir():
@@ -96,7 +97,9 @@ def write_template(settings: Settings, output: Path, *, force: bool = False) -> 
             writer.writerows(TEMPLATE_ROWS)
     except OSError as exc:
         raise InputError(f"cannot write {output}: {exc.strerror}") from exc
-    stored = open_storage(settings).put_file(TEMPLATES_BUCKET, "products-template.csv", output)
+    # Into the user's own {user_id}/ folder, as the storage policies require of everyone.
+    key = f"{resolve_user_id(settings)}/products-template.csv"
+    stored = open_storage(settings).put_file(TEMPLATES_BUCKET, key, output)
     return output, stored
 
 

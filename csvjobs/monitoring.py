@@ -142,13 +142,13 @@ def list_workers(settings: Settings, include_stopped: bool = False) -> list[Work
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-workers")
     with conn, db.user_transaction(conn, user_id):
+        # get_csv_workers() shows whom a dedicated worker serves only to that batch's owner (and the service role).
         rows = conn.execute(
             "SELECT instance_id, status, hostname, pid, last_heartbeat,"
             " extract(epoch FROM now() - last_heartbeat)::float AS seconds_since_heartbeat, current_job_count,"
             " total_jobs_processed, total_jobs_failed, batch_id, user_id,"
             " status <> 'stopped' AND now() - last_heartbeat > make_interval(secs => %s) AS stale"
-            " FROM csv_processing_workers WHERE %s OR status <> 'stopped'"
-            " ORDER BY status = 'stopped', last_heartbeat DESC LIMIT 500",
+            " FROM get_csv_workers(%s) LIMIT 500",
             [WORKER_STALE_SECONDS, include_stopped],
         ).fetchall()
     return [WorkerHealth.model_validate(row) for row in rows]
@@ -163,7 +163,7 @@ def _batch_call(settings: Settings, batch_id: uuid.UUID, sql: str, params: list[
                 row = conn.execute(sql, params).fetchone()
         except db.PsycopgError as exc:
             message = db.first_line(exc)
-            if message.startswith("no such batch"):
+            if exc.sqlstate == "P0002":  # no_data_found: not there, or not this user's
                 raise NotFoundError(f"{message}; `csvjobs batches` lists yours") from exc
             raise InputError(message) from exc
     return row["v"] if row else None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import apply_supabase_default_privileges
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
@@ -56,6 +57,9 @@ def template_db(server: Server) -> Iterator[str]:
     server.execute(f"DROP DATABASE IF EXISTS {name}")
     server.execute(f"CREATE DATABASE {name}")
     with db.connect(server.url_for(name)) as conn:
+        # Every test runs on a database with a Supabase project's default privileges, the most open setup
+        # csvjobs is installed into.
+        apply_supabase_default_privileges(conn)
         db.migrate(conn)
     yield name
     server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

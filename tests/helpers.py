@@ -80,3 +80,24 @@ def report(conn: psycopg.Connection[Any], worker: str, results: list[dict[str, A
         "SELECT job_id, applied FROM update_csv_row_job_results(%s, %s::jsonb)", [worker, json.dumps(results)]
     ).fetchall()
     return {r["job_id"]: r["applied"] for r in rows}
+
+
+SUPABASE_ROLES = ("anon", "authenticated", "service_role")
+
+
+def apply_supabase_default_privileges(conn: psycopg.Connection[Any]) -> None:
+    """What a Supabase project does to its public schema before csvjobs arrives: the three API roles, and default
+    privileges that grant them ALL on every table, function and sequence the migrating role creates there."""
+    conn.execute("""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+                CREATE ROLE anon NOLOGIN NOINHERIT; END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+                CREATE ROLE authenticated NOLOGIN NOINHERIT; END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+                CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; END IF;
+        END $$""")
+    conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role")
+    for kind in ("TABLES", "FUNCTIONS", "SEQUENCES"):
+        conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind}"
+                     " TO anon, authenticated, service_role")

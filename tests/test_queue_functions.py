@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -286,3 +287,54 @@ def test_claim_uses_the_pending_index(conn: psycopg.Connection) -> None:
     assert "csv_row_jobs_pending_idx" in text
     assert "Seq Scan" not in text
     assert '"Node Type": "Sort"' not in text
+
+
+# The single-call contract, exactly as its design document writes the calls.
+DOCUMENT_RESULT_CALL = (
+    "SELECT update_csv_row_job_result('{job_id}', 'completed', 'Generated trigger text', "
+    "'{{\"prompts\": [\"prompt1\", \"prompt2\"]}}', "
+    "'{{\"images\": [{{\"url\": \"...\", \"model\": \"gpt-image-1\"}}]}}', "
+    "'{{\"tags\": [\"tag1\", \"tag2\"]}}', 45.2)"
+)
+
+
+def test_the_documents_calls_process_a_whole_batch(conn: psycopg.Connection) -> None:
+    batch = make_batch(conn, 2)
+    as_service(conn)
+    for _ in range(2):
+        [job] = conn.execute("SELECT * FROM claim_next_csv_row_job('worker-instance-123')").fetchall()
+        assert conn.execute("SELECT update_csv_row_job_result(%s, 'processing')", [job["job_id"]]).fetchone() == {
+            "update_csv_row_job_result": True}
+        assert job_counts(conn, batch).get("processing") == 1
+        applied = conn.execute(DOCUMENT_RESULT_CALL.format(job_id=job["job_id"])).fetchone()
+        assert applied == {"update_csv_row_job_result": True}
+        stored = conn.execute("SELECT status, trigger_text, generated_prompts, generated_images, generated_tags,"
+                              " processing_time_seconds, claimed_by FROM csv_row_jobs WHERE id = %s",
+                              [job["job_id"]]).fetchone()
+        assert stored == {"status": "completed", "trigger_text": "Generated trigger text",
+                          "generated_prompts": {"prompts": ["prompt1", "prompt2"]},
+                          "generated_images": {"images": [{"url": "...", "model": "gpt-image-1"}]},
+                          "generated_tags": {"tags": ["tag1", "tag2"]},
+                          "processing_time_seconds": Decimal("45.2"), "claimed_by": None}
+        # Applied once: the job is no longer held, so a repeat changes nothing.
+        assert conn.execute(DOCUMENT_RESULT_CALL.format(job_id=job["job_id"])).fetchone() == {
+            "update_csv_row_job_result": False}
+    row = batch_row(conn, batch)
+    assert (row["status"], row["processed_rows"], row["successful_rows"]) == ("completed", 2, 2)
+    logged = conn.execute("SELECT worker_instance, message, details FROM csv_processing_logs"
+                          " WHERE operation = 'row_completed' AND batch_id = %s", [batch]).fetchall()
+    assert len(logged) == 2
+    assert all(e["worker_instance"] == "worker-instance-123" and "unfenced" in e["message"]
+               and e["details"]["unfenced"] is True for e in logged)
+
+
+def test_a_worker_that_passes_its_id_is_still_fenced(conn: psycopg.Connection) -> None:
+    make_batch(conn, 1)
+    as_service(conn)
+    [job] = conn.execute("SELECT * FROM claim_next_csv_row_job('w1')").fetchall()
+    call = "SELECT update_csv_row_job_result(%s, 'completed', NULL, NULL, NULL, NULL, 1, NULL, %s, %s) AS ok"
+    assert conn.execute(call, [job["job_id"], "w2", None]).fetchone() == {"ok": False}
+    assert conn.execute(call, [job["job_id"], "w1", job["attempt"] + 1]).fetchone() == {"ok": False}
+    assert conn.execute("SELECT update_csv_row_job_result(%s, 'processing', p_worker_id => 'w2') AS ok",
+                        [job["job_id"]]).fetchone() == {"ok": False}
+    assert conn.execute(call, [job["job_id"], "w1", job["attempt"]]).fetchone() == {"ok": True}
