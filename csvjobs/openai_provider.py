@@ -25,10 +25,12 @@ from csvjobs.pipeline import (
     GeneratedPrompts,
     JobLostError,
     PermanentError,
+    ProviderAccessError,
     RowContext,
     RowOutcome,
     TransientError,
 )
+from csvjobs.redact import redact
 
 SYSTEM_PROMPT = (
     "You write image-generation prompts for e-commerce marketing. For the product described by the user, return: "
@@ -40,6 +42,8 @@ SYSTEM_PROMPT = (
 )
 PROMPT_ATTEMPTS = 3  # invalid or refused structured output is asked again this many times in all
 _CONTENT_POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation"}
+# Codes that mean the model itself cannot be used by this account: no request to it can succeed.
+_MODEL_CODES = {"model_not_found", "model_deprecated", "model_retired", "invalid_model", "unsupported_model"}
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -54,11 +58,15 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return None
 
 
-def _error_code(exc: openai.APIStatusError) -> str:
+def _error_field(exc: openai.APIStatusError, name: str) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
-    code = error.get("code") if isinstance(error, dict) else None
-    return str(code or "")
+    value = error.get(name) if isinstance(error, dict) else None
+    return str(value or "")
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    return _error_field(exc, "code")
 
 
 class OpenAIProvider:
@@ -151,7 +159,8 @@ class OpenAIProvider:
                 problem = f"the prompt model returned invalid output ({str(exc).splitlines()[0][:200]})"
                 continue
             except openai.OpenAIError as exc:
-                raise await self._classify(ctx, exc, f"prompts:{settings.prompt_model}") from exc
+                raise await self._classify(ctx, exc, f"prompts:{settings.prompt_model}",
+                                           settings.prompt_model, "CSVJOBS_PROMPT_MODEL") from exc
             usage = completion.usage.model_dump() if completion.usage else {}
             if not completion.choices:
                 problem = "the prompt model returned no choices"
@@ -181,7 +190,7 @@ class OpenAIProvider:
             }
             response: ImagesResponse = await self.client.images.generate(**params)
         except openai.OpenAIError as exc:
-            raise await self._classify(ctx, exc, limit_key) from exc
+            raise await self._classify(ctx, exc, limit_key, settings.image_model, "CSVJOBS_IMAGE_MODEL") from exc
         if not response.data:
             raise TransientError("the image model returned no image")
         item = response.data[0]
@@ -231,8 +240,15 @@ class OpenAIProvider:
     async def _limit(self, ctx: RowContext, key: str, per_minute: float) -> None:
         await ctx.rate_limiter.acquire(key, per_minute)
 
-    async def _classify(self, ctx: RowContext, exc: openai.OpenAIError, limit_key: str) -> Exception:
-        """Transient (retry with backoff) or permanent (fail the row now); a 429 pauses every worker's calls."""
+    def _scrub(self, text: str) -> str:
+        key = self.settings.openai_api_key
+        return redact(text, [key.get_secret_value() if key is not None else None])
+
+    async def _classify(
+        self, ctx: RowContext, exc: openai.OpenAIError, limit_key: str, model: str, model_setting: str
+    ) -> Exception:
+        """Transient (retry with backoff), permanent (fail the row now), or access (stop the pool: no row can
+        succeed until a setting is fixed); a 429 pauses every worker's calls. Messages never carry the key."""
         if isinstance(exc, openai.RateLimitError):
             wait = _retry_after(exc)
             if _error_code(exc) == "insufficient_quota":
@@ -242,13 +258,30 @@ class OpenAIProvider:
         if isinstance(exc, openai.APITimeoutError):
             return TransientError("the provider timed out")
         if isinstance(exc, openai.APIConnectionError):
-            return TransientError(f"cannot reach the provider: {exc}")
+            return TransientError(self._scrub(f"cannot reach the provider: {exc}"))
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             code = _error_code(exc)
+            said = self._scrub(exc.message[:300])
+            if status == 401:
+                return ProviderAccessError(
+                    f"the provider rejected the API key (HTTP 401 {code}): {said}; "
+                    "set OPENAI_API_KEY (or `csvjobs work --api-key`) to a valid key")
+            if status == 403:
+                return ProviderAccessError(
+                    f"the provider denied access (HTTP 403 {code}): {said}; use an OPENAI_API_KEY whose project may "
+                    f"use {model}, or set {model_setting} to a model it may use")
+            if code in _MODEL_CODES or (status == 400 and _error_field(exc, "param") == "model"):
+                return ProviderAccessError(
+                    f"the model {model!r} is unknown, retired or not available to this key (HTTP {status} {code}): "
+                    f"{said}; set {model_setting} to a current model")
+            if status == 404:
+                return ProviderAccessError(
+                    f"the provider answered HTTP 404 for the {model!r} request: {said}; check OPENAI_BASE_URL "
+                    f"(it should end in /v1) and {model_setting}")
             if status >= 500 or status in (408, 409):
                 return TransientError(f"the provider answered HTTP {status}", retry_after=_retry_after(exc))
             if code in _CONTENT_POLICY_CODES:
-                return PermanentError(f"refused by the provider's content policy ({code}): {exc.message[:300]}")
-            return PermanentError(f"the provider rejected the request (HTTP {status} {code}): {exc.message[:300]}")
-        return TransientError(f"provider error: {exc}")
+                return PermanentError(f"refused by the provider's content policy ({code}): {said}")
+            return PermanentError(f"the provider rejected the request (HTTP {status} {code}): {said}")
+        return TransientError(self._scrub(f"provider error: {exc}"))

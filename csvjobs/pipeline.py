@@ -30,6 +30,12 @@ class PermanentError(Exception):
     """A failure that retrying cannot fix (bad request, content policy); the row fails at once with this reason."""
 
 
+class ProviderAccessError(Exception):
+    """The provider refuses the account, key or model (HTTP 401, 403, an unknown or retired model): no row can
+    succeed until a setting is fixed, so the pool stops and puts its rows back without counting a retry. The
+    message names the cause and the setting to fix, with any secret already removed."""
+
+
 class JobLostError(Exception):
     """The worker no longer holds the job (its claim timed out and another worker took it): stop, report nothing."""
 

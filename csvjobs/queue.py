@@ -12,6 +12,7 @@ from csvjobs.errors import NotFoundError
 from csvjobs.models import BatchProgress, ClaimedJob, CleanupReport, JobResult
 
 CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid)"
+START_SQL = "SELECT start_csv_row_jobs(%s, %s::bigint[])"
 REPORT_SQL = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
 HEARTBEAT_SQL = (
     "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s::integer, %s::integer, %s::integer, %s::integer,"

@@ -17,10 +17,10 @@ from pydantic import BaseModel, model_validator
 
 from csvjobs import db, queue
 from csvjobs.config import Settings
-from csvjobs.errors import InputError
+from csvjobs.errors import ConfigError, InputError
 from csvjobs.pipeline import default_provider_name, load_provider
 from csvjobs.storage import open_storage
-from csvjobs.worker import WorkerConfig, child_main, make_instance_id, say
+from csvjobs.worker import EXIT_PROVIDER_REFUSED, WorkerConfig, child_main, make_instance_id, say
 
 
 class PoolOptions(BaseModel):
@@ -83,18 +83,26 @@ class Supervisor:
         self.stop_requests = 0
         self._conn: db.Connection | None = None
         self._last_dedicated_check = 0.0
+        # Why the provider refused us (from the first worker that found out); then the whole pool stops.
+        self.fatal_queue = self.context.SimpleQueue()
+        self.fatal: str | None = None
 
     # --- processes --------------------------------------------------------------------------------------------
 
     def _spawn(self, child: _Child) -> None:
         child.config.instance_suffix = child.suffix
-        process = self.context.Process(target=child_main, args=(child.config,), daemon=False)
+        process = self.context.Process(target=child_main, args=(child.config, self.fatal_queue), daemon=False)
         process.start()
         assert process.pid is not None
         # The child computes the same id from its own pid (see child_main).
         child.config.instance_id = make_instance_id(process.pid, child.suffix)
         child.process = process
-        scope = f"batch {child.config.batch_id}" if child.dedicated else "any batch"
+        if child.config.batch_id is not None:
+            scope = f"batch {child.config.batch_id}"
+        elif child.config.user_id is not None:
+            scope = f"user {child.config.user_id}'s batches"
+        else:
+            scope = "any batch"
         say(f"worker {child.config.instance_id}: started ({scope}, {child.config.concurrency} rows at once)")
 
     def _config(self, concurrency: int, batch_id: uuid.UUID | None, until_done: bool) -> WorkerConfig:
@@ -140,6 +148,8 @@ class Supervisor:
                 continue
             code = process.exitcode
             child.process = None
+            if code == EXIT_PROVIDER_REFUSED:
+                self._provider_refused()
             if code == 0 or self.stop_requests:
                 child.finished = True
                 continue
@@ -149,6 +159,21 @@ class Supervisor:
             self._release_dead(child.config.instance_id)
             child.suffix = uuid.uuid4().hex[:6]
             child.restart_at = now + delay
+
+    def _provider_refused(self) -> None:
+        """A worker found that the provider refuses the key or model: stop every worker at once (their rows go
+        back to pending without a retry counted); run() then reports the reason."""
+        while not self.fatal_queue.empty():
+            reason = self.fatal_queue.get()
+            self.fatal = self.fatal or reason
+        if self.fatal is None:
+            self.fatal = "the provider refused the API key or model (see the worker's output above)"
+        if self.stop_requests:
+            return
+        self.stop_requests += 1
+        for child in self.children:
+            if child.process is not None and child.process.is_alive() and child.process.pid:
+                os.kill(child.process.pid, signal.SIGUSR1)
 
     def _release_dead(self, instance_id: str) -> None:
         try:
@@ -181,7 +206,10 @@ class Supervisor:
                 break
             if batch["batch_id"] in active:
                 continue
-            child = _Child(self._config(batch["max_concurrent_jobs"], batch["batch_id"], True), dedicated=True)
+            # A batch's max_concurrent_jobs is its owner's request; the operator's --concurrency caps it, so the
+            # pool never has more than concurrency x (max_dedicated + 1) rows in flight.
+            share = max(1, min(int(batch["max_concurrent_jobs"]), opts.concurrency))
+            child = _Child(self._config(share, batch["batch_id"], True), dedicated=True)
             self.children.append(child)
             self._spawn(child)
             active.add(batch["batch_id"])
@@ -211,6 +239,9 @@ class Supervisor:
                 self._start_dedicated()
                 alive = [c for c in self.children if c.process is not None and c.process.is_alive()]
                 if self.stop_requests and not alive:
+                    if self.fatal is not None:
+                        raise ConfigError(f"{self.fatal}. The pool stopped; rows in flight went back to pending "
+                                          "(no retry counted, nothing marked failed)")
                     return 0
                 if self.options.until_done and self._global_done() and not alive:
                     return 0

@@ -24,10 +24,21 @@ from csvjobs import db, queue
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError
 from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
-from csvjobs.pipeline import JobLostError, PermanentError, Provider, RowContext, TransientError, load_provider
+from csvjobs.pipeline import (
+    JobLostError,
+    PermanentError,
+    Provider,
+    ProviderAccessError,
+    RowContext,
+    TransientError,
+    load_provider,
+)
+from csvjobs.redact import redact, redact_json
 from csvjobs.storage import open_storage
 
 T = TypeVar("T")
+# A worker's exit code when the provider refused the account, key or model: the supervisor stops the whole pool.
+EXIT_PROVIDER_REFUSED = 4
 
 
 class WorkerConfig(BaseModel):
@@ -98,6 +109,9 @@ class Worker:
         self._hard_stop = asyncio.Event()
         self._resync = False
         self._storage = open_storage(self.config.settings)
+        self.fatal: str | None = None
+        key = self.config.settings.openai_api_key
+        self._secrets = [key.get_secret_value()] if key is not None else []
 
     # --- database access, with reconnection -------------------------------------------------------------------
 
@@ -144,6 +158,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGUSR1, self.let_go)
         if self.provider is None:
             self.provider = load_provider(self.config.provider, self.config.settings)
         await self._heartbeat(WorkerStatus.IDLE)
@@ -153,13 +169,19 @@ class Worker:
             await self._claim_loop()
         finally:
             await self._shutdown(helpers)
-        return 0
+        return EXIT_PROVIDER_REFUSED if self.fatal else 0
 
     def request_stop(self) -> None:
         """First call: stop claiming and finish what is in flight. Second call: let go at once."""
         if self._stopping:
             self._hard_stop.set()
         self._stopping = True
+        self._wake.set()
+
+    def let_go(self) -> None:
+        """Stop at once: rows in flight go back to pending without counting a retry."""
+        self._stopping = True
+        self._hard_stop.set()
         self._wake.set()
 
     async def _claim_loop(self) -> None:
@@ -188,10 +210,14 @@ class Worker:
 
     async def _claim(self, conn: db.AsyncConnection, limit: int) -> list[ClaimedJob]:
         cfg = self.config
-        cur = await conn.execute(
-            queue.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.claim_timeout_minutes, limit, cfg.user_id]
-        )
-        jobs = queue.parse_claims(await cur.fetchall())
+        async with conn.transaction():
+            cur = await conn.execute(
+                queue.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.claim_timeout_minutes, limit, cfg.user_id]
+            )
+            jobs = queue.parse_claims(await cur.fetchall())
+            if jobs:
+                # This worker starts on every row it claims at once, so they are 'processing' from here on.
+                await conn.execute(queue.START_SQL, [cfg.instance_id, [job.job_id for job in jobs]])
         for job in jobs:
             self._unreported[job.job_id] = job
         return jobs
@@ -225,8 +251,18 @@ class Worker:
             self.stats.processed += 1
         except PermanentError as exc:
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
-                               error_message=str(exc) or type(exc).__name__)
+                               error_message=redact(str(exc) or type(exc).__name__, self._secrets))
             self.stats.failed += 1
+        except ProviderAccessError as exc:
+            # Not this row's fault: every row would fail the same way. Stop the worker; the shutdown puts this
+            # row and every other one in flight back to pending without counting a retry.
+            message = redact(str(exc), self._secrets)
+            if self.fatal is None:
+                self.fatal = message
+                self._log_row(job, LogLevel.ERROR, "provider_refused", f"the pool stops: {message}", {})
+            self._running.pop(job.job_id, None)
+            self.let_go()
+            return
         except JobLostError as exc:
             say(f"worker {self.config.instance_id}: {exc}; dropping it")
             self.stats.lost += 1
@@ -240,7 +276,7 @@ class Worker:
         except Exception as exc:  # a transient error past its retries, or a bug in a provider: retry later
             message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TransientError) else str(exc)
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.PENDING,
-                               error_message=message[:2000])
+                               error_message=redact(message, self._secrets)[:2000])
         result.processing_time_seconds = round(time.monotonic() - started, 3)
         self._results.append(result)
         self._running.pop(job.job_id, None)
@@ -265,11 +301,16 @@ class Worker:
     def _step_logger(self, job: ClaimedJob) -> Callable[[str, str, dict[str, Any]], None]:
         def log(operation: str, message: str, details: dict[str, Any]) -> None:
             level = LogLevel.WARN if operation in ("transient_error",) else LogLevel.INFO
-            self._logs.append({"batch_id": str(job.batch_id), "row_job_id": job.job_id,
-                               "row_number": job.row_number, "log_level": level.value, "message": message,
-                               "operation": operation, "details": details})
+            self._log_row(job, level, operation, message, details)
 
         return log
+
+    def _log_row(self, job: ClaimedJob, level: LogLevel, operation: str, message: str,
+                 details: dict[str, Any]) -> None:
+        """Queue a log line about one row (written with the next report), with any secret removed."""
+        self._logs.append({"batch_id": str(job.batch_id), "row_job_id": job.job_id, "row_number": job.row_number,
+                           "log_level": level.value, "message": redact(message, self._secrets),
+                           "operation": operation, "details": redact_json(details, self._secrets)})
 
     async def _checkpoint(self, job: ClaimedJob, data: dict[str, Any]) -> bool:
         async def save(conn: db.AsyncConnection) -> bool:
@@ -309,13 +350,14 @@ class Worker:
         async def report(conn: db.AsyncConnection) -> list[dict[str, Any]]:
             async with conn.transaction():
                 rows: list[dict[str, Any]] = []
+                # Step logs first: they happened before the results, and log ids are the order of events.
+                if logs:
+                    await conn.execute("SELECT write_csv_processing_logs(%s, %s::jsonb)",
+                                       [self.config.instance_id, json.dumps(logs)])
                 if results:
                     cur = await conn.execute(queue.REPORT_SQL, [self.config.instance_id,
                                                                 queue.results_json(results)])
                     rows = await cur.fetchall()
-                if logs:
-                    await conn.execute("SELECT write_csv_processing_logs(%s, %s::jsonb)",
-                                       [self.config.instance_id, json.dumps(logs)])
                 return rows
 
         try:
@@ -435,17 +477,22 @@ class DatabaseRateLimiter:
         await self._scalar("SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v", [key, seconds])
 
 
-def run_worker(config: WorkerConfig) -> int:
-    """Entry point of a worker process."""
-    return asyncio.run(Worker(config).run())
+def run_worker(config: WorkerConfig, on_fatal: Callable[[str], None] | None = None) -> int:
+    """Entry point of a worker process; on_fatal hears why the provider refused us, if it did."""
+    worker = Worker(config)
+    code = asyncio.run(worker.run())
+    if worker.fatal is not None and on_fatal is not None:
+        on_fatal(worker.fatal)
+    return code
 
 
-def child_main(config: WorkerConfig) -> None:
-    """multiprocessing target: run in a process group of its own, so the supervisor alone handles Ctrl-C."""
+def child_main(config: WorkerConfig, fatal: Any = None) -> None:
+    """multiprocessing target: run in a process group of its own, so the supervisor alone handles Ctrl-C.
+    fatal is a queue on which the reason the provider refused us goes to the supervisor."""
     os.setpgrp()
     config.instance_id = make_instance_id(os.getpid(), config.instance_suffix)
     try:
-        code = run_worker(config)
+        code = run_worker(config, fatal.put if fatal is not None else None)
     except KeyboardInterrupt:
         code = 0
     except DatabaseError as exc:

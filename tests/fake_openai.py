@@ -48,6 +48,10 @@ class FakeOpenAI:
     hang_first_image_when: str | None = None
     hang_seconds: float = 60.0
     image_as_url: bool = False
+    # 401 to every request, quoting the key it was sent (as a careless compatible server might).
+    reject_key: bool = False
+    # Models this server answers 404 model_not_found for (unknown or retired).
+    unknown_models: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seed: int = 1
@@ -65,7 +69,7 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                status, headers, payload = fake.answer(self.path, body)
+                status, headers, payload = fake.answer(self.path, body, self.headers.get("authorization", ""))
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -112,9 +116,20 @@ class FakeOpenAI:
         headers = {"retry-after-ms": "100"} if status == 429 else {}
         return status, headers, {"error": {"message": f"chaos {status}", "type": "server_error", "code": None}}
 
-    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+    def answer(self, path: str, body: dict[str, Any], authorization: str = "") -> tuple[int, dict[str, str], Any]:
         if self.latency:
             time.sleep(self.latency)
+        if self.reject_key:
+            self._record("rejected", body).status = 401
+            key = authorization.removeprefix("Bearer ")
+            said = f"Incorrect API key provided: {key}. Find your key at platform.openai.com ({authorization})"
+            return 401, {}, {"error": {"message": said,
+                                       "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+        if body.get("model") in self.unknown_models:
+            self._record("unknown_model", body).status = 404
+            return 404, {}, {"error": {"message": f"The model `{body['model']}` does not exist or you do not have"
+                                                  " access to it.", "type": "invalid_request_error", "param": None,
+                                       "code": "model_not_found"}}
         if path.endswith("/chat/completions"):
             return self._chat(body)
         if path.endswith("/images/generations"):

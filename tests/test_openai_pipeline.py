@@ -174,3 +174,64 @@ def test_the_key_never_reaches_help_or_errors(pool_env, fake) -> None:
     env = dict(pool_env, OPENAI_BASE_URL="http://127.0.0.1:9/v1")
     code, err = finish(start_pool(env, "--provider", "openai", "--until-done"), timeout=60)
     assert code == 2 and "OPENAI_API_KEY" in err and "Traceback" not in err
+
+
+def _rows_untouched(conn, batch) -> None:
+    rows = conn.execute("SELECT status, retry_count, error_message FROM csv_row_jobs WHERE batch_id = %s",
+                        [batch]).fetchall()
+    assert {(r["status"], r["retry_count"], r["error_message"]) for r in rows} == {("pending", 0, None)}
+    assert batch_row(conn, batch)["failed_rows"] == 0
+
+
+def test_a_rejected_key_stops_the_pool_with_one_line_and_fails_no_row(openai_env, fake, conn) -> None:
+    batch = make_batch(conn, 40)
+    fake.reject_key = True
+    proc = start_pool(openai_env, "--until-done", "--max-dedicated", "0", "--concurrency", "8", "--processes", "2")
+    code, err = finish(proc, timeout=60)
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "HTTP 401" in errors[0] and "OPENAI_API_KEY" in errors[0] and "Traceback" not in err
+    assert SECRET not in err and "[redacted]" in errors[0]
+    # Stopped at the first answers: not one call per row, let alone retries.
+    assert fake.count("rejected") <= 8 + 2
+    _rows_untouched(conn, batch)
+    everything = conn.execute("SELECT string_agg(l::text, ' ') AS all FROM csv_processing_logs l").fetchone()
+    assert SECRET not in str(everything) and "provider_refused" in str(everything)
+
+
+def test_a_retired_image_model_stops_the_pool_naming_the_setting(openai_env, fake, conn) -> None:
+    batch = make_batch(conn, 6)
+    fake.unknown_models = {"gpt-image-1"}
+    env = dict(openai_env, CSVJOBS_IMAGE_MODEL="gpt-image-1")
+    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", "--concurrency", "2"), timeout=60)
+    assert code == 2, err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "gpt-image-1" in line and "CSVJOBS_IMAGE_MODEL" in line
+    _rows_untouched(conn, batch)
+    # The prompts already paid for stay as checkpoints for the next run.
+    saved = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE checkpoint ? 'prompts'").fetchone()
+    assert saved is not None and saved["n"] >= 1
+
+
+def test_a_provider_error_that_quotes_the_key_is_scrubbed_everywhere(openai_env, fake, conn) -> None:
+    """A 400 (a row-level failure) whose message quotes the key: the row fails, the key is stored nowhere."""
+    batch = make_batch(conn, 2)
+    fake.policy_when = "US product 1"
+    original = fake._image
+
+    def quoting(body):
+        status, headers, payload = original(body)
+        if status == 400:
+            payload["error"]["message"] += f" (request by {SECRET}, sk-proj-abcdefghijklmnop)"
+        return status, headers, payload
+
+    fake._image = quoting  # type: ignore[method-assign]
+    err = work(openai_env, "--concurrency", "2")
+    assert SECRET not in err
+    row = conn.execute("SELECT error_message FROM csv_row_jobs WHERE batch_id = %s AND row_number = 1",
+                       [batch]).fetchone()
+    assert row is not None and "[redacted]" in row["error_message"]
+    assert SECRET not in row["error_message"] and "sk-proj-abcdefghijklmnop" not in row["error_message"]
+    logs = conn.execute("SELECT string_agg(l::text, ' ') AS all FROM csv_processing_logs l").fetchone()
+    assert SECRET not in str(logs) and "sk-proj-abcdefghijklmnop" not in str(logs)

@@ -106,7 +106,8 @@ def test_sigterm_releases_claims_without_counting_a_retry(pool_env, conn) -> Non
     batch = make_batch(conn, 10)
     proc = start_pool(pool_env, "--concurrency", "4", "--processes", "2", "--provider", "noop:60",
                       "--grace-period", "0.5", "--max-dedicated", "0")
-    wait_for(lambda: job_counts(conn, batch).get("claimed", 0) == 4, what="4 rows in flight")
+    # Whatever the provider, a row is 'processing' from the moment its worker starts on it.
+    wait_for(lambda: job_counts(conn, batch).get("processing", 0) == 4, what="4 rows in flight")
     proc.send_signal(signal.SIGTERM)
     code, err = finish(proc, timeout=30)
     assert code == 0, err
@@ -213,3 +214,33 @@ def test_bad_options_are_one_line_errors(pool_env) -> None:
         code, err = finish(start_pool(pool_env, *args), timeout=60)
         assert code == 2, err
         assert message in err and "Traceback" not in err
+
+
+def test_a_batchs_concurrency_request_never_beats_the_operators_limit(pool_env, conn) -> None:
+    """upload --max-concurrent-jobs 100000 asks; work --concurrency 1 decides: with one dedicated worker, at
+    most 1 x (1 + 1) rows are in flight."""
+    batch = make_batch(conn, 30)
+    conn.execute("UPDATE csv_batches SET max_concurrent_jobs = 100000 WHERE id = %s", [batch])
+    proc = start_pool(pool_env, "--concurrency", "1", "--until-done", "--dedicated-threshold", "5",
+                      "--provider", "noop:0.1")
+    peak = 0
+    while proc.poll() is None:
+        row = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE status IN ('claimed', 'processing')"
+                           ).fetchone()
+        peak = max(peak, row["n"] if row else 0)
+        time.sleep(0.02)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert job_counts(conn, batch) == {"completed": 30}
+    dedicated = conn.execute("SELECT max_concurrent_jobs FROM csv_processing_workers WHERE batch_id = %s",
+                             [batch]).fetchall()
+    assert dedicated and {w["max_concurrent_jobs"] for w in dedicated} == {1}
+    assert 1 <= peak <= 2, peak
+
+
+def test_a_pool_for_one_batch_says_which_batch(pool_env, conn) -> None:
+    batch = make_batch(conn, 3)
+    code, err = finish(start_pool(pool_env, "--batch", str(batch), "--until-done", "--concurrency", "2"))
+    assert code == 0, err
+    assert f"batch {batch}" in err and "any batch" not in err
+    assert job_counts(conn, batch) == {"completed": 3}
