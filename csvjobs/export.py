@@ -20,6 +20,7 @@ from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
 from csvjobs.errors import InputError, NotFoundError
 from csvjobs.models import ImageStyle
+from csvjobs.result_shapes import image_for, image_location, prompt_for, tags_of
 from csvjobs.storage import Storage, open_storage
 from csvjobs.users import resolve_user_id
 
@@ -38,16 +39,8 @@ def neutralise(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def _image_path(images: list[dict[str, Any]] | None, style: ImageStyle) -> str:
-    for image in images or []:
-        if image.get("style") == style.value:
-            return str(image.get("storage_path", ""))
-    return ""
-
-
-def _prompt(prompts: dict[str, Any] | None, style: ImageStyle) -> str:
-    entry = (prompts or {}).get(style.value) or {}
-    return str(entry.get("prompt", "")) if isinstance(entry, dict) else ""
+def _image_path(images: Any, style: ImageStyle) -> str:
+    return image_location(image_for(images, style))
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -57,11 +50,11 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "error_message": row["error_message"] or "",
         # Stored once a worker has built it; before that, built the same way from the product.
         "trigger_text": row["trigger_text"] or trigger_text(row["product"] or {}),
-        "lifestyle_emotional_prompt": _prompt(row["generated_prompts"], ImageStyle.LIFESTYLE_EMOTIONAL),
-        "single_white_background_prompt": _prompt(row["generated_prompts"], ImageStyle.SINGLE_WHITE_BACKGROUND),
+        "lifestyle_emotional_prompt": prompt_for(row["generated_prompts"], ImageStyle.LIFESTYLE_EMOTIONAL),
+        "single_white_background_prompt": prompt_for(row["generated_prompts"], ImageStyle.SINGLE_WHITE_BACKGROUND),
         "lifestyle_emotional_image": _image_path(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL),
         "single_white_background_image": _image_path(row["generated_images"], ImageStyle.SINGLE_WHITE_BACKGROUND),
-        "tags": ", ".join(row["generated_tags"] or []),
+        "tags": ", ".join(tags_of(row["generated_tags"])),
         "cost_usd": float(row["cost_usd"]) if row["cost_usd"] is not None else "",
     }
 
@@ -134,7 +127,7 @@ def _write_jsonl(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[s
                  storage: Storage) -> int:
     count = 0
     for row in rows:
-        record = {"columns": row["row_data"], **_flat(row), "tags": row["generated_tags"] or [],
+        record = {"columns": row["row_data"], **_flat(row), "tags": tags_of(row["generated_tags"]),
                   "prompts": row["generated_prompts"], "images": row["generated_images"]}
         target.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         count += 1
@@ -157,7 +150,10 @@ margin-right:.3rem;font-size:.8rem}} .error{{color:#c33}}
 
 
 def _image_src(storage: Storage, path: str) -> str | None:
-    """A signed URL for remote storage (the page then works from anywhere), else the image embedded."""
+    """A signed URL for remote storage (the page then works from anywhere), else the image embedded; an image
+    recorded by URL (a worker of its own may store images elsewhere) is linked when it is http(s)."""
+    if path.lower().startswith(("https://", "http://")):
+        return path
     try:
         link = storage.link(path)
         if link:
@@ -189,14 +185,15 @@ def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[st
         part.write('<div class="images">')
         for style in ImageStyle:
             path = _image_path(row["generated_images"], style)
-            prompt = _prompt(row["generated_prompts"], style)
+            prompt = prompt_for(row["generated_prompts"], style)
             uri = _image_src(storage, path) if path else None
             if uri or prompt:
-                image = f'<img alt="{esc(style.value)}" src="{uri}">' if uri else ""
+                image = f'<img alt="{esc(style.value)}" src="{esc(uri)}">' if uri else ""
                 part.write(f"<figure>{image}<figcaption><b>{esc(style.value)}</b>: {esc(prompt)}</figcaption></figure>")
         part.write("</div>")
-        if row["generated_tags"]:
-            part.write('<p class="tags">' + "".join(f"<span>{esc(t)}</span>" for t in row["generated_tags"]) + "</p>")
+        tags = tags_of(row["generated_tags"])
+        if tags:
+            part.write('<p class="tags">' + "".join(f"<span>{esc(t)}</span>" for t in tags) + "</p>")
         part.write("</section>\n")
         target.write(part.getvalue())
         count += 1

@@ -206,3 +206,55 @@ def test_html_gallery_renders_in_headless_chromium(user_env, conn, tmp_path: Pat
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1000,1400", page.as_uri()], capture_output=True, timeout=60, check=True)
     assert shot.stat().st_size > 5000
+
+
+def test_export_reads_results_written_in_the_documents_shapes(user_env, conn, tmp_path: Path) -> None:
+    """A worker written from the single-call contract stores {"prompts": [...]}, {"images": [{url, model}]} and
+    {"tags": [...]}; every export format reads them."""
+    batch = make_batch(conn, 2)
+    conn.execute("SET ROLE service_role")
+    for _ in range(2):
+        [job] = conn.execute("SELECT * FROM claim_next_csv_row_job('worker-instance-123')").fetchall()
+        conn.execute(
+            "SELECT update_csv_row_job_result(%s, 'completed', 'Generated trigger text', %s, %s, %s, 45.2)",
+            [job["job_id"], json.dumps({"prompts": ["prompt1", "prompt2"]}),
+             json.dumps({"images": [{"url": "https://cdn.example/a.png", "model": "gpt-image-1"}]}),
+             json.dumps({"tags": ["tag1", "tag2"]})])
+    conn.execute("RESET ROLE")
+    out_csv = tmp_path / "out.csv"
+    result = cli(user_env, "export", str(batch), "-o", str(out_csv))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert [r["lifestyle_emotional_prompt"] for r in rows] == ["prompt1", "prompt1"]
+    assert [r["single_white_background_prompt"] for r in rows] == ["prompt2", "prompt2"]
+    assert rows[0]["lifestyle_emotional_image"] == "https://cdn.example/a.png"
+    assert rows[0]["single_white_background_image"] == "" and rows[0]["tags"] == "tag1, tag2"
+    jsonl = cli(user_env, "export", str(batch), "--format", "jsonl")
+    assert jsonl.returncode == 0, jsonl.stderr
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert records[1]["tags"] == ["tag1", "tag2"] and records[1]["trigger_text"] == "Generated trigger text"
+    page = tmp_path / "gallery.html"
+    result = cli(user_env, "export", str(batch), "--format", "html", "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    html = page.read_text()
+    assert html.count('src="https://cdn.example/a.png"') == 2 and "<span>tag2</span>" in html
+    assert "prompt2" in html
+
+
+def test_logs_of_one_moment_come_in_the_order_they_were_written(user_env, conn) -> None:
+    batch = make_batch(conn, 1)
+    with conn.transaction():  # one transaction: every line has the same created_at
+        for n in range(12):
+            conn.execute("INSERT INTO csv_processing_logs (batch_id, log_level, message, operation)"
+                         " VALUES (%s, 'INFO', %s, 'test_marker')", [batch, f"step {n}"])
+    shown = cli(user_env, "logs", str(batch), "--operation", "test_marker", "--json")
+    assert shown.returncode == 0, shown.stderr
+    entries = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [e["message"] for e in entries] == [f"step {n}" for n in range(12)]
+    assert len({e["created_at"] for e in entries}) == 1
+    processed = processed_batch(conn, user_env, rows=2)
+    ops = [json.loads(line)["operation"] for line in
+           cli(user_env, "logs", str(processed), "--row", "1", "--json").stdout.splitlines()]
+    # A row's steps were logged before its result, and that is the order shown.
+    assert ops[-1] == "row_completed" and "image_stored" in ops and ops.index("image_stored") < ops.index(
+        "row_completed")
