@@ -39,7 +39,7 @@ _embedded_logger.propagate = False
 
 @dataclass(frozen=True)
 class Migration:
-    """One numbered SQL file in sql/."""
+    """One numbered upgrade in sql/migrations/."""
 
     version: int
     name: str
@@ -77,7 +77,18 @@ def describe_url(url: str) -> str:
     return f"{host}:{port}/{dbname}"
 
 
-# --- migrations -----------------------------------------------------------------------------------------------
+# --- schema and migrations -------------------------------------------------------------------------------------
+#
+# sql/*.sql is the schema as it is, one concept a file, installed in SCHEMA_FILES order on a database that has no
+# csvjobs tables yet. sql/migrations/NNN_*.sql are append-only upgrades for databases made by earlier builds; a
+# fresh install records every one of them as applied, since the schema files already contain what they do (a test
+# proves that upgrading through them gives the same catalog as a fresh install). The ledger holds migrations only,
+# so editing a comment in a schema file never looks like a changed migration.
+
+SCHEMA_FILES = (
+    "supabase", "tables", "upload", "claim", "results", "workers", "progress", "rate_limits", "batch_control",
+    "security", "supabase_services",
+)
 
 
 def sql_directory() -> Path:
@@ -85,15 +96,21 @@ def sql_directory() -> Path:
     # Plain paths, not importlib.resources: csvjobs/sql has no __init__.py, and files() on such a namespace
     # package yields a MultiplexedPath on Python 3.11, whose str() is not a directory.
     for candidate in (Path(__file__).resolve().parent / "sql", Path(__file__).resolve().parent.parent / "sql"):
-        if candidate.is_dir() and any(candidate.glob("*.sql")):
+        if (candidate / "tables.sql").is_file() and (candidate / "migrations").is_dir():
             return candidate
-    raise DatabaseError("the SQL migrations are missing from this installation of csvjobs; reinstall it")
+    raise DatabaseError("the SQL schema files are missing from this installation of csvjobs; reinstall it")
+
+
+def schema_sql() -> list[tuple[str, str]]:
+    """(file name, SQL) of the current schema, in install order."""
+    directory = sql_directory()
+    return [(f"{name}.sql", (directory / f"{name}.sql").read_text(encoding="utf-8")) for name in SCHEMA_FILES]
 
 
 def migration_files() -> list[Migration]:
-    """The numbered migrations in order."""
+    """The numbered upgrade migrations in order."""
     migrations = []
-    for path in sorted(sql_directory().glob("*.sql")):
+    for path in sorted((sql_directory() / "migrations").glob("*.sql")):
         number, _, name = path.stem.partition("_")
         if number.isdigit():
             migrations.append(Migration(int(number), name, path.read_text(encoding="utf-8")))
@@ -121,8 +138,20 @@ def changed_migrations(conn: Connection) -> list[Migration]:
     return [m for m in migration_files() if m.version in done and done[m.version] != m.checksum]
 
 
-def migrate(conn: Connection) -> list[Migration]:
-    """Apply pending migrations in order, each in its own transaction; safe to run twice or twice at once."""
+def _has_csvjobs_tables(conn: Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('public.csv_batches') IS NOT NULL AS present").fetchone()
+    return bool(row and row["present"])
+
+
+def _record(conn: Connection, migration: Migration) -> None:
+    conn.execute(f"INSERT INTO {LEDGER_TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
+                 [migration.version, migration.name, migration.checksum])
+
+
+def migrate(conn: Connection, *, install_schema: bool = True) -> list[Migration]:
+    """Bring the database to the current schema; safe to run twice or twice at once. A database without csvjobs
+    installs the schema files in one transaction; any other gets its pending migrations, each in its own.
+    install_schema=False takes the upgrade path even on an empty database (the schema-equality test does)."""
     conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
     try:
         conn.execute(
@@ -130,14 +159,19 @@ def migrate(conn: Connection) -> list[Migration]:
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        pending = pending_migrations(conn)
+        if install_schema and pending and not applied_migrations(conn) and not _has_csvjobs_tables(conn):
+            with conn.transaction():
+                for _name, sql in schema_sql():
+                    conn.execute(sql)
+                for migration in pending:
+                    _record(conn, migration)
+            return pending
         applied = []
-        for migration in pending_migrations(conn):
+        for migration in pending:
             with conn.transaction():
                 conn.execute(migration.sql)
-                conn.execute(
-                    f"INSERT INTO {LEDGER_TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
-                    [migration.version, migration.name, migration.checksum],
-                )
+                _record(conn, migration)
             applied.append(migration)
         return applied
     finally:

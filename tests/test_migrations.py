@@ -160,3 +160,91 @@ def test_jobs_written_before_the_lean_row_jobs_migration_keep_their_product(empt
         assert job["row_data"] == {"Name": "Mug", "Body": "<b>Big</b>"}
         conn.execute("DELETE FROM csv_batches WHERE id = %s", [batch])
         assert conn.execute("SELECT count(*) AS n FROM csv_row_jobs").fetchone() == {"n": 0}
+
+
+# --- upgraded == fresh -------------------------------------------------------------------------------------------
+
+_CATALOG = {
+    "tables": "SELECT c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.reloptions::text"
+              " FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace",
+    "columns": "SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,"
+               " pg_get_expr(d.adbin, d.adrelid) AS default, a.attidentity, col_description(c.oid, a.attnum)"
+               " AS comment FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+               " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+               " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0"
+               " AND NOT a.attisdropped",
+    "constraints": "SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def"
+                   " FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "sequences": "SELECT seqrelid::regclass::text AS seq, seqstart, seqincrement, seqcache FROM pg_sequence",
+    "triggers": "SELECT tgrelid::regclass::text AS rel, tgname, pg_get_triggerdef(oid) AS def FROM pg_trigger"
+                " WHERE NOT tgisinternal",
+    "functions": "SELECT p.oid::regprocedure::text AS signature, pg_get_function_result(p.oid) AS result,"
+                 " pg_get_function_arguments(p.oid) AS arguments, l.lanname, p.prosecdef, p.provolatile,"
+                 " p.proconfig::text, p.prosrc FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                 " WHERE p.pronamespace IN ('public'::regnamespace, 'auth'::regnamespace)",
+    "policies": "SELECT schemaname, tablename, policyname, permissive, roles::text, cmd, qual, with_check"
+                " FROM pg_policies WHERE schemaname IN ('public', 'storage')",
+    "table_grants": "SELECT c.relname, acl::text FROM pg_class c, unnest(c.relacl) acl"
+                    " WHERE c.relnamespace = 'public'::regnamespace",
+    "column_grants": "SELECT c.relname, a.attname, acl::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid,"
+                     " unnest(a.attacl) acl WHERE c.relnamespace = 'public'::regnamespace",
+    "function_grants": "SELECT p.oid::regprocedure::text, acl::text FROM pg_proc p, unnest(p.proacl) acl"
+                       " WHERE p.pronamespace = 'public'::regnamespace",
+    "storage": "SELECT id, name, public FROM storage.buckets",
+    "publication": "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'",
+}
+
+
+def _normalised_body(source: str) -> str:
+    """A function body without comments or layout: schema files may word comments differently from history."""
+    return " ".join(re.sub(r"--[^\n]*", "", source).split())
+
+
+def catalog(url: str) -> dict[str, list[tuple]]:
+    """Everything csvjobs defines, as sorted rows, comparable between two databases."""
+    snapshot: dict[str, list[tuple]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, sql in _CATALOG.items():
+            rows = [list(row) for row in conn.execute(sql).fetchall()]
+            if name == "functions":
+                for row in rows:
+                    row[-1] = _normalised_body(row[-1])
+            snapshot[name] = sorted(tuple(str(v) for v in row) for row in rows)
+    return snapshot
+
+
+@pytest.mark.parametrize("setup", ["plain", "supabase"])
+def test_upgrading_through_the_migrations_gives_the_fresh_schema(server, setup: str) -> None:
+    """A database made by an earlier build and upgraded through sql/migrations/ ends with exactly the catalog of a
+    fresh install from the schema files: tables, columns, constraints, indexes, functions (bodies without
+    comments), triggers, policies and grants."""
+    from helpers import apply_supabase_default_privileges
+    from test_security import SUPABASE_STORAGE
+
+    urls = []
+    for path in ("fresh", "upgraded"):
+        name = f"csvjobs_cat_{path}_{uuid.uuid4().hex[:8]}"
+        server.execute(f"CREATE DATABASE {name}")
+        urls.append((name, server.url_for(name)))
+    try:
+        for (_name, url), install in zip(urls, (True, False), strict=True):
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("CREATE SCHEMA storage")  # so that the storage buckets and policies compare too
+                admin.execute("CREATE TABLE storage.buckets (id text PRIMARY KEY, name text, public boolean)")
+                if setup == "supabase":
+                    apply_supabase_default_privileges(admin)
+                    admin.execute(SUPABASE_STORAGE.replace("CREATE SCHEMA storage;", "").replace(
+                        "CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, public boolean"
+                        " DEFAULT false);", ""))
+            with db.connect(url) as conn:
+                applied = db.migrate(conn, install_schema=install)
+                assert [m.version for m in applied] == [m.version for m in db.migration_files()]
+                assert db.pending_migrations(conn) == []
+        fresh, upgraded = (catalog(url) for _name, url in urls)
+        assert fresh["functions"] and fresh["policies"] and fresh["table_grants"]
+        for part in _CATALOG:
+            assert upgraded[part] == fresh[part], part
+    finally:
+        for name, _url in urls:
+            server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
