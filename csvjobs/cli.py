@@ -14,7 +14,7 @@ from rich.text import Text
 
 from csvjobs import __version__
 from csvjobs.config import Settings, load_settings
-from csvjobs.errors import CsvJobsError, InputError, NotBuiltError
+from csvjobs.errors import CsvJobsError, InputError
 
 app = typer.Typer(
     name="csvjobs",
@@ -128,10 +128,10 @@ def upload(
 
     Example: csvjobs upload products.csv --country US
     """
-    from csvjobs.column_mapping import parse_map_options
-    from csvjobs.ingest import UploadOptions, upload_csv
-    from csvjobs.maintenance import EXAMPLE_CSV
-    from csvjobs.progress_view import upload_progress
+    from csvjobs.ingest.column_mapping import parse_map_options
+    from csvjobs.ingest.upload import UploadOptions, upload_csv
+    from csvjobs.operate.maintenance import EXAMPLE_CSV
+    from csvjobs.operate.progress import upload_progress
 
     settings = _settings(ctx, user)
     if example == (file is not None):
@@ -153,7 +153,7 @@ def upload(
     if as_json:
         _print_json(report.as_json())
         return
-    from csvjobs.progress_view import render_upload_report
+    from csvjobs.operate.progress import render_upload_report
 
     render_upload_report(out, err, report)
 
@@ -173,7 +173,7 @@ def progress(
 
     Example: csvjobs progress 3f0c...  --watch
     """
-    from csvjobs.progress_view import show_progress
+    from csvjobs.operate.progress import show_progress
 
     settings = _settings(ctx, user)
     batch_id = _parse_uuid(batch, "batch")
@@ -195,7 +195,7 @@ def batches(
     Example: csvjobs batches --status processing
     """
     from csvjobs.models import BatchStatus
-    from csvjobs.progress_view import show_batches
+    from csvjobs.operate.progress import show_batches
 
     allowed = {s.value for s in BatchStatus}
     for value in status or []:
@@ -216,7 +216,7 @@ def cleanup(
 
     Example: csvjobs cleanup --timeout-minutes 5   (in a crontab: * * * * * csvjobs cleanup)
     """
-    from csvjobs.maintenance import run_cleanup
+    from csvjobs.operate.maintenance import run_cleanup
 
     report = run_cleanup(_settings(ctx), timeout_minutes)
     if as_json:
@@ -237,7 +237,7 @@ def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: csvjobs db status
     """
-    from csvjobs.maintenance import database_status
+    from csvjobs.operate.maintenance import database_status
 
     status = database_status(_settings(ctx))
     if as_json:
@@ -268,7 +268,7 @@ def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: csvjobs db migrate
     """
-    from csvjobs.maintenance import migrate_database
+    from csvjobs.operate.maintenance import migrate_database
 
     applied, location = migrate_database(_settings(ctx))
     if as_json:
@@ -286,7 +286,7 @@ def db_stop(ctx: typer.Context) -> None:
 
     Example: csvjobs db stop
     """
-    from csvjobs.maintenance import stop_database
+    from csvjobs.operate.maintenance import stop_database
 
     out.print(stop_database(_settings(ctx)))
 
@@ -297,7 +297,7 @@ def storage_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: CSVJOBS_STORAGE=s3 CSVJOBS_S3_ENDPOINT_URL=http://localhost:9000 csvjobs storage check
     """
-    from csvjobs.maintenance import check_storage
+    from csvjobs.operate.maintenance import check_storage
 
     where, results = check_storage(_settings(ctx))
     if as_json:
@@ -325,17 +325,13 @@ def template(
 
     Example: csvjobs template -o products.csv
     """
-    from csvjobs.maintenance import write_template
+    from csvjobs.operate.maintenance import write_template
 
     path, stored = write_template(_settings(ctx), output, force=force)
     out.print(f"wrote {path}" + (f" (also stored as {stored})" if stored else ""))
 
 
-# --- not built yet --------------------------------------------------------------------------------------------
-
-
-def _not_built(command: str, issue: str) -> NoReturn:
-    raise NotBuiltError(f"`csvjobs {command}` is not built yet ({issue}); nothing was done")
+# --- work -----------------------------------------------------------------------------------------------------
 
 
 @app.command()
@@ -383,7 +379,7 @@ def work(
     """
     from pydantic import SecretStr
 
-    from csvjobs.supervisor import PoolOptions, run_pool
+    from csvjobs.queue.supervisor import PoolOptions, run_pool
 
     settings = _settings(
         ctx,
@@ -429,8 +425,8 @@ def logs(
 
     Example: csvjobs logs 3f0c... --level ERROR --since 1h
     """
-    from csvjobs.monitoring import LogFilter, follow_logs, parse_since, read_logs
-    from csvjobs.progress_view import print_log
+    from csvjobs.operate.monitoring import LogFilter, follow_logs, parse_since, read_logs
+    from csvjobs.operate.progress import print_log
 
     settings = _settings(ctx, user)
     filt = LogFilter(
@@ -457,8 +453,8 @@ def workers(
 
     Example: csvjobs workers
     """
-    from csvjobs.monitoring import list_workers
-    from csvjobs.progress_view import render_workers
+    from csvjobs.operate.monitoring import list_workers
+    from csvjobs.operate.progress import render_workers
 
     render_workers(out, list_workers(_settings(ctx), include_stopped=all_workers), as_json=as_json)
 
@@ -476,7 +472,7 @@ def retry(
 
     Example: csvjobs retry 3f0c... --rows 4,17
     """
-    from csvjobs.monitoring import retry_rows
+    from csvjobs.operate.monitoring import retry_rows
 
     numbers = _parse_rows(rows)
     batch_id = _parse_uuid(batch, "batch")
@@ -498,7 +494,7 @@ def _parse_rows(rows: str | None) -> list[int] | None:
 
 
 def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str) -> None:
-    from csvjobs.monitoring import change_state
+    from csvjobs.operate.monitoring import change_state
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
@@ -545,7 +541,7 @@ def export(
 
     Example: csvjobs export 3f0c... --format html -o gallery.html
     """
-    from csvjobs.export import export_batch
+    from csvjobs.operate.export import export_batch
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None

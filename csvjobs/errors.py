@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI prints them as one red line and exits with code 2; anything else is a bug."""
+"""Errors, in one leaf module that imports nothing: those a user can cause (the CLI prints them as one red line and
+exits with code 2; anything else is a bug), and how a row's processing step fails (the worker sorts those out)."""
 
 
 class CsvJobsError(Exception):
@@ -23,5 +24,27 @@ class NotFoundError(CsvJobsError):
     """A batch (or other object) that does not exist, or that this user may not see."""
 
 
-class NotBuiltError(CsvJobsError):
-    """A command whose feature is not built yet."""
+
+# --- how a step of a row's processing fails (raised by providers and storage, handled by the worker) ----------
+
+
+class TransientError(Exception):
+    """A failure worth retrying (timeouts, connection errors, HTTP 429 and 5xx); retry_after in seconds if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix (bad request, content policy); the row fails at once with this reason."""
+
+
+class ProviderAccessError(Exception):
+    """The provider refuses the account, key or model (HTTP 401, 403, an unknown or retired model): no row can
+    succeed until a setting is fixed, so the pool stops and puts its rows back without counting a retry. The
+    message names the cause and the setting to fix, with any secret already removed."""
+
+
+class JobLostError(Exception):
+    """The worker no longer holds the job (its claim timed out and another worker took it): stop, report nothing."""

@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 
 class BatchStatus(StrEnum):
@@ -62,17 +62,14 @@ PIPELINE_FIELDS = ("country", "product_type", "size", "mpn", "description", "tit
 """The product fields the pipeline reads; CSV columns are mapped onto these names."""
 
 
-class ProductRow(BaseModel):
-    """One product as the pipeline sees it, after column mapping."""
+TRIGGER_FIELDS = ("country", "product_type", "size", "mpn", "description")
+"""The fields the trigger text is built from, in order."""
 
-    model_config = ConfigDict(str_strip_whitespace=True, frozen=True)
 
-    country: str = ""
-    product_type: str = ""
-    size: str = ""
-    mpn: str = ""
-    description: str = ""
-    title: str = ""
+def trigger_text(product: dict[str, str]) -> str:
+    """The text the pipeline starts from: country, product type, size, MPN and description, empty parts skipped."""
+    parts = (product.get(k, "") for k in TRIGGER_FIELDS)
+    return " ".join(" ".join(p for p in parts if p).split())
 
 
 class ClaimedJob(BaseModel):

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from conftest import REAL_DATA
 
-from csvjobs.column_mapping import RowMapper
-from csvjobs.copy_encoding import COPY_SQL, RowEncoder
-from csvjobs.ingest import RowStream, UploadOptions
+from csvjobs.ingest.column_mapping import RowMapper
+from csvjobs.ingest.copy_encoding import COPY_SQL, RowEncoder
+from csvjobs.ingest.upload import RowStream, UploadOptions
 
 BATCH = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 HEADER = ["country", "product_type", "size", "mpn", "title", "description", "vendor"]

@@ -76,7 +76,7 @@ def test_results_are_fenced_by_the_claim_token(conn: psycopg.Connection) -> None
     job = conn.execute("SELECT status, generated_tags FROM csv_row_jobs").fetchone()
     assert job == {"status": "completed", "generated_tags": ["fresh"]}
     assert batch_row(conn, batch)["status"] == "completed"
-    # The single-result seed function reports the fence the same way.
+    # The single-result call reports the fence the same way.
     assert conn.execute(
         "SELECT update_csv_row_job_result(%s, 'failed', p_worker_id => 'slow-worker', p_attempt => 1) AS ok",
         [first["job_id"]],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from csvjobs.models import ImageStyle
-from csvjobs.redact import redact, redact_json
-from csvjobs.result_shapes import image_for, image_location, prompt_for, tags_of
+from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, tags_of
+from csvjobs.providers.redact import redact, redact_json
 
 LIFE, WHITE = ImageStyle.LIFESTYLE_EMOTIONAL, ImageStyle.SINGLE_WHITE_BACKGROUND
 

@@ -14,12 +14,11 @@ import pytest
 from conftest import REAL_DATA
 from helpers import claim
 
-from csvjobs.child_producer import ChildProcessFailed
-from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
 from csvjobs.errors import InputError
-from csvjobs.ingest import CHILD_PARSER_MIN_BYTES, UploadOptions, upload_csv
-from csvjobs.models import ClaimedJob
+from csvjobs.ingest.child_producer import ChildProcessFailed
+from csvjobs.ingest.upload import CHILD_PARSER_MIN_BYTES, UploadOptions, upload_csv
+from csvjobs.models import ClaimedJob, trigger_text
 
 HEADER = "country,product_type,size,mpn,title,description\n"
 
@@ -391,13 +390,13 @@ def test_bad_input_found_by_the_child_process_rejects_the_upload(settings, conn,
 
 
 def parser_processes() -> list[int]:
-    """Live children of this process running csvjobs.parser_process (Linux /proc)."""
+    """Live children of this process running csvjobs.ingest.parser_process (Linux /proc)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
             cmdline = (stat.parent / "cmdline").read_bytes()
-            if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"csvjobs.parser_process" in cmdline:
+            if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"csvjobs.ingest.parser_process" in cmdline:
                 found.append(int(stat.parent.name))
     return found
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from helpers import batch_row, job_counts, make_batch
 
-from csvjobs.worker import backoff_delay
+from csvjobs.queue.worker import backoff_delay
 
 TESTS = Path(__file__).resolve().parent
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from csvjobs.pipeline import NoopProvider, PermanentError, RowContext, RowOutcome, TransientError
+from csvjobs.providers.contract import PermanentError, RowContext, RowOutcome, TransientError
+from csvjobs.providers.noop import NoopProvider
 
 
 class _Scripted(NoopProvider):

@@ -16,11 +16,11 @@ import openai
 from openai.types import ImagesResponse
 from pydantic import ValidationError
 
-from csvjobs import pricing
 from csvjobs.config import Settings
 from csvjobs.errors import ConfigError
 from csvjobs.models import ImageStyle
-from csvjobs.pipeline import (
+from csvjobs.providers import pricing
+from csvjobs.providers.contract import (
     GeneratedImage,
     GeneratedPrompts,
     JobLostError,
@@ -30,7 +30,7 @@ from csvjobs.pipeline import (
     RowOutcome,
     TransientError,
 )
-from csvjobs.redact import redact
+from csvjobs.providers.redact import redact
 
 SYSTEM_PROMPT = (
     "You write image-generation prompts for e-commerce marketing. For the product described by the user, return: "

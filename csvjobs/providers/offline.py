@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from csvjobs.models import ImageStyle
-from csvjobs.pipeline import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
+from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
 
 IMAGE_SIZE = (512, 512)
 _BACKGROUND = {ImageStyle.LIFESTYLE_EMOTIONAL: (250, 226, 200), ImageStyle.SINGLE_WHITE_BACKGROUND: (255, 255, 255)}

@@ -12,9 +12,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from csvjobs.config import Settings
-from csvjobs.errors import ConfigError
-from csvjobs.pipeline import TransientError
-from csvjobs.storage import BUCKETS, check_key
+from csvjobs.errors import ConfigError, TransientError
+from csvjobs.storage.keys import BUCKETS, check_key
 
 
 class StorageUnavailableError(TransientError):

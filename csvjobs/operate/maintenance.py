@@ -6,11 +6,13 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from csvjobs import db, queue
+from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, DatabaseError, InputError
 from csvjobs.models import CleanupReport
-from csvjobs.storage import TEMPLATES_BUCKET, open_storage, probe_storage
+from csvjobs.queue import queries
+from csvjobs.storage.keys import TEMPLATES_BUCKET
+from csvjobs.storage.registry import open_storage, probe_storage
 from csvjobs.users import resolve_user_id
 
 EXAMPLE_CSV = Path(__file__).parent / "examples" / "products.csv"
@@ -81,7 +83,7 @@ def run_cleanup(settings: Settings, timeout_minutes: float) -> CleanupReport:
     """cleanup_stale_csv_workers, for cron."""
     _target, conn = db.open_database(settings, application_name="csvjobs-cleanup")
     with conn:
-        return queue.cleanup_stale_workers(conn, timeout_minutes)
+        return queries.cleanup_stale_workers(conn, timeout_minutes)
 
 
 def write_template(settings: Settings, output: Path, *, force: bool = False) -> tuple[Path, str | None]:

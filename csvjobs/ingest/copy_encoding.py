@@ -16,7 +16,7 @@ from operator import itemgetter
 
 import orjson
 
-from csvjobs.column_mapping import ColumnMapping, getter
+from csvjobs.ingest.column_mapping import ColumnMapping, getter
 from csvjobs.models import PIPELINE_FIELDS
 
 COPY_COLUMNS = ("batch_id", "row_number", "row_data", "product", "max_retries")

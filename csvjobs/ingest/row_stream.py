@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, model_validator
 
-from csvjobs.column_mapping import ColumnMapping, RowMapper, build_mapping, normalise_header
-from csvjobs.copy_encoding import SIGNATURE, TRAILER, RowEncoder
-from csvjobs.csv_format import CsvFormat, CsvReader, detect_format
 from csvjobs.errors import InputError
+from csvjobs.ingest.column_mapping import ColumnMapping, RowMapper, build_mapping, normalise_header
+from csvjobs.ingest.copy_encoding import SIGNATURE, TRAILER, RowEncoder
+from csvjobs.ingest.csv_format import CsvFormat, CsvReader, detect_format
 
 MAX_LISTED_ERRORS = 20
 

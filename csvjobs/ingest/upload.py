@@ -8,20 +8,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from csvjobs import pricing
-from csvjobs.child_producer import ChildProducer
-from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
-from csvjobs.copy_encoding import COPY_SQL
 from csvjobs.errors import InputError
-from csvjobs.row_stream import (
+from csvjobs.ingest.child_producer import ChildProducer
+from csvjobs.ingest.copy_encoding import COPY_SQL
+from csvjobs.ingest.row_stream import (
     RowError,
     RowStream,
     UploadOptions,
     UploadReport,
     collector_paused,
 )
-from csvjobs.storage import UPLOADS_BUCKET, open_storage, safe_filename
+from csvjobs.models import trigger_text
+from csvjobs.providers import pricing
+from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename
+from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def upload_csv(
         parse_in_child = options.path.is_file() and options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
     # Started first, so that it parses while this process reads the header, connects and stores the file; a bad
     # file makes both fail the same way, and this process reports it.
-    producer = (ChildProducer("csvjobs.parser_process", [str(batch_id)], options.model_dump_json().encode())
+    producer = (ChildProducer("csvjobs.ingest.parser_process", [str(batch_id)], options.model_dump_json().encode())
                 if parse_in_child else None)
     try:
         return _upload(settings, options, batch_id, producer, progress)

@@ -15,10 +15,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from csvjobs import db, queue
+from csvjobs import db
 from csvjobs.config import Settings
-from csvjobs.ingest import UploadReport
+from csvjobs.ingest.upload import UploadReport
 from csvjobs.models import BatchProgress
+from csvjobs.queue import queries
 from csvjobs.users import resolve_user_id
 
 
@@ -136,8 +137,8 @@ def plain_line(p: BatchProgress) -> str:
 
 def _snapshots(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID | None) -> list[BatchProgress]:
     if batch_id is not None:
-        return [queue.batch_progress(conn, user_id, batch_id)]
-    return queue.active_batches_progress(conn, user_id)
+        return [queries.batch_progress(conn, user_id, batch_id)]
+    return queries.active_batches_progress(conn, user_id)
 
 
 def show_progress(
@@ -200,7 +201,7 @@ def _follow(
         # Waiting on NOTIFY: no busy poll. The timeout keeps rate and ETA moving and covers a lost listener.
         for _ in listener.notifies(timeout=2.0, stop_after=1):
             pass
-        snapshots = [queue.batch_progress(conn, user_id, batch) for batch in ids]
+        snapshots = [queries.batch_progress(conn, user_id, batch) for batch in ids]
         yield snapshots
         if all(p.finished for p in snapshots):
             return
@@ -211,7 +212,7 @@ def show_batches(settings: Settings, statuses: list[str] | None, *, as_json: boo
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-batches")
     with conn:
-        batches = queue.list_batches(conn, user_id, statuses)
+        batches = queries.list_batches(conn, user_id, statuses)
     if as_json:
         print(json.dumps([progress_json(p) for p in batches]))
         return

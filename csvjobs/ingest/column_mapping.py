@@ -311,9 +311,3 @@ def getter(indexes: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:
         only = indexes[0]
         return lambda values: (values[only],)
     return operator.itemgetter(*indexes)
-
-
-def trigger_text(product: dict[str, str]) -> str:
-    """The text the pipeline starts from: country, product type, size, MPN and description, empty parts skipped."""
-    parts = (product.get(k, "") for k in ("country", "product_type", "size", "mpn", "description"))
-    return " ".join(" ".join(p for p in parts if p).split())

@@ -1,4 +1,4 @@
-"""The upload's parser process: `python -m csvjobs.parser_process BATCH_ID`, with the upload's options as JSON on
+"""The upload's parser process: `python -m csvjobs.ingest.parser_process BATCH_ID`, with the upload's options as JSON on
 stdin, writes the file's COPY data to stdout in child_producer's frames. Started by ingest.upload_csv."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 import uuid
 
-from csvjobs.child_producer import serve
-from csvjobs.row_stream import UploadOptions, copy_in_child
+from csvjobs.ingest.child_producer import serve
+from csvjobs.ingest.row_stream import UploadOptions, copy_in_child
 
 
 def main() -> int:

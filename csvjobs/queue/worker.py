@@ -20,21 +20,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from csvjobs import db, queue
+from csvjobs import db
 from csvjobs.config import Settings
-from csvjobs.errors import DatabaseError
+from csvjobs.errors import DatabaseError, JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
-from csvjobs.pipeline import (
-    JobLostError,
-    PermanentError,
-    Provider,
-    ProviderAccessError,
-    RowContext,
-    TransientError,
-    load_provider,
-)
-from csvjobs.redact import redact, redact_json
-from csvjobs.storage import open_storage
+from csvjobs.providers.contract import Provider, RowContext
+from csvjobs.providers.redact import redact, redact_json
+from csvjobs.providers.registry import load_provider
+from csvjobs.queue import queries
+from csvjobs.storage.registry import open_storage
 
 T = TypeVar("T")
 # A worker's exit code when the provider refused the account, key or model: the supervisor stops the whole pool.
@@ -121,7 +115,7 @@ class Worker:
         if self._resync:
             # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
             keep = list(self._unreported)
-            await conn.execute(queue.RELEASE_SQL_KEEP, [self.config.instance_id, False, keep])
+            await conn.execute(queries.RELEASE_SQL_KEEP, [self.config.instance_id, False, keep])
             self._resync = False
         return conn
 
@@ -212,12 +206,12 @@ class Worker:
         cfg = self.config
         async with conn.transaction():
             cur = await conn.execute(
-                queue.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.claim_timeout_minutes, limit, cfg.user_id]
+                queries.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.claim_timeout_minutes, limit, cfg.user_id]
             )
-            jobs = queue.parse_claims(await cur.fetchall())
+            jobs = queries.parse_claims(await cur.fetchall())
             if jobs:
                 # This worker starts on every row it claims at once, so they are 'processing' from here on.
-                await conn.execute(queue.START_SQL, [cfg.instance_id, [job.job_id for job in jobs]])
+                await conn.execute(queries.START_SQL, [cfg.instance_id, [job.job_id for job in jobs]])
         for job in jobs:
             self._unreported[job.job_id] = job
         return jobs
@@ -314,7 +308,7 @@ class Worker:
 
     async def _checkpoint(self, job: ClaimedJob, data: dict[str, Any]) -> bool:
         async def save(conn: db.AsyncConnection) -> bool:
-            cur = await conn.execute(queue.CHECKPOINT_SQL, [job.job_id, self.config.instance_id, job.attempt,
+            cur = await conn.execute(queries.CHECKPOINT_SQL, [job.job_id, self.config.instance_id, job.attempt,
                                                             json.dumps(data)])
             row = await cur.fetchone()
             return bool(row and row["held"])
@@ -355,8 +349,8 @@ class Worker:
                     await conn.execute("SELECT write_csv_processing_logs(%s, %s::jsonb)",
                                        [self.config.instance_id, json.dumps(logs)])
                 if results:
-                    cur = await conn.execute(queue.REPORT_SQL, [self.config.instance_id,
-                                                                queue.results_json(results)])
+                    cur = await conn.execute(queries.REPORT_SQL, [self.config.instance_id,
+                                                                queries.results_json(results)])
                     rows = await cur.fetchall()
                 return rows
 
@@ -377,7 +371,7 @@ class Worker:
         cfg = self.config
 
         async def beat(conn: db.AsyncConnection) -> dict[str, Any] | None:
-            cur = await conn.execute(queue.HEARTBEAT_SQL, [
+            cur = await conn.execute(queries.HEARTBEAT_SQL, [
                 cfg.instance_id, status.value, len(self._running), self.stats.processed + self.stats.failed,
                 self.stats.failed, cfg.concurrency, cfg.user_id, cfg.batch_id, socket.gethostname(), os.getpid()])
             return await cur.fetchone()
@@ -433,7 +427,7 @@ class Worker:
             await self._flush(give_up=True)
 
             async def release(conn: db.AsyncConnection) -> None:
-                await conn.execute(queue.RELEASE_SQL_KEEP, [cfg.instance_id, False, []])
+                await conn.execute(queries.RELEASE_SQL_KEEP, [cfg.instance_id, False, []])
 
             await self._db(release, give_up=True)
             await self._heartbeat(WorkerStatus.STOPPED)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from csvjobs import db
-from csvjobs.column_mapping import trigger_text
 from csvjobs.config import Settings
 from csvjobs.errors import InputError, NotFoundError
-from csvjobs.models import ImageStyle
-from csvjobs.result_shapes import image_for, image_location, prompt_for, tags_of
-from csvjobs.storage import Storage, open_storage
+from csvjobs.models import ImageStyle, trigger_text
+from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, tags_of
+from csvjobs.storage.contract import Storage
+from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
 ExportFormat = Literal["csv", "jsonl", "html"]

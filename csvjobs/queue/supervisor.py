@@ -15,12 +15,13 @@ from types import FrameType
 
 from pydantic import BaseModel, model_validator
 
-from csvjobs import db, queue
+from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import ConfigError, InputError
-from csvjobs.pipeline import default_provider_name, load_provider
-from csvjobs.storage import open_storage
-from csvjobs.worker import EXIT_PROVIDER_REFUSED, WorkerConfig, child_main, make_instance_id, say
+from csvjobs.providers.registry import default_provider_name, load_provider
+from csvjobs.queue import queries
+from csvjobs.queue.worker import EXIT_PROVIDER_REFUSED, WorkerConfig, child_main, make_instance_id, say
+from csvjobs.storage.registry import open_storage
 
 
 class PoolOptions(BaseModel):
@@ -177,7 +178,7 @@ class Supervisor:
 
     def _release_dead(self, instance_id: str) -> None:
         try:
-            released, failed = queue.release_worker_jobs(self._service_conn(), instance_id, count_retry=True)
+            released, failed = queries.release_worker_jobs(self._service_conn(), instance_id, count_retry=True)
             if released or failed:
                 say(f"worker {instance_id}: {released} row(s) back to pending, {failed} failed past their retries")
         except Exception as exc:  # database away: the claim timeout (or cron cleanup) brings the rows back
@@ -194,7 +195,7 @@ class Supervisor:
             return
         self._last_dedicated_check = now
         try:
-            wanted = queue.batches_needing_dedicated_workers(self._service_conn(), opts.dedicated_threshold,
+            wanted = queries.batches_needing_dedicated_workers(self._service_conn(), opts.dedicated_threshold,
                                                              opts.user_id)
         except Exception as exc:
             self._conn = None

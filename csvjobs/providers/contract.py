@@ -1,0 +1,117 @@
+"""The provider contract, the stable import path for providers of your own (`--provider module:attr`): what a
+provider gets (a claimed row, storage, a step logger, checkpoints, shared rate limits), what it returns (prompts,
+images, tags) and how it fails (TransientError, PermanentError, ProviderAccessError, JobLostError)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
+from csvjobs.models import ClaimedJob, ImageStyle, trigger_text
+from csvjobs.storage.contract import Storage
+from csvjobs.storage.keys import IMAGES_BUCKET
+
+__all__ = [
+    "Checkpoint", "GeneratedImage", "GeneratedPrompts", "JobLostError", "LogStep", "PermanentError", "Provider",
+    "ProviderAccessError", "RateLimiter", "RowContext", "RowOutcome", "StylePrompt", "TransientError",
+]
+
+
+class StylePrompt(BaseModel):
+    """One image prompt and the alt text for the image it produces."""
+
+    prompt: str = Field(min_length=1)
+    alt_text: str = Field(min_length=1)
+
+
+class GeneratedPrompts(BaseModel):
+    """The prompt step's output: a prompt per style plus SEO tags."""
+
+    lifestyle_emotional: StylePrompt
+    single_white_background: StylePrompt
+    tags: list[str] = Field(min_length=1, max_length=30)
+
+    def for_style(self, style: ImageStyle) -> StylePrompt:
+        """The prompt of one style."""
+        return self.lifestyle_emotional if style is ImageStyle.LIFESTYLE_EMOTIONAL else self.single_white_background
+
+
+class GeneratedImage(BaseModel):
+    """A stored image and what made it."""
+
+    style: ImageStyle
+    storage_path: str
+    model: str
+    size: str
+    quality: str | None = None
+    bytes: int
+    sha256: str
+    revised_prompt: str | None = None
+    usage: dict[str, Any] | None = None
+    placeholder: bool = False
+
+
+class RowOutcome(BaseModel):
+    """Everything a provider produced for one row."""
+
+    trigger_text: str
+    prompts: dict[str, Any]
+    images: list[GeneratedImage]
+    tags: list[str]
+    cost_usd: float = 0.0
+    usage: dict[str, Any] | None = None
+
+
+class RateLimiter(Protocol):
+    """Shared rate limits (kept in PostgreSQL so that every worker on every machine obeys them)."""
+
+    async def acquire(self, key: str, per_minute: float) -> None:
+        """Wait until a call on key may be made."""
+        ...
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Hold every worker's calls on key for seconds (after a 429)."""
+        ...
+
+
+LogStep = Callable[[str, str, dict[str, Any]], None]
+Checkpoint = Callable[[dict[str, Any]], Awaitable[bool]]
+
+
+@dataclass
+class RowContext:
+    """What a provider may use while processing one row."""
+
+    job: ClaimedJob
+    storage: Storage
+    log: LogStep
+    save_checkpoint: Checkpoint
+    rate_limiter: RateLimiter
+
+    @property
+    def trigger_text(self) -> str:
+        """The row's trigger text (computed at upload; rebuilt from the product fields if absent)."""
+        return self.job.trigger_text or trigger_text(self.job.product)
+
+    def image_key(self, style: ImageStyle, ext: str = "png") -> tuple[str, str]:
+        """(bucket, key) for one of this row's images: csv-images/{user_id}/{batch_id}/{row}-{style}.{ext}."""
+        job = self.job
+        return IMAGES_BUCKET, f"{job.user_id}/{job.batch_id}/{job.row_number}-{style.value}.{ext}"
+
+
+class Provider(Protocol):
+    """Turns a row into its results. Implementations raise TransientError or PermanentError on failure."""
+
+    name: str
+
+    async def process(self, ctx: RowContext) -> RowOutcome:
+        """Produce trigger text, prompts, two images and tags for one row."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients and connections."""
+        ...

@@ -1,0 +1,31 @@
+"""Buckets and keys: which logical buckets exist and which keys are safe in them. Storage paths in the database are
+backend-neutral, "{bucket}/{key}", e.g. csv-images/{user_id}/{batch_id}/3-lifestyle_emotional.png; every backend
+checks keys here, so no key can leave its folder whatever the backend."""
+
+from __future__ import annotations
+
+import re
+
+UPLOADS_BUCKET = "csv-uploads"
+TEMPLATES_BUCKET = "csv-templates"
+IMAGES_BUCKET = "csv-images"
+BUCKETS = (UPLOADS_BUCKET, TEMPLATES_BUCKET, IMAGES_BUCKET)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str, default: str = "upload.csv") -> str:
+    """A file name that cannot leave its folder: no separators, no leading dots, printable ASCII, bounded length."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _UNSAFE.sub("_", base).strip("._")[:120]
+    return cleaned or default
+
+
+def check_key(bucket: str, key: str) -> list[str]:
+    """The key's parts, after refusing unknown buckets and anything that could escape a folder."""
+    if bucket not in BUCKETS:
+        raise ValueError(f"unknown bucket {bucket!r}")
+    parts = [part for part in key.split("/") if part]
+    if not parts or any(part in (".", "..") or part != safe_filename(part, "") for part in parts):
+        raise ValueError(f"unsafe storage key {key!r}")
+    return parts
