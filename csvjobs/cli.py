@@ -425,7 +425,7 @@ def logs(
 
     Example: csvjobs logs 3f0c... --level ERROR --since 1h
     """
-    from csvjobs.operate.monitoring import LogFilter, follow_logs, parse_since, read_logs
+    from csvjobs.operate.logs import LogFilter, follow_logs, parse_since, read_logs
     from csvjobs.operate.progress import print_log
 
     settings = _settings(ctx, user)
@@ -453,8 +453,8 @@ def workers(
 
     Example: csvjobs workers
     """
-    from csvjobs.operate.monitoring import list_workers
     from csvjobs.operate.progress import render_workers
+    from csvjobs.operate.workers import list_workers
 
     render_workers(out, list_workers(_settings(ctx), include_stopped=all_workers), as_json=as_json)
 
@@ -472,7 +472,7 @@ def retry(
 
     Example: csvjobs retry 3f0c... --rows 4,17
     """
-    from csvjobs.operate.monitoring import retry_rows
+    from csvjobs.operate.batch_control import retry_rows
 
     numbers = _parse_rows(rows)
     batch_id = _parse_uuid(batch, "batch")
@@ -494,7 +494,7 @@ def _parse_rows(rows: str | None) -> list[int] | None:
 
 
 def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str) -> None:
-    from csvjobs.operate.monitoring import change_state
+    from csvjobs.operate.batch_control import change_state
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None

@@ -18,6 +18,7 @@ from typing import Any
 import fasteners
 import psycopg
 import psycopg.errors
+import psycopg.sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
@@ -336,9 +337,30 @@ def service_transaction(conn: Connection) -> Iterator[Connection]:
         yield conn
 
 
+async def become_service_session(conn: AsyncConnection) -> None:
+    """Run the rest of this (worker) session as service_role."""
+    await conn.execute("SET ROLE service_role")
+
+
 def become_service_role(conn: Connection) -> None:
     """Switch the current transaction to service_role (for bulk writes after a check made as the user)."""
     conn.execute(_AS_SERVICE)
+
+
+def listen(conn: Connection, channel: str) -> None:
+    """LISTEN on a NOTIFY channel (its notifications then come from conn.notifies())."""
+    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+
+
+async def listen_async(conn: AsyncConnection, channel: str) -> None:
+    """listen() for an async connection."""
+    await conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+
+
+def server_version(conn: Connection) -> str:
+    """The server's version string, e.g. 15.19."""
+    row = conn.execute("SELECT current_setting('server_version') AS v").fetchone()
+    return str(row["v"]) if row else "?"
 
 
 def translate_error(exc: psycopg.Error) -> DatabaseError:

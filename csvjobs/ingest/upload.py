@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -143,26 +142,18 @@ def _write_batch(
     progress: ProgressCallback | None,
 ) -> int:
     from csvjobs import db
+    from csvjobs.ingest import queries
 
     assert stream.mapping is not None
     size = options.path.stat().st_size
     try:
         with db.user_transaction(conn, user_id):
             # As the user: row-level security checks that the batch is theirs.
-            conn.execute(
-                "INSERT INTO csv_batches (id, user_id, filename, original_filename, csv_headers, storage_path,"
-                " max_concurrent_jobs, column_mapping) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    batch_id,
-                    user_id,
-                    storage_path.rsplit("/", 1)[-1],
-                    options.path.name,
-                    stream.headers,
-                    storage_path,
-                    options.max_concurrent_jobs,
-                    json.dumps({"preset": stream.mapping.preset, "fields": stream.mapping.describe(),
-                                "row_data_keys": stream.mapping.row_data_keys()}),
-                ],
+            queries.create_batch(
+                conn, batch_id=batch_id, user_id=user_id, original_filename=options.path.name,
+                headers=stream.headers, storage_path=storage_path, max_concurrent_jobs=options.max_concurrent_jobs,
+                column_mapping={"preset": stream.mapping.preset, "fields": stream.mapping.describe(),
+                                "row_data_keys": stream.mapping.row_data_keys()},
             )
             # As the service role for the bulk write: COPY cannot run under row-level security, and every row
             # written here belongs to the batch just created as the user.
@@ -185,10 +176,7 @@ def _write_batch(
             count = cursor.rowcount
             if stream.error_count and not options.skip_invalid:
                 raise rejection(options.path, stream.errors, stream.error_count)
-            conn.execute(
-                "SELECT queue_csv_batch(%s::uuid, %s::integer, %s::integer)",
-                [batch_id, count, stream.skipped_rows + stream.error_count],
-            )
+            queries.queue_batch(conn, batch_id, count, stream.skipped_rows + stream.error_count)
             if progress is not None:
                 progress(size, size)
             return count

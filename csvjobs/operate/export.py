@@ -17,8 +17,9 @@ from typing import Any, Literal, TextIO
 
 from csvjobs import db
 from csvjobs.config import Settings
-from csvjobs.errors import InputError, NotFoundError
+from csvjobs.errors import InputError
 from csvjobs.models import ImageStyle, trigger_text
+from csvjobs.operate import queries
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, tags_of
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.registry import open_storage
@@ -59,20 +60,6 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
-    # A server-side cursor streams the batch, so exporting a million rows needs no more memory than ten.
-    with conn.cursor(name=f"export_{uuid.uuid4().hex[:8]}") as cursor:
-        cursor.itersize = 2000
-        cursor.execute(
-            "SELECT j.row_number, j.row_data, j.status, j.error_message, j.trigger_text, j.generated_prompts,"
-            " j.generated_images, j.generated_tags, j.cost_usd,"
-            " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
-            " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
-            " ORDER BY j.row_number", [batch_id]
-        )
-        yield from cursor
-
-
 def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path | None, out: TextIO) -> int:
     """Write every row of a batch in the chosen format to output (or out); returns the number of rows."""
     if fmt not in FORMATS:
@@ -83,10 +70,7 @@ def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path
     _target, conn = db.open_database(settings, application_name="csvjobs-export")
     storage = open_storage(settings)
     with conn, db.user_transaction(conn, user_id):
-        batch = conn.execute("SELECT id, original_filename, csv_headers FROM csv_batches WHERE id = %s",
-                             [batch_id]).fetchone()
-        if batch is None:
-            raise NotFoundError(f"no such batch: {batch_id}; `csvjobs batches` lists yours")
+        batch = queries.export_header(conn, batch_id)
         target: TextIO
         tmp: Path | None = None
         if output is None:
@@ -96,7 +80,7 @@ def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path
             target = tmp.open("w", encoding="utf-8", newline="")
         try:
             writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
-            count = writer(target, _rows(conn, batch_id), list(batch["csv_headers"]), batch, storage)
+            count = writer(target, queries.export_rows(conn, batch_id), list(batch["csv_headers"]), batch, storage)
         except BaseException:
             if tmp is not None:
                 target.close()

@@ -47,8 +47,7 @@ def database_status(settings: Settings) -> dict[str, Any]:
         status["error"] = str(exc)
         return status
     with conn:
-        row = conn.execute("SELECT current_setting('server_version') AS v").fetchone()
-        status.update(up=True, server_version=f"PostgreSQL {row['v'] if row else '?'}")
+        status.update(up=True, server_version=f"PostgreSQL {db.server_version(conn)}")
         if target.embedded:
             db.require_current_schema(conn, target)
         applied = db.applied_migrations(conn)

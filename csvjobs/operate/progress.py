@@ -19,7 +19,7 @@ from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.ingest.upload import UploadReport
 from csvjobs.models import BatchProgress
-from csvjobs.queue import queries
+from csvjobs.operate import queries
 from csvjobs.users import resolve_user_id
 
 
@@ -161,7 +161,7 @@ def show_progress(
             return
         ids = [p.batch_id for p in snapshots]
         with db.connect(target, application_name="csvjobs-progress-listen") as listener:
-            listener.execute("LISTEN csv_batch_progress")
+            db.listen(listener, queries.PROGRESS_CHANNEL)
             if console.is_terminal and not as_json:
                 with Live(progress_table(snapshots, console.width), console=console, refresh_per_second=4) as live:
                     final = snapshots

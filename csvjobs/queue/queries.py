@@ -1,4 +1,7 @@
-"""Python's side of the queue: thin calls to the SQL functions in sql/003_functions.sql, by name."""
+"""The queue's SQL call sites: claims, starts, results, checkpoints, heartbeats, releases, cleanup, outstanding
+work, step logs and rate limits, all calls by name to the functions of sql/claim.sql, results.sql, workers.sql
+and rate_limits.sql. Workers run these on their own (async) connection; the supervisor and cleanup through the
+helpers below."""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from csvjobs import db
-from csvjobs.errors import NotFoundError
-from csvjobs.models import BatchProgress, ClaimedJob, CleanupReport, JobResult
+from csvjobs.models import ClaimedJob, CleanupReport, JobResult
 
 CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid)"
 START_SQL = "SELECT start_csv_row_jobs(%s, %s::bigint[])"
@@ -20,8 +22,14 @@ HEARTBEAT_SQL = (
 )
 CHECKPOINT_SQL = "SELECT save_csv_row_job_checkpoint(%s::bigint, %s, %s::integer, %s::jsonb) AS held"
 RELEASE_SQL_KEEP = "SELECT * FROM release_csv_worker_jobs(%s, %s, %s::bigint[])"
-PROGRESS_SQL = "SELECT * FROM get_csv_batch_progress(%s::uuid)"
 CLEANUP_SQL = "SELECT * FROM cleanup_stale_csv_workers(%s::numeric)"
+OUTSTANDING_SQL = "SELECT csv_outstanding_jobs(%s::uuid, %s::uuid) AS n"
+WRITE_LOGS_SQL = "SELECT write_csv_processing_logs(%s, %s::jsonb)"
+ACQUIRE_RATE_SQL = "SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v"
+PAUSE_REMAINING_SQL = "SELECT csv_rate_limit_pause_remaining(%s) AS v"
+PAUSE_RATE_SQL = "SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v"
+# NOTIFY channel of new and released jobs (sql/upload.sql, results.sql, batch_control.sql): idle workers wake on it.
+JOBS_CHANNEL = "csv_row_jobs"
 
 
 def results_json(results: Sequence[JobResult]) -> str:
@@ -34,40 +42,12 @@ def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
     return [ClaimedJob.model_validate(row) for row in rows]
 
 
-def batch_progress(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> BatchProgress:
-    """get_csv_batch_progress as the user; another user's batch is "no such batch"."""
-    with db.user_transaction(conn, user_id):
-        row = conn.execute(PROGRESS_SQL, [batch_id]).fetchone()
-    if row is None:
-        raise NotFoundError(f"no such batch: {batch_id}; `csvjobs batches` lists yours")
-    return BatchProgress.model_validate(row)
-
-
 def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> CleanupReport:
     """cleanup_stale_csv_workers as the service role."""
     with db.service_transaction(conn):
         row = conn.execute(CLEANUP_SQL, [timeout_minutes]).fetchone()
     assert row is not None
     return CleanupReport.model_validate(row)
-
-
-def active_batches_progress(conn: db.Connection, user_id: uuid.UUID) -> list[BatchProgress]:
-    """Progress of the user's batches that are not finished, oldest first."""
-    return list(reversed(list_batches(conn, user_id, ["uploaded", "queued", "processing", "paused"])))
-
-
-def list_batches(
-    conn: db.Connection, user_id: uuid.UUID, statuses: list[str] | None = None, limit: int = 1000
-) -> list[BatchProgress]:
-    """The user's batches with their progress, newest first (row-level security picks the user's own)."""
-    with db.user_transaction(conn, user_id):
-        rows = conn.execute(
-            "SELECT p.* FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
-            " WHERE %s::text[] IS NULL OR b.status = ANY (%s::text[])"
-            " ORDER BY b.created_at DESC, b.id LIMIT %s",
-            [statuses, statuses, limit],
-        ).fetchall()
-    return [BatchProgress.model_validate(row) for row in rows]
 
 
 def release_worker_jobs(conn: db.Connection, worker_id: str, count_retry: bool) -> tuple[int, int]:

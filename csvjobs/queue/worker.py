@@ -28,6 +28,7 @@ from csvjobs.providers.contract import Provider, RowContext
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.providers.registry import load_provider
 from csvjobs.queue import queries
+from csvjobs.queue.rate_limits import DatabaseRateLimiter
 from csvjobs.storage.registry import open_storage
 
 T = TypeVar("T")
@@ -111,7 +112,7 @@ class Worker:
 
     async def _connect(self) -> db.AsyncConnection:
         conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker")
-        await conn.execute("SET ROLE service_role")
+        await db.become_service_session(conn)
         if self._resync:
             # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
             keep = list(self._unreported)
@@ -217,8 +218,7 @@ class Worker:
         return jobs
 
     async def _outstanding(self, conn: db.AsyncConnection) -> int:
-        cur = await conn.execute("SELECT csv_outstanding_jobs(%s::uuid, %s::uuid) AS n", [self.config.batch_id,
-                                                                               self.config.user_id])
+        cur = await conn.execute(queries.OUTSTANDING_SQL, [self.config.batch_id, self.config.user_id])
         row = await cur.fetchone()
         return int(row["n"]) if row else 0
 
@@ -232,7 +232,7 @@ class Worker:
         started = time.monotonic()
         ctx = RowContext(job=job, storage=self._storage, log=self._step_logger(job),
                          save_checkpoint=lambda data: self._checkpoint(job, data),
-                         rate_limiter=DatabaseRateLimiter(self))
+                         rate_limiter=DatabaseRateLimiter(self._db))
         result: JobResult
         try:
             outcome = await self._with_retries(ctx)
@@ -346,8 +346,7 @@ class Worker:
                 rows: list[dict[str, Any]] = []
                 # Step logs first: they happened before the results, and log ids are the order of events.
                 if logs:
-                    await conn.execute("SELECT write_csv_processing_logs(%s, %s::jsonb)",
-                                       [self.config.instance_id, json.dumps(logs)])
+                    await conn.execute(queries.WRITE_LOGS_SQL, [self.config.instance_id, json.dumps(logs)])
                 if results:
                     cur = await conn.execute(queries.REPORT_SQL, [self.config.instance_id,
                                                                 queries.results_json(results)])
@@ -392,12 +391,12 @@ class Worker:
             await self._heartbeat(status)
 
     async def _listen_loop(self) -> None:
-        """Wake the claim loop on NOTIFY csv_row_jobs (new or released jobs), so idle workers never poll hard."""
+        """Wake the claim loop on NOTIFY of new or released jobs, so idle workers never poll hard."""
         while True:
             try:
                 conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker-listen")
                 async with conn:
-                    await conn.execute("LISTEN csv_row_jobs")
+                    await db.listen_async(conn, queries.JOBS_CHANNEL)
                     self._wake.set()  # something may have arrived while we were not listening
                     async for _ in conn.notifies():
                         self._wake.set()
@@ -439,36 +438,6 @@ class Worker:
                 await self.provider.aclose()
             if self._conn is not None:
                 await self._conn.close()
-
-
-class DatabaseRateLimiter:
-    """Rate limits kept in PostgreSQL (acquire_csv_rate_limit), shared by every worker on every machine."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    async def _scalar(self, sql: str, params: list[Any]) -> float:
-        async def run(conn: db.AsyncConnection) -> float:
-            cur = await conn.execute(sql, params)
-            row = await cur.fetchone()
-            return float(row["v"]) if row and row["v"] is not None else 0.0
-
-        return await self.worker._db(run)
-
-    async def acquire(self, key: str, per_minute: float) -> None:
-        """Reserve a slot and wait for it; a pause that began meanwhile (a 429 elsewhere) holds us too."""
-        while True:
-            wait = await self._scalar("SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v", [key, per_minute])
-            if wait > 0:
-                await asyncio.sleep(wait)
-            paused = await self._scalar("SELECT csv_rate_limit_pause_remaining(%s) AS v", [key])
-            if paused <= 0:
-                return
-            await asyncio.sleep(paused)
-
-    async def pause(self, key: str, seconds: float) -> None:
-        """Hold every worker's calls on key."""
-        await self._scalar("SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v", [key, seconds])
 
 
 def run_worker(config: WorkerConfig, on_fatal: Callable[[str], None] | None = None) -> int:

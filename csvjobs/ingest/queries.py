@@ -1,0 +1,35 @@
+"""The upload's SQL call sites: create the batch as the user, then queue it (sql/upload.sql). The COPY statement
+itself stays beside the binary encoding it must agree with (copy_encoding.COPY_SQL)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from csvjobs import db
+
+
+def create_batch(
+    conn: db.Connection,
+    *,
+    batch_id: uuid.UUID,
+    user_id: uuid.UUID,
+    original_filename: str,
+    headers: list[str],
+    storage_path: str,
+    max_concurrent_jobs: int,
+    column_mapping: dict[str, Any],
+) -> None:
+    """INSERT the batch; run as the user, so that row-level security checks that it is theirs."""
+    conn.execute(
+        "INSERT INTO csv_batches (id, user_id, filename, original_filename, csv_headers, storage_path,"
+        " max_concurrent_jobs, column_mapping) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [batch_id, user_id, storage_path.rsplit("/", 1)[-1], original_filename, headers, storage_path,
+         max_concurrent_jobs, json.dumps(column_mapping)],
+    )
+
+
+def queue_batch(conn: db.Connection, batch_id: uuid.UUID, total_rows: int, skipped_rows: int) -> None:
+    """queue_csv_batch: record the row count and queue the batch (or complete it when it has no rows)."""
+    conn.execute("SELECT queue_csv_batch(%s::uuid, %s::integer, %s::integer)", [batch_id, total_rows, skipped_rows])

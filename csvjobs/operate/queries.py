@@ -1,0 +1,155 @@
+"""The SQL call sites of operating csvjobs: progress, batch lists, logs, worker health, batch control and export.
+User-facing reads run as the user (row-level security decides what they see); every call names a function of
+sql/progress.sql, workers.sql and batch_control.sql, or reads a table the policies of security.sql filter."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from csvjobs import db
+from csvjobs.errors import InputError, NotFoundError
+from csvjobs.models import BatchProgress
+
+PROGRESS_SQL = "SELECT * FROM get_csv_batch_progress(%s::uuid)"
+# NOTIFY channels: batch counters changed (results.sql, batch_control.sql); log rows written (tables.sql).
+PROGRESS_CHANNEL = "csv_batch_progress"
+LOGS_CHANNEL = "csv_processing_logs"
+NO_SUCH_BATCH = "P0002"  # no_data_found, raised by csv_lock_owned_batch for another user's batch too
+
+
+def no_such_batch(batch_id: uuid.UUID) -> NotFoundError:
+    """The one answer for a batch that does not exist and for another user's batch."""
+    return NotFoundError(f"no such batch: {batch_id}; `csvjobs batches` lists yours")
+
+
+def batch_progress(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> BatchProgress:
+    """get_csv_batch_progress as the user; another user's batch is "no such batch"."""
+    with db.user_transaction(conn, user_id):
+        row = conn.execute(PROGRESS_SQL, [batch_id]).fetchone()
+    if row is None:
+        raise no_such_batch(batch_id)
+    return BatchProgress.model_validate(row)
+
+
+def active_batches_progress(conn: db.Connection, user_id: uuid.UUID) -> list[BatchProgress]:
+    """Progress of the user's batches that are not finished, oldest first."""
+    return list(reversed(list_batches(conn, user_id, ["uploaded", "queued", "processing", "paused"])))
+
+
+def list_batches(
+    conn: db.Connection, user_id: uuid.UUID, statuses: list[str] | None = None, limit: int = 1000
+) -> list[BatchProgress]:
+    """The user's batches with their progress, newest first (row-level security picks the user's own)."""
+    with db.user_transaction(conn, user_id):
+        rows = conn.execute(
+            "SELECT p.* FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
+            " WHERE %s::text[] IS NULL OR b.status = ANY (%s::text[])"
+            " ORDER BY b.created_at DESC, b.id LIMIT %s",
+            [statuses, statuses, limit],
+        ).fetchall()
+    return [BatchProgress.model_validate(row) for row in rows]
+
+
+def require_batch(conn: db.Connection, batch_id: uuid.UUID | None) -> None:
+    """Raise "no such batch" unless the current user can see batch_id (None: no batch asked for)."""
+    if batch_id is not None and conn.execute("SELECT 1 FROM csv_batches WHERE id = %s", [batch_id]).fetchone() is None:
+        raise no_such_batch(batch_id)
+
+
+_LOGS_SQL = (
+    "SELECT id, created_at, log_level, operation, message, batch_id, row_number, worker_instance, details"
+    " FROM csv_processing_logs"
+    " WHERE (%(batch)s::uuid IS NULL OR batch_id = %(batch)s::uuid)"
+    " AND log_level = ANY (%(levels)s::text[])"
+    " AND (%(operation)s::text IS NULL OR operation = %(operation)s::text)"
+    " AND (%(row)s::integer IS NULL OR row_number = %(row)s::integer)"
+    " AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)"
+    " AND id > %(after)s"
+    " ORDER BY id DESC LIMIT %(limit)s"
+)
+
+
+def log_rows(
+    conn: db.Connection,
+    user_id: uuid.UUID,
+    *,
+    batch_id: uuid.UUID | None,
+    levels: list[str],
+    operation: str | None,
+    row: int | None,
+    since: timedelta | None,
+    after: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The user's newest matching log rows after id `after`, oldest first (ids are the order of writing)."""
+    params = {"batch": batch_id, "levels": levels, "operation": operation, "row": row, "since": since,
+              "after": after, "limit": limit}
+    with db.user_transaction(conn, user_id):
+        require_batch(conn, batch_id)
+        rows = conn.execute(_LOGS_SQL, params).fetchall()
+    return list(reversed(rows))
+
+
+def worker_rows(conn: db.Connection, user_id: uuid.UUID, stale_seconds: float,
+                include_stopped: bool) -> list[dict[str, Any]]:
+    """Registered workers, live first, through get_csv_workers(): whom a dedicated worker serves shows only to the
+    owner of that batch (and the service role)."""
+    with db.user_transaction(conn, user_id):
+        return conn.execute(
+            "SELECT instance_id, status, hostname, pid, last_heartbeat,"
+            " extract(epoch FROM now() - last_heartbeat)::float AS seconds_since_heartbeat, current_job_count,"
+            " total_jobs_processed, total_jobs_failed, batch_id, user_id,"
+            " status <> 'stopped' AND now() - last_heartbeat > make_interval(secs => %s) AS stale"
+            " FROM get_csv_workers(%s) LIMIT 500",
+            [stale_seconds, include_stopped],
+        ).fetchall()
+
+
+def _batch_call(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, sql: str,
+                params: list[Any]) -> Any:
+    try:
+        with db.user_transaction(conn, user_id):
+            row = conn.execute(sql, params).fetchone()
+    except db.PsycopgError as exc:
+        if exc.sqlstate == NO_SUCH_BATCH:
+            raise no_such_batch(batch_id) from exc
+        raise InputError(db.first_line(exc)) from exc
+    return row["v"] if row else None
+
+
+def retry_batch_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int] | None) -> int:
+    """retry_csv_batch_rows as the user: failed rows back to pending; how many."""
+    return int(_batch_call(conn, user_id, batch_id, "SELECT retry_csv_batch_rows(%s, %s::integer[]) AS v",
+                           [batch_id, rows]))
+
+
+def set_batch_state(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, action: str) -> str:
+    """set_csv_batch_state as the user (cancel, pause, resume); the new status."""
+    return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_state(%s, %s) AS v", [batch_id, action]))
+
+
+def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:
+    """The batch's id, file name and headers, in the caller's (user) transaction."""
+    batch = conn.execute("SELECT id, original_filename, csv_headers FROM csv_batches WHERE id = %s",
+                         [batch_id]).fetchone()
+    if batch is None:
+        raise no_such_batch(batch_id)
+    return batch
+
+
+def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, Any]]:
+    """Every row of the batch in row order, with its whole product, streamed."""
+    # A server-side cursor streams the batch, so exporting a million rows needs no more memory than ten.
+    with conn.cursor(name=f"export_{uuid.uuid4().hex[:8]}") as cursor:
+        cursor.itersize = 2000
+        cursor.execute(
+            "SELECT j.row_number, j.row_data, j.status, j.error_message, j.trigger_text, j.generated_prompts,"
+            " j.generated_images, j.generated_tags, j.cost_usd,"
+            " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
+            " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
+            " ORDER BY j.row_number", [batch_id]
+        )
+        yield from cursor

