@@ -51,7 +51,7 @@ def _settings(ctx: typer.Context, user: str | None = None, **overrides: Any) -> 
         )
     except CsvJobsError:
         raise
-    except Exception as exc:  # pydantic's ValidationError for a malformed environment variable
+    except Exception as exc:  # pydantic's ValidationError for a bad option or environment variable
         raise InputError(f"invalid setting: {_first_error(exc)}") from exc
 
 
@@ -60,7 +60,8 @@ def _first_error(exc: Exception) -> str:
     if callable(errors):
         first = errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        message = str(first.get("msg")).removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
     return str(exc).splitlines()[0]
 
 
@@ -208,8 +209,10 @@ def batches(
 def cleanup(
     ctx: typer.Context,
     timeout_minutes: Annotated[
-        float, typer.Option(min=0, help="Workers silent this long are stopped and their rows released.")
-    ] = 5,
+        float | None,
+        typer.Option(min=0, help="Workers silent this long are stopped and their rows released (default 5, "
+                     "CSVJOBS_CLAIM_TIMEOUT_MINUTES)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Free rows held by dead workers (run it from cron).
@@ -218,7 +221,8 @@ def cleanup(
     """
     from csvjobs.operate.maintenance import run_cleanup
 
-    report = run_cleanup(_settings(ctx), timeout_minutes)
+    settings = _settings(ctx)
+    report = run_cleanup(settings, settings.claim_timeout_minutes if timeout_minutes is None else timeout_minutes)
     if as_json:
         _print_json(report.model_dump())
         return
@@ -337,7 +341,9 @@ def template(
 @app.command()
 def work(
     ctx: typer.Context,
-    concurrency: Annotated[int, typer.Option(min=1, help="Rows in flight at once across the pool.")] = 4,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Rows in flight at once across the pool (default 4, CSVJOBS_CONCURRENCY).")
+    ] = None,
     processes: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: min(concurrency, CPU count)).")
     ] = None,
@@ -349,15 +355,17 @@ def work(
         typer.Option(help="openai, offline, noop[:SECONDS] or module:attribute (default: openai with a key)."),
     ] = None,
     dedicated_threshold: Annotated[
-        int, typer.Option(min=0, help="Batches with more rows than this get a dedicated worker.")
-    ] = 20,
-    max_dedicated: Annotated[int, typer.Option(min=0, help="At most this many dedicated workers.")] = 2,
+        int | None, typer.Option(min=0, help="Batches with more rows than this get a dedicated worker (default 20).")
+    ] = None,
+    max_dedicated: Annotated[
+        int | None, typer.Option(min=0, help="At most this many dedicated workers (default 2).")
+    ] = None,
     claim_timeout: Annotated[
-        float, typer.Option(min=0.01, help="Minutes before a silent worker's rows are taken back.")
-    ] = 5.0,
+        float | None, typer.Option(min=0.01, help="Minutes before a silent worker's rows are taken back (default 5).")
+    ] = None,
     grace_period: Annotated[
-        float, typer.Option(min=0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM.")
-    ] = 30.0,
+        float | None, typer.Option(min=0, help="Seconds rows in flight get to finish after Ctrl-C (default 30).")
+    ] = None,
     api_key: Annotated[
         str | None,
         typer.Option("--api-key", help="OpenAI API key (default: OPENAI_API_KEY); never logged.", show_default=False),
@@ -373,7 +381,7 @@ def work(
         str | None, typer.Option(help="low, medium, high, xhigh, max or auto (CSVJOBS_IMAGE_QUALITY).")
     ] = None,
 ) -> None:
-    """Process row jobs with a pool of worker processes.
+    """Process row jobs with a pool of worker processes. Every option also has a CSVJOBS_* setting.
 
     Example: csvjobs work --concurrency 4 --until-done
     """
@@ -388,22 +396,19 @@ def work(
         ipm=ipm,
         image_size=image_size,
         image_quality=image_quality,
+        concurrency=concurrency,
+        processes=processes,
+        dedicated_threshold=dedicated_threshold,
+        max_dedicated=max_dedicated,
+        claim_timeout_minutes=claim_timeout,
+        grace_seconds=grace_period,
     )
-    try:
-        options = PoolOptions(
-            concurrency=concurrency,
-            processes=processes,
-            batch_id=_parse_uuid(batch, "--batch"),
-            user_id=_parse_uuid(user, "--user"),
-            until_done=until_done,
-            provider=provider,
-            dedicated_threshold=dedicated_threshold,
-            max_dedicated=max_dedicated,
-            claim_timeout_minutes=claim_timeout,
-            grace_seconds=grace_period,
-        )
-    except ValueError as exc:
-        raise InputError(_first_error(exc)) from exc
+    options = PoolOptions(
+        batch_id=_parse_uuid(batch, "--batch"),
+        user_id=_parse_uuid(user, "--user"),
+        until_done=until_done,
+        provider=provider,
+    )
     code = run_pool(settings, options)
     raise typer.Exit(code)
 

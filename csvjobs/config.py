@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,6 +56,33 @@ class Settings(BaseSettings):
     s3_bucket: str | None = None
     s3_region: str | None = None
     s3_addressing_style: str = "auto"
+
+    # The worker pool: one place for every default (`csvjobs work` options override them, CSVJOBS_* variables
+    # set them). The SQL functions keep their own defaults only for callers that name none (the contract's
+    # single-job calls): 5 minutes, as claim_timeout_minutes here.
+    concurrency: int = Field(default=4, ge=1)
+    processes: int | None = Field(default=None, ge=1)
+    dedicated_threshold: int = Field(default=20, ge=0)
+    max_dedicated: int = Field(default=2, ge=0)
+    claim_timeout_minutes: float = Field(default=5.0, gt=0)
+    grace_seconds: float = Field(default=30.0, ge=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    poll_seconds: float = Field(default=10.0, gt=0)
+    # A row's transient failures (timeouts, 429, 5xx) are retried this many times in all, with exponential backoff
+    # and full jitter between backoff_base_seconds and backoff_cap_seconds, before the row is put back for later.
+    transient_attempts: int = Field(default=4, ge=1)
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_cap_seconds: float = Field(default=30.0, gt=0)
+    # Results are reported in sets: up to this many at once, waiting this long for more rows to finish.
+    report_batch_size: int = Field(default=32, ge=1)
+    report_delay_seconds: float = Field(default=0.02, ge=0)
+
+    @model_validator(mode="after")
+    def _pool(self) -> Settings:
+        if self.processes is not None and self.processes > self.concurrency:
+            raise ValueError(f"--processes {self.processes} (CSVJOBS_PROCESSES) must not exceed --concurrency "
+                             f"{self.concurrency} (CSVJOBS_CONCURRENCY): each process runs at least one row")
+        return self
 
     @field_validator("image_quality")
     @classmethod

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from types import FrameType
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel
 
 from csvjobs import db
 from csvjobs.config import Settings
@@ -25,29 +25,12 @@ from csvjobs.storage.registry import open_storage
 
 
 class PoolOptions(BaseModel):
-    """What `csvjobs work` was asked to do."""
+    """What one `csvjobs work` run is for; how (concurrency, processes, timings) comes from Settings."""
 
-    concurrency: int = 4
-    processes: int | None = None
     batch_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = None
     until_done: bool = False
     provider: str | None = None
-    dedicated_threshold: int = 20
-    max_dedicated: int = 2
-    claim_timeout_minutes: float = 5.0
-    grace_seconds: float = 30.0
-    heartbeat_seconds: float = 5.0
-
-    @model_validator(mode="after")
-    def _check(self) -> PoolOptions:
-        if self.concurrency < 1:
-            raise ValueError("--concurrency must be at least 1")
-        if self.processes is not None and not 1 <= self.processes <= self.concurrency:
-            raise ValueError("--processes must be between 1 and --concurrency")
-        if self.claim_timeout_minutes <= 0:
-            raise ValueError("--claim-timeout must be more than 0 minutes")
-        return self
 
 
 def split_concurrency(total: int, processes: int) -> list[int]:
@@ -116,17 +99,14 @@ class Supervisor:
             user_id=opts.user_id,
             until_done=until_done,
             provider=opts.provider or default_provider_name(self.settings),
-            claim_timeout_minutes=opts.claim_timeout_minutes,
-            grace_seconds=opts.grace_seconds,
-            heartbeat_seconds=opts.heartbeat_seconds,
             parent_pid=os.getpid(),
         )
 
     def start(self) -> None:
         """Start the global workers (or the workers of the one batch asked for)."""
         opts = self.options
-        processes = opts.processes or max(1, min(opts.concurrency, os.cpu_count() or 1))
-        for share in split_concurrency(opts.concurrency, processes):
+        processes = self.settings.processes or max(1, min(self.settings.concurrency, os.cpu_count() or 1))
+        for share in split_concurrency(self.settings.concurrency, processes):
             child = _Child(self._config(share, opts.batch_id, opts.until_done))
             self.children.append(child)
             self._spawn(child)
@@ -189,13 +169,13 @@ class Supervisor:
     def _start_dedicated(self) -> None:
         opts = self.options
         now = time.monotonic()
-        if opts.batch_id is not None or opts.max_dedicated <= 0 or self.stop_requests:
+        if opts.batch_id is not None or self.settings.max_dedicated <= 0 or self.stop_requests:
             return
         if now - self._last_dedicated_check < self.DEDICATED_CHECK_SECONDS:
             return
         self._last_dedicated_check = now
         try:
-            wanted = queries.batches_needing_dedicated_workers(self._service_conn(), opts.dedicated_threshold,
+            wanted = queries.batches_needing_dedicated_workers(self._service_conn(), self.settings.dedicated_threshold,
                                                              opts.user_id)
         except Exception as exc:
             self._conn = None
@@ -203,13 +183,13 @@ class Supervisor:
             return
         active = {c.config.batch_id for c in self.children if c.dedicated and not c.finished}
         for batch in wanted:
-            if len(active) >= opts.max_dedicated:
+            if len(active) >= self.settings.max_dedicated:
                 break
             if batch["batch_id"] in active:
                 continue
             # A batch's max_concurrent_jobs is its owner's request; the operator's --concurrency caps it, so the
             # pool never has more than concurrency x (max_dedicated + 1) rows in flight.
-            share = max(1, min(int(batch["max_concurrent_jobs"]), opts.concurrency))
+            share = max(1, min(int(batch["max_concurrent_jobs"]), self.settings.concurrency))
             child = _Child(self._config(share, batch["batch_id"], True), dedicated=True)
             self.children.append(child)
             self._spawn(child)

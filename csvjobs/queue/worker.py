@@ -37,7 +37,7 @@ EXIT_PROVIDER_REFUSED = 4
 
 
 class WorkerConfig(BaseModel):
-    """Everything a worker process needs; pickled to the child process."""
+    """What one worker process is to do (its timings and limits come from settings); pickled to the child."""
 
     database_url: str
     settings: Settings
@@ -48,15 +48,6 @@ class WorkerConfig(BaseModel):
     user_id: uuid.UUID | None = None
     until_done: bool = False
     provider: str = "offline"
-    claim_timeout_minutes: float = 5.0
-    heartbeat_seconds: float = 5.0
-    poll_seconds: float = 10.0
-    grace_seconds: float = 30.0
-    report_batch_size: int = 32
-    report_delay_seconds: float = 0.02
-    transient_attempts: int = 4
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 30.0
     parent_pid: int | None = None
 
 
@@ -139,7 +130,7 @@ class Worker:
                     self._resync = True
                 if give_up and attempt >= 2:
                     raise
-                delay = min(self.config.backoff_cap_seconds, 0.5 * 2**attempt)
+                delay = min(self.config.settings.backoff_cap_seconds, 0.5 * 2**attempt)
                 say(f"worker {self.config.instance_id}: database unavailable ({db.first_line(exc)}); "
                     f"retrying in {delay:.1f}s")
                 attempt += 1
@@ -186,7 +177,7 @@ class Worker:
             self._wake.clear()
             free = cfg.concurrency - len(self._running)
             if free <= 0:
-                await self._wait(cfg.poll_seconds)
+                await self._wait(cfg.settings.poll_seconds)
                 continue
             rows = await self._db(functools.partial(self._claim, limit=free))
             for job in rows:
@@ -197,7 +188,7 @@ class Worker:
                 outstanding = await self._db(self._outstanding)
                 if outstanding == 0:
                     return
-            await self._wait(cfg.poll_seconds if not cfg.until_done else min(cfg.poll_seconds, 1.0))
+            await self._wait(cfg.settings.poll_seconds if not cfg.until_done else min(cfg.settings.poll_seconds, 1.0))
 
     async def _wait(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -207,7 +198,8 @@ class Worker:
         cfg = self.config
         async with conn.transaction():
             cur = await conn.execute(
-                queries.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.claim_timeout_minutes, limit, cfg.user_id]
+                queries.CLAIM_SQL,
+                [cfg.instance_id, cfg.batch_id, cfg.settings.claim_timeout_minutes, limit, cfg.user_id],
             )
             jobs = queries.parse_claims(await cur.fetchall())
             if jobs:
@@ -280,13 +272,14 @@ class Worker:
     async def _with_retries(self, ctx: RowContext) -> Any:
         assert self.provider is not None
         cfg = self.config
-        for attempt in range(cfg.transient_attempts):
+        for attempt in range(cfg.settings.transient_attempts):
             try:
                 return await self.provider.process(ctx)
             except TransientError as exc:
-                if attempt + 1 >= cfg.transient_attempts or self._hard_stop.is_set():
+                if attempt + 1 >= cfg.settings.transient_attempts or self._hard_stop.is_set():
                     raise
-                delay = backoff_delay(attempt, cfg.backoff_base_seconds, cfg.backoff_cap_seconds, exc.retry_after)
+                delay = backoff_delay(attempt, cfg.settings.backoff_base_seconds, cfg.settings.backoff_cap_seconds,
+                                      exc.retry_after)
                 ctx.log("transient_error", f"{exc}; retrying in {delay:.1f}s",
                         {"attempt": attempt + 1, "retry_after": exc.retry_after})
                 await asyncio.sleep(delay)
@@ -325,9 +318,9 @@ class Worker:
         while True:
             await self._report_now.wait()
             self._report_now.clear()
-            if len(self._results) < self.config.report_batch_size and self._running:
+            if len(self._results) < self.config.settings.report_batch_size and self._running:
                 # Let a few more rows finish so that one transaction reports several (fewer batch-row updates).
-                await asyncio.sleep(self.config.report_delay_seconds)
+                await asyncio.sleep(self.config.settings.report_delay_seconds)
             try:
                 await self._flush()
             except Exception as exc:  # a bug, not an outage (_db rides those out): keep the results, try again
@@ -382,7 +375,7 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.heartbeat_seconds)
+            await asyncio.sleep(self.config.settings.heartbeat_seconds)
             parent = self.config.parent_pid
             if parent is not None and os.getppid() != parent:
                 say(f"worker {self.config.instance_id}: the supervisor is gone; stopping")
@@ -410,7 +403,8 @@ class Worker:
     async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
         cfg = self.config
         if self._running:
-            waiting = asyncio.ensure_future(asyncio.wait(list(self._running.values()), timeout=cfg.grace_seconds))
+            waiting = asyncio.ensure_future(asyncio.wait(list(self._running.values()),
+                                                         timeout=cfg.settings.grace_seconds))
             hard = asyncio.ensure_future(self._hard_stop.wait())
             await asyncio.wait([waiting, hard], return_when=asyncio.FIRST_COMPLETED)
             waiting.cancel()
