@@ -110,7 +110,7 @@ BEGIN
               'pause_csv_rate_limit', 'csv_rate_limit_pause_remaining', 'csv_lock_owned_batch',
               'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
               'csv_delete_jobs_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
-              'start_csv_row_jobs', 'get_csv_workers'])
+              'start_csv_row_jobs', 'get_csv_workers', 'csv_batch_has_pending_jobs'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -121,6 +121,7 @@ GRANT EXECUTE ON FUNCTION
     csv_add_batch_results(uuid, integer, integer, numeric),
     csv_release_jobs(bigint[], boolean, text),
     csv_reclaim_timed_out_jobs(numeric),
+    csv_batch_has_pending_jobs(uuid),
     claim_csv_row_jobs(text, uuid, numeric, integer, uuid),
     claim_next_csv_row_job(text, uuid, numeric),
     update_csv_row_job_results(text, jsonb),

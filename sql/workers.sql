@@ -153,7 +153,7 @@ LANGUAGE sql STABLE AS $$
           AND (p_user_id IS NULL OR b.user_id = p_user_id)
           AND (
               (b.status IN ('queued', 'processing')
-               AND EXISTS (SELECT 1 FROM csv_row_jobs p WHERE p.batch_id = b.id AND p.status = 'pending'))
+               AND csv_batch_has_pending_jobs(b.id))
               OR EXISTS (SELECT 1 FROM csv_row_jobs f
                          WHERE f.batch_id = b.id AND f.status IN ('claimed', 'processing')))
     ) t;
@@ -169,7 +169,7 @@ LANGUAGE sql STABLE AS $$
     WHERE b.status IN ('queued', 'processing')
       AND b.total_rows > p_threshold
       AND (p_user_id IS NULL OR b.user_id = p_user_id)
-      AND EXISTS (SELECT 1 FROM csv_row_jobs p WHERE p.batch_id = b.id AND p.status = 'pending')
+      AND csv_batch_has_pending_jobs(b.id)
     ORDER BY b.created_at, b.id;
 $$;
 

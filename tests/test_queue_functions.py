@@ -271,22 +271,29 @@ def test_state_changes_are_logged_and_notified(database_url: str, conn: psycopg.
     assert ops == ["batch_started", "row_completed", "batch_completed"]
 
 
-def test_claim_uses_the_pending_index(conn: psycopg.Connection) -> None:
-    """EXPLAIN proves the claim's pick query reads the partial pending index in its order, not the whole table, even
-    with statistics that still say every row is pending (which once made the planner walk the primary key)."""
+def test_a_real_claim_reads_the_pending_index_not_the_table(conn: psycopg.Connection) -> None:
+    """A real claim (the function, not a copy of its query) reads the partial pending index and never scans the
+    table or walks the primary key over finished rows, even with statistics that still say every row is pending
+    (which once made the planner walk the primary key from the start). Counted by the server's own per-transaction
+    scan statistics around the call."""
     batch = make_batch(conn, 20_000)
     # Statistics taken while every row was pending, as right after an upload; then most rows finish.
     conn.execute("ANALYZE csv_row_jobs")
     conn.execute("UPDATE csv_row_jobs SET status = 'completed', completed_at = now() WHERE row_number <= 19000")
-    plan = conn.execute(
-        "EXPLAIN (FORMAT JSON) SELECT j.id FROM csv_row_jobs j WHERE j.batch_id = %s AND j.status = 'pending'"
-        " ORDER BY j.id + 0 LIMIT 5 FOR UPDATE SKIP LOCKED", [batch]
-    ).fetchone()
-    assert plan is not None
-    text = json.dumps(plan)
-    assert "csv_row_jobs_pending_idx" in text
-    assert "Seq Scan" not in text
-    assert '"Node Type": "Sort"' not in text
+    counters = (
+        "SELECT pg_stat_get_xact_numscans('csv_row_jobs'::regclass) AS table_scans,"
+        " pg_stat_get_xact_numscans('csv_row_jobs_pending_idx'::regclass) AS pending_scans,"
+        " pg_stat_get_xact_tuples_returned('csv_row_jobs_pkey'::regclass) AS pkey_entries"
+    )
+    with conn.transaction():
+        before = conn.execute(counters).fetchone()
+        jobs = claim(conn, "w", limit=5, batch_id=batch)
+        after = conn.execute(counters).fetchone()
+    assert before is not None and after is not None
+    assert [j["row_number"] for j in jobs] == [19001, 19002, 19003, 19004, 19005]
+    assert after["table_scans"] == before["table_scans"], "the claim scanned csv_row_jobs sequentially"
+    assert after["pending_scans"] > before["pending_scans"], "the claim did not use csv_row_jobs_pending_idx"
+    assert after["pkey_entries"] - before["pkey_entries"] < 100, "the claim walked the primary key"
 
 
 # The single-call contract, exactly as its design document writes the calls.

@@ -1,0 +1,178 @@
+-- 011: claims read the pending index even with statistics that say every row is pending. The batch checks of the
+-- claim, of --until-done and of the dedicated-worker choice were EXISTS subqueries, which the planner answered by
+-- scanning csv_row_jobs from the start (a semi join stops at the first pending row, and with fresh-upload
+-- statistics it expects that row at once), so a half-finished big batch cost a scan over its finished rows on
+-- every claim. They now share csv_batch_has_pending_jobs(), which reads the pending index in its order.
+
+-- Does the batch have a pending job? Read from the pending index in its order: with statistics taken right after
+-- an upload (every row pending), an EXISTS lets the planner scan the table from the start instead, stepping over
+-- every finished row of a big batch on every claim (tests/test_queue_functions.py counts the scans). A scalar
+-- subquery, because PostgreSQL drops ORDER BY and LIMIT inside EXISTS.
+CREATE OR REPLACE FUNCTION csv_batch_has_pending_jobs(p_batch_id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT p.id + 0 FROM csv_row_jobs p WHERE p.batch_id = p_batch_id AND p.status = 'pending'
+            ORDER BY p.id + 0 LIMIT 1) IS NOT NULL;
+$$;
+
+-- Claim up to p_limit pending jobs for a worker, fairly across batches: slots go one by one to the batch with
+-- the fewest jobs in flight (counting the slots already given), so a small batch uploaded beside a huge one gets
+-- its rows in flight at once instead of waiting behind it. Optionally only one batch (dedicated workers) or one
+-- user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled, paused,
+-- completed). Reclaims timed-out claims first. The first claim moves a batch to processing.
+-- Locks: the claimed job rows (FOR UPDATE SKIP LOCKED, so claimers never wait on each other); a batch row only
+-- on its first claim.
+CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
+    p_worker_id text,
+    p_batch_id uuid DEFAULT NULL,
+    p_timeout_minutes numeric DEFAULT 5,
+    p_limit integer DEFAULT 1,
+    p_user_id uuid DEFAULT NULL
+) RETURNS TABLE (
+    job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
+    trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_batches uuid[];
+    v_owners uuid[];
+    v_mappings jsonb[];
+    v_load integer[];
+    v_available integer[];
+    v_share integer[];
+    v_n integer;
+    v_best integer;
+    v_remaining integer := p_limit;
+    v_got integer;
+    v_pass integer;
+    v_want integer;
+    i integer;
+    s integer;
+BEGIN
+    IF p_worker_id IS NULL OR p_worker_id = '' THEN
+        RAISE EXCEPTION 'claim_csv_row_jobs: a worker id is required' USING ERRCODE = '22023';
+    END IF;
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        RETURN;
+    END IF;
+    PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
+
+    -- Batches that can hand out work (a short list, from csv_batches_active_idx).
+    SELECT array_agg(b.id ORDER BY b.created_at, b.id), array_agg(b.user_id ORDER BY b.created_at, b.id),
+           array_agg(b.column_mapping ORDER BY b.created_at, b.id)
+      INTO v_batches, v_owners, v_mappings
+      FROM csv_batches b
+     WHERE b.status IN ('queued', 'processing')
+       AND (p_batch_id IS NULL OR b.id = p_batch_id)
+       AND (p_user_id IS NULL OR b.user_id = p_user_id)
+       AND csv_batch_has_pending_jobs(b.id);
+    IF v_batches IS NULL THEN
+        RETURN;
+    END IF;
+    v_n := cardinality(v_batches);
+    IF v_n = 1 THEN
+        v_share := ARRAY[p_limit];
+    ELSE
+        -- Several batches: count each one's jobs in flight and (up to p_limit) pending jobs, both from small
+        -- partial indexes, and give the slots one by one to the least loaded.
+        SELECT array_agg((SELECT count(*) FROM csv_row_jobs f
+                           WHERE f.batch_id = t.id AND f.status IN ('claimed', 'processing'))::integer ORDER BY t.n),
+               array_agg((SELECT count(*) FROM (SELECT 1 FROM csv_row_jobs p
+                                                 WHERE p.batch_id = t.id AND p.status = 'pending'
+                                                 ORDER BY p.id + 0 LIMIT p_limit) q)::integer ORDER BY t.n)
+          INTO v_load, v_available
+          FROM unnest(v_batches) WITH ORDINALITY AS t(id, n);
+        v_share := array_fill(0, ARRAY[v_n]);
+        FOR s IN 1..p_limit LOOP
+            v_best := NULL;
+            FOR i IN 1..v_n LOOP
+                IF v_share[i] < v_available[i]
+                   AND (v_best IS NULL OR v_load[i] + v_share[i] < v_load[v_best] + v_share[v_best]) THEN
+                    v_best := i;
+                END IF;
+            END LOOP;
+            EXIT WHEN v_best IS NULL;
+            v_share[v_best] := v_share[v_best] + 1;
+        END LOOP;
+    END IF;
+
+    -- First pass: each batch's share; second pass: whatever other claimers took from under us, from any batch.
+    FOR v_pass IN 1..2 LOOP
+        FOR i IN 1..v_n LOOP
+            v_want := CASE WHEN v_pass = 1 THEN least(v_share[i], v_remaining) ELSE v_remaining END;
+            CONTINUE WHEN v_want <= 0;
+            RETURN QUERY
+            WITH picked AS (
+                SELECT j.id FROM csv_row_jobs j
+                WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
+                ORDER BY j.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
+                LIMIT v_want
+                FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE csv_row_jobs j SET
+                    status = 'claimed',
+                    claimed_by = p_worker_id,
+                    claimed_at = now(),
+                    attempt = j.attempt + 1,
+                    updated_at = now()
+                FROM picked
+                WHERE j.id = picked.id
+                RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.product, j.trigger_text, j.attempt,
+                          j.retry_count, j.max_retries, j.checkpoint
+            )
+            SELECT c.id, c.batch_id, v_owners[i], c.row_number, c.row_data::jsonb,
+                   csv_row_job_product(c.row_data, c.product, v_mappings[i]), c.trigger_text,
+                   c.attempt, c.retry_count, c.max_retries, c.checkpoint
+            FROM claimed c ORDER BY c.id;
+            GET DIAGNOSTICS v_got = ROW_COUNT;
+            IF v_got > 0 THEN
+                UPDATE csv_batches b
+                   SET status = 'processing', started_at = coalesce(b.started_at, now()), updated_at = now()
+                 WHERE b.id = v_batches[i] AND b.status = 'queued';
+                IF FOUND THEN
+                    INSERT INTO csv_processing_logs (batch_id, worker_instance, log_level, message, operation)
+                    VALUES (v_batches[i], p_worker_id, 'INFO', 'batch processing started', 'batch_started');
+                END IF;
+                v_remaining := v_remaining - v_got;
+            END IF;
+            EXIT WHEN v_remaining <= 0;
+        END LOOP;
+        EXIT WHEN v_remaining <= 0;
+    END LOOP;
+END
+$$;
+
+-- Jobs still to do in scope: pending jobs of batches that can hand them out, plus jobs in flight anywhere (they
+-- may come back if their worker dies). Zero means a --until-done worker may exit.
+CREATE OR REPLACE FUNCTION csv_outstanding_jobs(p_batch_id uuid DEFAULT NULL, p_user_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) FROM (
+        SELECT 1 FROM csv_batches b
+        WHERE (p_batch_id IS NULL OR b.id = p_batch_id)
+          AND (p_user_id IS NULL OR b.user_id = p_user_id)
+          AND (
+              (b.status IN ('queued', 'processing')
+               AND csv_batch_has_pending_jobs(b.id))
+              OR EXISTS (SELECT 1 FROM csv_row_jobs f
+                         WHERE f.batch_id = b.id AND f.status IN ('claimed', 'processing')))
+    ) t;
+$$;
+
+-- Active batches with more than p_threshold rows and work still pending: the supervisor starts a dedicated
+-- worker for each (up to its limit), using the batch's own max_concurrent_jobs. Oldest first.
+CREATE OR REPLACE FUNCTION csv_batches_needing_dedicated_workers(p_threshold integer, p_user_id uuid DEFAULT NULL)
+RETURNS TABLE (batch_id uuid, user_id uuid, total_rows integer, max_concurrent_jobs integer)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id, b.user_id, b.total_rows, b.max_concurrent_jobs
+    FROM csv_batches b
+    WHERE b.status IN ('queued', 'processing')
+      AND b.total_rows > p_threshold
+      AND (p_user_id IS NULL OR b.user_id = p_user_id)
+      AND csv_batch_has_pending_jobs(b.id)
+    ORDER BY b.created_at, b.id;
+$$;
+
+REVOKE ALL ON FUNCTION csv_batch_has_pending_jobs(uuid) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION csv_batch_has_pending_jobs(uuid) TO service_role;
