@@ -21,22 +21,30 @@ def make_batch(
     max_retries: int = 3,
     name: str = "test.csv",
 ) -> uuid.UUID:
-    """A batch of `rows` jobs inserted directly (as the superuser), queued by default."""
+    """A batch of `rows` jobs inserted directly (as the superuser), queued by default, in the shape an upload
+    writes: row_data is the CSV row as json, product is NULL (every field is a row_data column, named by the
+    batch's column_mapping), and no trigger text is stored. Row g is titled "Product g" and its trigger text is
+    "US product g"."""
     batch_id = uuid.uuid4()
+    mapping = {"preset": "plain", "fields": {f: f for f in _FIELDS},
+               "row_data_keys": {f: f for f in _FIELDS}}
     with conn.transaction():
         conn.execute(
-            "INSERT INTO csv_batches (id, user_id, filename, original_filename, total_rows, status)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            [batch_id, user_id, name, name, rows, status],
+            "INSERT INTO csv_batches (id, user_id, filename, original_filename, total_rows, status, csv_headers,"
+            " column_mapping) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [batch_id, user_id, name, name, rows, status, list(_FIELDS), json.dumps(mapping)],
         )
         conn.execute(
-            "INSERT INTO csv_row_jobs (batch_id, row_number, row_data, product, trigger_text, max_retries)"
-            " SELECT %s, g, jsonb_build_object('title', 'Product ' || g),"
-            " jsonb_build_object('title', 'Product ' || g, 'country', 'US'), 'US product ' || g, %s"
+            "INSERT INTO csv_row_jobs (batch_id, row_number, row_data, product, max_retries)"
+            " SELECT %s, g, json_build_object('title', 'Product ' || g, 'country', 'US',"
+            " 'description', 'product ' || g), NULL, %s"
             " FROM generate_series(1, %s) g",
             [batch_id, max_retries, rows],
         )
     return batch_id
+
+
+_FIELDS = ("title", "country", "description")
 
 
 def batch_row(conn: psycopg.Connection[Any], batch_id: uuid.UUID) -> dict[str, Any]:

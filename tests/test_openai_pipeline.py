@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,9 @@ from fake_openai import FakeOpenAI
 from helpers import batch_row, job_counts, make_batch
 from PIL import Image
 from test_worker_pool import finish, start_pool, wait_for
+
+# These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
 
 SECRET = "sk-test-0123456789-do-not-log"
 
@@ -169,10 +174,17 @@ def test_images_returned_as_data_urls_are_accepted(openai_env, fake, conn, home:
 
 
 def test_the_key_never_reaches_help_or_errors(pool_env, fake) -> None:
-    code, err = finish(start_pool(dict(pool_env, OPENAI_BASE_URL=fake.base_url), "--help"), timeout=60)
-    assert code == 0 and SECRET not in err
-    env = dict(pool_env, OPENAI_BASE_URL="http://127.0.0.1:9/v1")
-    code, err = finish(start_pool(env, "--provider", "openai", "--until-done"), timeout=60)
+    env = dict(pool_env, OPENAI_API_KEY=SECRET, OPENAI_BASE_URL=fake.base_url)
+    shown = subprocess.run([sys.executable, "-m", "csvjobs", "work", "--help"], env=env, text=True,
+                           capture_output=True, timeout=60)
+    assert shown.returncode == 0 and "--api-key" in shown.stdout
+    assert SECRET not in shown.stdout + shown.stderr
+    passed = subprocess.run([sys.executable, "-m", "csvjobs", "work", "--api-key", SECRET, "--provider", "nope"],
+                            env=env, text=True, capture_output=True, timeout=60)
+    assert passed.returncode == 2 and "unknown provider" in passed.stderr
+    assert SECRET not in passed.stdout + passed.stderr and "Traceback" not in passed.stderr
+    no_key = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    code, err = finish(start_pool(no_key, "--provider", "openai", "--until-done"), timeout=60)
     assert code == 2 and "OPENAI_API_KEY" in err and "Traceback" not in err
 
 

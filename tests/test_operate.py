@@ -17,6 +17,9 @@ import pytest
 from helpers import USER_A, USER_B, batch_row, claim, job_counts, make_batch, report
 from test_worker_pool import finish, start_pool
 
+# These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
@@ -82,13 +85,16 @@ def test_logs_filters_and_json(user_env, conn) -> None:
 
 def test_logs_follow_shows_a_row_written_by_another_connection(user_env, conn) -> None:
     batch = make_batch(conn, 1)
+    conn.execute("INSERT INTO csv_processing_logs (batch_id, log_level, message, operation)"
+                 " VALUES (%s, 'INFO', 'written before', 'test_marker')", [batch])
     follower = subprocess.Popen([sys.executable, "-m", "csvjobs", "logs", str(batch), "--follow", "--json"],
                                 env=user_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)  # let it subscribe
+        assert follower.stdout is not None
+        # The follower LISTENs before it prints what was there: once the earlier row is out, it is subscribed.
+        assert "written before" in follower.stdout.readline()
         conn.execute("INSERT INTO csv_processing_logs (batch_id, log_level, message, operation)"
                      " VALUES (%s, 'WARN', 'written elsewhere', 'test_marker')", [batch])
-        assert follower.stdout is not None
         deadline = time.monotonic() + 15
         seen = ""
         while time.monotonic() < deadline and "written elsewhere" not in seen:

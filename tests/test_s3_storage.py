@@ -20,6 +20,9 @@ from helpers import USER_A, batch_row, job_counts, make_batch
 from moto.server import ThreadedMotoServer
 from test_worker_pool import finish, start_pool, wait_for
 
+# These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 BUCKETS = ("csv-uploads", "csv-templates", "csv-images")
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 

@@ -358,6 +358,7 @@ def upload_rows(conn: psycopg.Connection) -> list[tuple]:
     return [(r["row_number"], r["row_data"], r["product"]) for r in jobs(conn)]
 
 
+@pytest.mark.slow  # starts a parser process
 @pytest.mark.parametrize("long_text", ["", "x" * 1500])  # long: chunks bigger than the pipe's buffer
 def test_parsing_in_a_child_process_uploads_the_same_rows(settings, conn, tmp_path, long_text) -> None:
     rows = [f"US,Shoes,{i % 40},SKU-{i},Runner {i},{'<p>Fast</p>' if i % 5 else 'Fast  shoe'}{long_text}"
@@ -378,6 +379,7 @@ def test_parsing_in_a_child_process_uploads_the_same_rows(settings, conn, tmp_pa
                                                  "is probably missing or extra on this line"]
 
 
+@pytest.mark.slow  # starts a parser process
 def test_bad_input_found_by_the_child_process_rejects_the_upload(settings, conn, tmp_path) -> None:
     invalid = write(tmp_path / "invalid.csv", HEADER + "US,Shoes,1,A,T,D\n" * 2000 + "US,,,X,,\n")
     with pytest.raises(InputError, match="line 2002: nothing to describe"):
@@ -401,6 +403,7 @@ def parser_processes() -> list[int]:
     return found
 
 
+@pytest.mark.slow  # starts a parser process
 def test_a_killed_parser_process_fails_the_upload_and_leaves_nothing(settings, conn, tmp_path) -> None:
     path = big_csv(tmp_path / "big.csv", 60_000)
 
@@ -417,6 +420,7 @@ def test_a_killed_parser_process_fails_the_upload_and_leaves_nothing(settings, c
     assert_nothing_written(conn, settings)
 
 
+@pytest.mark.slow  # starts a parser process
 def test_interrupting_an_upload_stops_its_parser_process(settings, conn, tmp_path) -> None:
     path = big_csv(tmp_path / "big.csv", 60_000)
 
@@ -429,6 +433,7 @@ def test_interrupting_an_upload_stops_its_parser_process(settings, conn, tmp_pat
     assert_nothing_written(conn, settings)
 
 
+@pytest.mark.slow  # starts a parser process
 def test_a_large_file_is_parsed_in_a_child_process_by_default(run_cli, conn, tmp_path) -> None:
     rows = CHILD_PARSER_MIN_BYTES // 40 + 1000
     path = big_csv(tmp_path / "big.csv", rows)

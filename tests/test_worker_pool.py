@@ -11,9 +11,13 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from helpers import batch_row, job_counts, make_batch
 
 from csvjobs.queue.worker import backoff_delay
+
+# These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).resolve().parent
 

@@ -143,15 +143,32 @@ def _no_describing_columns(headers: list[str]) -> str:
 
 
 class _TextExtractor(HTMLParser):
+    # Block elements end a word; script, style and template hold code, not product text (Shopify descriptions
+    # pasted from page builders carry <style> blocks that would otherwise reach the prompt).
+    _BREAKS = frozenset(("br", "p", "li", "div", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
+                         "table", "section", "article", "blockquote", "hr"))
+    _HIDDEN = frozenset(("script", "style", "template", "noscript"))
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.hidden = 0
 
     def handle_data(self, data: str) -> None:
-        self.parts.append(data)
+        if not self.hidden:
+            self.parts.append(data)
 
     def handle_starttag(self, tag: str, attrs: object) -> None:
-        if tag in ("br", "p", "li", "div", "tr", "h1", "h2", "h3", "h4"):
+        if tag in self._HIDDEN:
+            self.hidden += 1
+        elif tag in self._BREAKS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+            self.parts.append(" ")
+        elif tag in self._BREAKS:
             self.parts.append(" ")
 
 

@@ -240,48 +240,55 @@ class OpenAIProvider:
     async def _limit(self, ctx: RowContext, key: str, per_minute: float) -> None:
         await ctx.rate_limiter.acquire(key, per_minute)
 
-    def _scrub(self, text: str) -> str:
-        key = self.settings.openai_api_key
-        return redact(text, [key.get_secret_value() if key is not None else None])
-
     async def _classify(
         self, ctx: RowContext, exc: openai.OpenAIError, limit_key: str, model: str, model_setting: str
     ) -> Exception:
-        """Transient (retry with backoff), permanent (fail the row now), or access (stop the pool: no row can
-        succeed until a setting is fixed); a 429 pauses every worker's calls. Messages never carry the key."""
-        if isinstance(exc, openai.RateLimitError):
-            wait = _retry_after(exc)
-            if _error_code(exc) == "insufficient_quota":
-                return PermanentError("the OpenAI account has no quota left (insufficient_quota)")
-            await ctx.rate_limiter.pause(limit_key, wait if wait is not None else 10.0)
-            return TransientError(f"rate limited by the provider (HTTP 429, retry after {wait}s)", retry_after=wait)
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientError("the provider timed out")
-        if isinstance(exc, openai.APIConnectionError):
-            return TransientError(self._scrub(f"cannot reach the provider: {exc}"))
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            code = _error_code(exc)
-            said = self._scrub(exc.message[:300])
-            if status == 401:
-                return ProviderAccessError(
-                    f"the provider rejected the API key (HTTP 401 {code}): {said}; "
-                    "set OPENAI_API_KEY (or `csvjobs work --api-key`) to a valid key")
-            if status == 403:
-                return ProviderAccessError(
-                    f"the provider denied access (HTTP 403 {code}): {said}; use an OPENAI_API_KEY whose project may "
-                    f"use {model}, or set {model_setting} to a model it may use")
-            if code in _MODEL_CODES or (status == 400 and _error_field(exc, "param") == "model"):
-                return ProviderAccessError(
-                    f"the model {model!r} is unknown, retired or not available to this key (HTTP {status} {code}): "
-                    f"{said}; set {model_setting} to a current model")
-            if status == 404:
-                return ProviderAccessError(
-                    f"the provider answered HTTP 404 for the {model!r} request: {said}; check OPENAI_BASE_URL "
-                    f"(it should end in /v1) and {model_setting}")
-            if status >= 500 or status in (408, 409):
-                return TransientError(f"the provider answered HTTP {status}", retry_after=_retry_after(exc))
-            if code in _CONTENT_POLICY_CODES:
-                return PermanentError(f"refused by the provider's content policy ({code}): {said}")
-            return PermanentError(f"the provider rejected the request (HTTP {status} {code}): {said}")
-        return TransientError(self._scrub(f"provider error: {exc}"))
+        """classify_error(), plus the one side effect: a 429 pauses every worker's calls on limit_key."""
+        key = self.settings.openai_api_key
+        error = classify_error(exc, model=model, model_setting=model_setting,
+                               secrets=[key.get_secret_value() if key is not None else None])
+        if isinstance(error, TransientError) and isinstance(exc, openai.RateLimitError):
+            await ctx.rate_limiter.pause(limit_key, error.retry_after if error.retry_after is not None else 10.0)
+        return error
+
+
+def classify_error(
+    exc: openai.OpenAIError, *, model: str, model_setting: str, secrets: list[str | None]
+) -> Exception:
+    """Transient (retry with backoff), permanent (fail the row now), or access (stop the pool: no row can succeed
+    until a setting is fixed). Messages never carry the key, nor anything shaped like one."""
+    if isinstance(exc, openai.RateLimitError):
+        wait = _retry_after(exc)
+        if _error_code(exc) == "insufficient_quota":
+            return PermanentError("the OpenAI account has no quota left (insufficient_quota)")
+        return TransientError(f"rate limited by the provider (HTTP 429, retry after {wait}s)", retry_after=wait)
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientError("the provider timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientError(redact(f"cannot reach the provider: {exc}", secrets))
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code = _error_code(exc)
+        said = redact(exc.message[:300], secrets)
+        if status == 401:
+            return ProviderAccessError(
+                f"the provider rejected the API key (HTTP 401 {code}): {said}; "
+                "set OPENAI_API_KEY (or `csvjobs work --api-key`) to a valid key")
+        if status == 403:
+            return ProviderAccessError(
+                f"the provider denied access (HTTP 403 {code}): {said}; use an OPENAI_API_KEY whose project may "
+                f"use {model}, or set {model_setting} to a model it may use")
+        if code in _MODEL_CODES or (status == 400 and _error_field(exc, "param") == "model"):
+            return ProviderAccessError(
+                f"the model {model!r} is unknown, retired or not available to this key (HTTP {status} {code}): "
+                f"{said}; set {model_setting} to a current model")
+        if status == 404:
+            return ProviderAccessError(
+                f"the provider answered HTTP 404 for the {model!r} request: {said}; check OPENAI_BASE_URL "
+                f"(it should end in /v1) and {model_setting}")
+        if status >= 500 or status in (408, 409):
+            return TransientError(f"the provider answered HTTP {status}", retry_after=_retry_after(exc))
+        if code in _CONTENT_POLICY_CODES:
+            return PermanentError(f"refused by the provider's content policy ({code}): {said}")
+        return PermanentError(f"the provider rejected the request (HTTP {status} {code}): {said}")
+    return TransientError(redact(f"provider error: {exc}", secrets))

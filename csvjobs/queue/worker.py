@@ -111,6 +111,11 @@ class Worker:
             self._resync = False
         return conn
 
+    # Written by hand rather than with psycopg_pool: this process uses exactly one connection, under a lock, so
+    # that its claims, checkpoints and reports stay in order. A pool of one would still need this retry loop (a
+    # pool replaces a broken connection but does not retry the operation that broke), and its reconnect policy
+    # gives up after reconnect_timeout (5 minutes by default), while a worker must outlast any outage and then
+    # resync its claims (see _connect). test_lost_database_connections_are_survived covers the behaviour.
     async def _db(self, operation: Callable[[db.AsyncConnection], Awaitable[T]], *, give_up: bool = False) -> T:
         """Run one database operation, reconnecting with backoff while the database is away."""
         attempt = 0
