@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_addressing_style: str = "auto"
 
+    # Product photos (providers/photos.py): fetched with this size cap and timeout; hosts that resolve to
+    # loopback, private, link-local or metadata addresses are refused unless allowed here ("1" for any, or a
+    # comma-separated list of addresses or networks); with require_photo a row whose photo cannot be used fails.
+    photo_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    photo_timeout_seconds: float = Field(default=15.0, gt=0)
+    allow_private_image_hosts: str = ""
+    require_photo: bool = False
+
     # The worker pool: one place for every default (`csvjobs work` options override them, CSVJOBS_* variables
     # set them). The SQL functions keep their own defaults only for callers that name none (the contract's
     # single-job calls): 5 minutes, as claim_timeout_minutes here.

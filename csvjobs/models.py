@@ -58,8 +58,9 @@ class ImageStyle(StrEnum):
     SINGLE_WHITE_BACKGROUND = "single_white_background"
 
 
-PIPELINE_FIELDS = ("country", "product_type", "size", "mpn", "description", "title")
-"""The product fields the pipeline reads; CSV columns are mapped onto these names."""
+PIPELINE_FIELDS = ("country", "product_type", "size", "mpn", "description", "title", "image_url")
+"""The product fields the pipeline reads; CSV columns are mapped onto these names. image_url is the product's
+own photo: an http(s) URL, or a path relative to the CSV file (stored with the batch by `upload`)."""
 
 
 TRIGGER_FIELDS = ("country", "product_type", "size", "mpn", "description")

@@ -44,5 +44,5 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT jsonb_object_agg(f.name, coalesce(p_product ->> f.name,
                                              p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> f.name),
                                              ''))
-    FROM unnest(ARRAY['country', 'product_type', 'size', 'mpn', 'description', 'title']) AS f(name);
+    FROM unnest(ARRAY['country', 'product_type', 'size', 'mpn', 'description', 'title', 'image_url']) AS f(name);
 $$;

@@ -5,6 +5,8 @@ with malformed JSON, a refusal or a content-policy error."""
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import io
 import json
 import random
@@ -23,6 +25,33 @@ def tiny_png(color: tuple[int, int, int] = (30, 140, 200)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (8, 8), color).save(out, format="PNG")
     return out.getvalue()
+
+
+def cutout_png(color: tuple[int, int, int] = (30, 140, 200), side: int = 32) -> bytes:
+    """What an image model returns for background=transparent: the product on transparent pixels, with a
+    slightly off-white halo around it, as real models leave."""
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    image.paste((250, 248, 245, 255), (side // 8, side // 8, 7 * side // 8, 7 * side // 8))
+    image.paste((*color, 255), (side // 4, side // 4, 3 * side // 4, 3 * side // 4))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Fields and files of a multipart/form-data body (the Images edit endpoint's)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    fields: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files[str(name)] = data
+        else:
+            fields[str(name)] = data.decode()
+    return fields, files
 
 
 @dataclass
@@ -68,7 +97,13 @@ class FakeOpenAI:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                kind = self.headers.get("content-type", "")
+                if kind.startswith("multipart/form-data"):
+                    fields, files = _multipart(kind, raw)
+                    body = {**fields, "_files": files}
+                else:
+                    body = json.loads(raw or b"{}")
                 status, headers, payload = fake.answer(self.path, body, self.headers.get("authorization", ""))
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
@@ -134,6 +169,8 @@ class FakeOpenAI:
             return self._chat(body)
         if path.endswith("/images/generations"):
             return self._image(body)
+        if path.endswith("/images/edits"):
+            return self._image(body, endpoint="edit")
         return 404, {}, {"error": {"message": "not found"}}
 
     def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
@@ -142,6 +179,8 @@ class FakeOpenAI:
         if chaos:
             return chaos
         user = body["messages"][-1]["content"]
+        if isinstance(user, list):  # text and an image (vision input)
+            user = " ".join(part.get("text", "") for part in user if part.get("type") == "text")
         trigger = re.search(r"Trigger text: (.*)", user)
         text = trigger.group(1) if trigger else user
         title = re.search(r"Product: (.*)", user)
@@ -167,8 +206,8 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200},
         }
 
-    def _image(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-        call = self._record("image", body)
+    def _image(self, body: dict[str, Any], endpoint: str = "image") -> tuple[int, dict[str, str], Any]:
+        call = self._record(endpoint, body)
         prompt = str(body.get("prompt", ""))
         with self.lock:
             limited = self.rate_limit_next_images > 0
@@ -191,7 +230,8 @@ class FakeOpenAI:
         chaos = self._chaos(call)
         if chaos:
             return chaos
-        encoded = base64.b64encode(self.png).decode()
+        png = cutout_png() if body.get("background") == "transparent" else self.png
+        encoded = base64.b64encode(png).decode()
         item = {"url": f"data:image/png;base64,{encoded}"} if self.image_as_url else {"b64_json": encoded}
         return 200, {}, {
             "created": int(time.time()), "data": [item],

@@ -149,7 +149,8 @@ def test_woocommerce_export_fills_variations_from_their_parent(run_cli, conn, tm
     assert result.code == 0, result.stderr
     rows = jobs(conn)
     assert rows[1]["product"] == {"country": "", "product_type": "Clothing > Hoodies", "size": "S",
-                                  "mpn": "HOOD-S", "description": "Fleece hoodie", "title": "Hoodie - S"}
+                                  "mpn": "HOOD-S", "description": "Fleece hoodie", "title": "Hoodie - S",
+                                  "image_url": ""}
     assert rows[2]["product"]["description"] == "Knitted beanie"
     batch = conn.execute("SELECT column_mapping FROM csv_batches").fetchone()
     assert batch is not None and batch["column_mapping"]["preset"] == "woocommerce"
@@ -346,7 +347,7 @@ def test_a_claimed_upload_row_carries_its_whole_product(run_cli, conn, tmp_path)
     conn.execute("SELECT * FROM update_csv_worker_heartbeat('w', 'idle')")
     claimed = {row["row_number"]: ClaimedJob.model_validate(row) for row in claim(conn, "w", limit=5)}
     assert claimed[1].product == {"country": "PT", "product_type": "Lighting", "size": "S", "mpn": "L1",
-                                  "description": "Warm light", "title": "Lamp"}
+                                  "description": "Warm light", "title": "Lamp", "image_url": ""}
     assert claimed[2].product["description"] == "Oak & linen" and claimed[2].product["size"] == ""
     assert claimed[2].row_data["description"] == "<p>Oak &amp; <b>linen</b></p>"
     assert trigger_text(claimed[1].product) == "PT Lighting S L1 Warm light"

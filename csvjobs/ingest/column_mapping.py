@@ -34,6 +34,7 @@ _SHOPIFY: dict[str, tuple[str, ...]] = {
     "mpn": ("Variant SKU", "Google Shopping / MPN", "Variant Barcode"),
     "size": (),  # from the OptionN Value whose OptionN Name is a size (see ShopifyRows)
     "country": (),
+    "image_url": ("Variant Image", "Image Src"),  # a variant's own image, else the product's
 }
 _WOOCOMMERCE: dict[str, tuple[str, ...]] = {
     "title": ("Name",),
@@ -42,8 +43,11 @@ _WOOCOMMERCE: dict[str, tuple[str, ...]] = {
     "mpn": ("SKU", "GTIN, UPC, EAN, or ISBN"),
     "size": (),  # from the "Attribute N value(s)" whose "Attribute N name" is a size
     "country": (),
+    "image_url": ("Images",),  # comma-separated URLs: the first is the product's main image
 }
-_PLAIN: dict[str, tuple[str, ...]] = {name: (name,) for name in PIPELINE_FIELDS}
+_PLAIN: dict[str, tuple[str, ...]] = {name: (name,) for name in PIPELINE_FIELDS} | {
+    "image_url": ("image_url", "image", "image_src", "photo"),
+}
 
 
 def detect_preset(headers: list[str]) -> str:
@@ -267,6 +271,8 @@ class RowMapper:
         if self.mapping.preset == "shopify":
             self._fill_shopify(values, product)
         elif self.mapping.preset == "woocommerce":
+            if "," in product["image_url"] and "image_url" not in self.mapping.explicit:
+                product["image_url"] = product["image_url"].split(",", 1)[0].strip()
             self._fill_woocommerce(values, product)
         if product["description"]:
             product["description"] = html_to_text(product["description"])

@@ -115,6 +115,8 @@ class _ChunkPlan:
         if mapping.preset in ("shopify", "woocommerce") or len(mapping.headers) < 2:
             return None
         keys = mapping.row_data_keys()
+        if mapping.sources.get("image_url"):
+            return None  # photos are checked row by row (a path must name a file beside the CSV)
         for name in PIPELINE_FIELDS:
             sources = mapping.sources.get(name, [])
             if len(sources) > 1 or (sources and name not in keys):

@@ -18,6 +18,7 @@ from csvjobs.errors import InputError
 from csvjobs.ingest.column_mapping import ColumnMapping, RowMapper, build_mapping, normalise_header
 from csvjobs.ingest.copy_encoding import SIGNATURE, TRAILER, RowEncoder
 from csvjobs.ingest.csv_format import CsvFormat, CsvReader, detect_format
+from csvjobs.ingest.photos import LocalPhotos
 
 MAX_LISTED_ERRORS = 20
 
@@ -36,6 +37,7 @@ class UploadOptions(BaseModel):
     delimiter: str | None = None
     encoding: str | None = None
     max_retries: int = 3
+    photo_max_bytes: int = 20 * 1024 * 1024
 
     @model_validator(mode="after")
     def _check(self) -> UploadOptions:
@@ -83,6 +85,9 @@ class UploadReport:
     dry_run: bool = False
     estimated_cost_usd: float | None = None
     cost_basis: str = ""
+    photo_column: str = ""
+    photo_rows: int = 0
+    local_photos: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """The --json shape."""
@@ -92,6 +97,8 @@ class UploadReport:
             "skipped_rows": self.skipped_rows,
             "status": self.status,
             "storage_path": self.storage_path,
+            "photo_column": self.photo_column or None,
+            "photo_rows": self.photo_rows,
         }
 
 
@@ -107,6 +114,8 @@ class RowStream:
         self.skipped_rows = 0
         self.headers: list[str] = []
         self.mapping: ColumnMapping | None = None
+        self.photos = LocalPhotos(options.path, options.photo_max_bytes)
+        self.photo_rows = 0
 
     def __enter__(self) -> RowStream:
         self.reader.__enter__()
@@ -137,6 +146,7 @@ class RowStream:
             seen[key] = position
         self.mapping = build_mapping(self.headers, self.options.preset, self.options.column_map)
         self._mapper = RowMapper(self.mapping, self.options.country.strip())
+        self._photo_column = self.mapping.describe().get("image_url", "")
         self._row_number = 0
         self._saw_data = False
 
@@ -201,6 +211,13 @@ class RowStream:
             if not describable(product):
                 self._reject(line, "", NOTHING_TO_DESCRIBE)
                 continue
+            photo = product["image_url"]
+            if photo:
+                problem = self.photos.check(photo)
+                if problem is not None:
+                    self._reject(line, self._photo_column, problem)
+                    continue
+                self.photo_rows += 1
             yield self._row_number, values, product
 
     def _check_saw_data(self) -> None:
@@ -214,6 +231,8 @@ class RowStream:
         self.errors = [RowError(*error) for error in summary["errors"]]
         self.error_count = summary["error_count"]
         self.skipped_rows = summary["skipped_rows"]
+        self.photo_rows = summary["photo_rows"]
+        self.photos.files = dict(summary["photos"])
 
     def report(
         self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
@@ -231,6 +250,9 @@ class RowStream:
             mapped_columns=self.mapping.describe(),
             errors=self.errors,
             error_count=self.error_count,
+            photo_column=self._photo_column,
+            photo_rows=self.photo_rows,
+            local_photos=len(self.photos.files),
             **extra,
         )
 
@@ -246,6 +268,8 @@ def copy_in_child(
             "errors": [(e.line, e.column, e.message) for e in stream.errors],
             "error_count": stream.error_count,
             "skipped_rows": stream.skipped_rows,
+            "photo_rows": stream.photo_rows,
+            "photos": stream.photos.files,
         }
 
 

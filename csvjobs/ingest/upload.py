@@ -20,7 +20,7 @@ from csvjobs.ingest.row_stream import (
 )
 from csvjobs.models import trigger_text
 from csvjobs.providers import pricing
-from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename
+from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename, uploaded_photo_key
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
@@ -57,11 +57,14 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
         assert stream.mapping is not None
         estimate, basis = None, ""
         if settings is not None:
-            per_row = pricing.row_estimate(settings.prompt_model, settings.image_model, settings.image_size,
-                                           settings.image_quality)
-            estimate = round(per_row * total, 4)
-            basis = (f"{total} rows x ${per_row:.4f}: one {settings.prompt_model} call and two "
-                     f"{settings.image_model} {settings.image_size} {settings.image_quality} images per row")
+            args = (settings.prompt_model, settings.image_model, settings.image_size, settings.image_quality)
+            per_row = pricing.row_estimate(*args)
+            per_photo_row = pricing.row_estimate(*args, photo=True)
+            photos = stream.photo_rows
+            estimate = round(per_row * (total - photos) + per_photo_row * photos, 4)
+            basis = (f"{total - photos} rows x ${per_row:.4f} + {photos} rows with a photo x ${per_photo_row:.4f}: "
+                     f"one {settings.prompt_model} call and two {settings.image_model} {settings.image_size} "
+                     f"{settings.image_quality} images per row (edits of the photo where there is one)")
             if not pricing.is_priced(settings.prompt_model, settings.image_model):
                 basis += " (a model is missing from the price table: counted as free)"
         return stream.report(None, total, "dry-run", None, estimated_cost_usd=estimate, cost_basis=basis,
@@ -83,6 +86,7 @@ def upload_csv(
     parse_in_child: parse in a child process while this one feeds COPY (see child_producer.py); by default for
     files of CHILD_PARSER_MIN_BYTES or more.
     """
+    options = options.model_copy(update={"photo_max_bytes": settings.photo_max_bytes})
     if options.dry_run:
         report = preview_upload(options, settings=settings)
         if report.error_count and not options.skip_invalid:
@@ -116,17 +120,28 @@ def _upload(
         storage = open_storage(settings)
         storage.check()
         storage_path: str | None = None
+        stored: list[str] = []
         try:
             _target, conn = db.open_database(settings, application_name="csvjobs-upload")
             try:
                 key = f"{user_id}/{batch_id}-{safe_filename(options.path.name)}"
                 storage_path = storage.put_file(UPLOADS_BUCKET, key, options.path)
-                total = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path, progress)
+                stored.append(storage_path)
+
+                def store_photos() -> None:
+                    # Photo files named by the rows, stored with the batch before it is queued (in the same
+                    # transaction's lifetime), where every worker finds them by the path the row gives.
+                    for value, path in stream.photos.files.items():
+                        stored.append(storage.put_file(UPLOADS_BUCKET, uploaded_photo_key(user_id, batch_id, value),
+                                                       Path(path)))
+
+                total = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path, progress,
+                                     store_photos)
             finally:
                 conn.close()
         except BaseException:
-            if storage_path is not None:
-                storage.delete(storage_path)
+            for path in stored:
+                storage.delete(path)
             raise
         return stream.report(batch_id, total, "queued" if total else "completed", storage_path)
 
@@ -140,6 +155,7 @@ def _write_batch(
     batch_id: uuid.UUID,
     storage_path: str,
     progress: ProgressCallback | None,
+    store_photos: Callable[[], None],
 ) -> int:
     from csvjobs import db
     from csvjobs.ingest import queries
@@ -176,6 +192,7 @@ def _write_batch(
             count = cursor.rowcount
             if stream.error_count and not options.skip_invalid:
                 raise rejection(options.path, stream.errors, stream.error_count)
+            store_photos()
             queries.queue_batch(conn, batch_id, count, stream.skipped_rows + stream.error_count)
             if progress is not None:
                 progress(size, size)

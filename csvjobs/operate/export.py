@@ -30,7 +30,7 @@ FORMATS = ("csv", "jsonl", "html")
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
-    "cost_usd",
+    "cost_usd", "photo_source", "reference_photo", "photo_note",
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -57,6 +57,11 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "single_white_background_image": _image_path(row["generated_images"], ImageStyle.SINGLE_WHITE_BACKGROUND),
         "tags": ", ".join(tags_of(row["generated_tags"])),
         "cost_usd": float(row["cost_usd"]) if row["cost_usd"] is not None else "",
+        # The catalogue's photo, the reference made from it, and why it could not be used (if it could not).
+        "photo_source": (row["product"] or {}).get("image_url", ""),
+        "reference_photo": row.get("reference_photo") or "",
+        "photo_note": (f"photo not used: {row['photo_problem']}; the images were made from the text alone"
+                       if row.get("photo_problem") else ""),
     }
 
 
@@ -125,7 +130,7 @@ body{{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222
 .product{{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1rem;margin:0 0 1.5rem}}
 .product.failed{{border-color:#c33}}
 .images{{display:flex;gap:1rem;flex-wrap:wrap}}
-figure{{margin:0;max-width:48%}} img{{max-width:100%;height:auto;border:1px solid #eee}}
+figure{{margin:0;max-width:32%}} .note{{color:#a60}} img{{max-width:100%;height:auto;border:1px solid #eee}}
 figcaption,.prompt{{font-size:.85rem;color:#555}} .tags span{{background:#eef;border-radius:4px;padding:0 .4rem;
 margin-right:.3rem;font-size:.8rem}} .error{{color:#c33}}
 </style></head><body>
@@ -167,6 +172,13 @@ def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[st
         if failed:
             part.write(f'<p class="error">failed: {esc(flat["error_message"])}</p>')
         part.write('<div class="images">')
+        reference = flat["reference_photo"]
+        reference_uri = _image_src(storage, reference) if reference else None
+        if reference_uri:
+            part.write(f'<figure class="reference"><img alt="reference photo" src="{esc(reference_uri)}">'
+                       "<figcaption><b>the product's photo</b> (reference)</figcaption></figure>")
+        elif flat["photo_note"]:
+            part.write(f'<p class="note">{esc(flat["photo_note"])}</p>')
         for style in ImageStyle:
             path = _image_path(row["generated_images"], style)
             prompt = prompt_for(row["generated_prompts"], style)

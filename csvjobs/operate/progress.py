@@ -66,6 +66,7 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         out.print(Text(f"batch {report.batch_id}: {report.total_rows} row(s) queued", style="bold green"))
         out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))
         out.print(Text(f"stored as {report.storage_path}"))
+    out.print(Text(_photo_line(report)))
     if report.skipped_rows:
         err.print(Text(f"{report.skipped_rows} row(s) left out", style="yellow"))
         for error in report.errors:
@@ -75,6 +76,15 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
             err.print(Text(f"  ... and {more} more", style="yellow"))
     if not report.dry_run and report.total_rows:
         out.print(Text(f"next: csvjobs work --until-done   then: csvjobs progress {report.batch_id}"))
+
+
+def _photo_line(report: UploadReport) -> str:
+    if not report.photo_column:
+        return ("photos: none (no Image Src, Images, image_url, image, image_src or photo column; --map "
+                "image_url=HEADER names one): images are made from the text alone")
+    stored = f", {report.local_photos} file(s) beside the CSV stored with the batch" if report.local_photos else ""
+    return (f"photos: {report.photo_rows} of {report.total_rows} row(s) have one, from {report.photo_column}{stored}; "
+            "both images are made from the product's photo")
 
 
 def progress_json(p: BatchProgress) -> dict[str, Any]:

@@ -148,6 +148,8 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
         cursor.execute(
             "SELECT j.row_number, j.row_data, j.status, j.error_message, j.trigger_text, j.generated_prompts,"
             " j.generated_images, j.generated_tags, j.cost_usd,"
+            " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
+            " j.checkpoint ->> 'reference_error' AS photo_problem,"
             " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
             " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
             " ORDER BY j.row_number", [batch_id]

@@ -53,6 +53,10 @@ class GeneratedImage(BaseModel):
     revised_prompt: str | None = None
     usage: dict[str, Any] | None = None
     placeholder: bool = False
+    # Made from the product's photo (an Images edit) rather than from text alone.
+    edited: bool = False
+    # A white-background image checked to be pure (255, 255, 255) to its edges.
+    pure_white: bool | None = None
 
 
 class RowOutcome(BaseModel):

@@ -1,5 +1,7 @@
 """The offline provider: used when no API key is configured. Prompts from templates built on the trigger text,
-tags from the row's words, and two placeholder PNGs that say plainly that they are placeholders."""
+tags from the row's words, and two placeholder PNGs that say plainly that they are placeholders, with the
+product's own photo inside them when the row has one (fetched and checked as the OpenAI provider does), so the
+whole flow can be seen without a key."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from csvjobs.config import Settings
 from csvjobs.models import ImageStyle
 from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
+from csvjobs.providers.photos import prepare_reference
+from csvjobs.providers.white_background import make_white
 
 IMAGE_SIZE = (512, 512)
 _BACKGROUND = {ImageStyle.LIFESTYLE_EMOTIONAL: (250, 226, 200), ImageStyle.SINGLE_WHITE_BACKGROUND: (255, 255, 255)}
@@ -56,8 +61,9 @@ def tags_from_words(product: dict[str, str], limit: int = 12) -> list[str]:
     return list(seen)[:limit]
 
 
-def render_placeholder(style: ImageStyle, prompt: str, row_number: int) -> bytes:
-    """A PNG that shows it is a placeholder, with its style and prompt (also stored in the PNG's text chunks)."""
+def render_placeholder(style: ImageStyle, prompt: str, row_number: int, photo: bytes | None = None) -> bytes:
+    """A PNG that shows it is a placeholder, with its style and prompt (also stored in the PNG's text chunks), and
+    the product's photo in its lower half when there is one."""
     image = Image.new("RGB", IMAGE_SIZE, _BACKGROUND[style])
     draw = ImageDraw.Draw(image)
     big = ImageFont.load_default(size=30)
@@ -67,9 +73,15 @@ def render_placeholder(style: ImageStyle, prompt: str, row_number: int) -> bytes
     draw.text((24, 64), f"style: {style.value}", fill=(40, 40, 40), font=small)
     draw.text((24, 86), f"row {row_number} - no image model was used", fill=(90, 90, 90), font=small)
     y = 124
-    for line in textwrap.wrap(prompt, width=58)[:18]:
+    for line in textwrap.wrap(prompt, width=58)[: 8 if photo else 18]:
         draw.text((24, y), line, fill=(30, 30, 30), font=small)
         y += 20
+    if photo is not None:
+        thumb = Image.open(io.BytesIO(photo)).convert("RGBA")
+        thumb.thumbnail((IMAGE_SIZE[0] - 48, IMAGE_SIZE[1] - y - 32))
+        left = (IMAGE_SIZE[0] - thumb.width) // 2
+        image.paste(thumb, (left, y + 8), thumb.getchannel("A"))
+        draw.text((24, IMAGE_SIZE[1] - 30), "the product's photo (reference)", fill=(90, 90, 90), font=small)
     info = PngInfo()
     info.add_text("csvjobs:placeholder", "true")
     info.add_text("csvjobs:style", style.value)
@@ -84,12 +96,17 @@ class OfflineProvider:
 
     name = "offline"
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
     async def process(self, ctx: RowContext) -> RowOutcome:
-        """Template prompts, word tags and two stored placeholder images."""
+        """Template prompts, word tags and two stored placeholder images (showing the photo, if any)."""
         trigger = ctx.trigger_text
+        reference = await prepare_reference(ctx, self.settings)
         prompts = template_prompts(ctx.job.product, trigger)
         ctx.log("prompts_generated", "prompts generated from templates (offline provider)", {})
-        images = await asyncio.gather(*(self._image(ctx, style, prompts) for style in ImageStyle))
+        photo = reference.png if reference is not None else None
+        images = await asyncio.gather(*(self._image(ctx, style, prompts, photo) for style in ImageStyle))
         return RowOutcome(
             trigger_text=trigger,
             prompts=prompts.model_dump(mode="json"),
@@ -97,9 +114,13 @@ class OfflineProvider:
             tags=prompts.tags,
         )
 
-    async def _image(self, ctx: RowContext, style: ImageStyle, prompts: GeneratedPrompts) -> GeneratedImage:
+    async def _image(self, ctx: RowContext, style: ImageStyle, prompts: GeneratedPrompts,
+                     photo: bytes | None) -> GeneratedImage:
         prompt = prompts.for_style(style).prompt
-        data = await asyncio.to_thread(render_placeholder, style, prompt, ctx.job.row_number)
+        data = await asyncio.to_thread(render_placeholder, style, prompt, ctx.job.row_number, photo)
+        white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
+        if white:  # the same rule as for real images: pure white to the edges, checked
+            data, _fmt = await asyncio.to_thread(make_white, data, "png")
         bucket, key = ctx.image_key(style)
         path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)
         details: dict[str, Any] = {"style": style.value, "storage_path": path, "bytes": len(data)}
@@ -112,6 +133,8 @@ class OfflineProvider:
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             placeholder=True,
+            edited=photo is not None,
+            pure_white=white or None,
         )
 
     async def aclose(self) -> None:

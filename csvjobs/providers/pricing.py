@@ -1,6 +1,6 @@
 """Prices in one place, for cost estimates per row and per file. USD per million tokens, as published by OpenAI
-for the standard tier (gpt-6.1-terra: $1 in / $5 out; GPT Image 2.6: $5 text in / $30 image out). Models not
-listed here are costed at zero and reported as unpriced."""
+for the standard tier (gpt-6.1-terra: $1 in / $5 out; GPT Image 2.6: $5 text in, $8 image in, $30 image out).
+Models not listed here are costed at zero and reported as unpriced."""
 
 from __future__ import annotations
 
@@ -12,15 +12,20 @@ PROMPT_MODEL_PRICES: dict[str, tuple[float, float]] = {
     "gpt-6.1-sol": (2.00, 10.00),
     "gpt-5.6-terra": (2.00, 12.00),
 }
-# model -> (text input, image output) USD per 1M tokens
-IMAGE_MODEL_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-image-2.6-flare": (5.00, 30.00),
-    "gpt-image-2.6-sunburst": (5.00, 30.00),
-    "gpt-image-2.5-sunburst": (5.00, 30.00),
+# model -> (text input, image input, image output) USD per 1M tokens
+IMAGE_MODEL_PRICES: dict[str, tuple[float, float, float]] = {
+    "gpt-image-2.6-flare": (5.00, 8.00, 30.00),
+    "gpt-image-2.6-sunburst": (5.00, 8.00, 30.00),
+    "gpt-image-2.5-sunburst": (5.00, 8.00, 30.00),
 }
 # Output tokens of one 1024x1024 image by quality (larger sizes scale by area), for estimates made before any call.
 IMAGE_OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "auto": 1056}
 PROMPT_TOKENS_ESTIMATE = (700, 600)  # one prompt-generation call: input, output
+# A row with a photo: the prompt model sees it at low detail (a fixed 85 tokens), and each image is an edit whose
+# input includes the reference (about 1,300 image tokens for a 1536 px reference: an estimate until the usage of
+# the real call replaces it).
+VISION_TOKENS_ESTIMATE = 85
+REFERENCE_IMAGE_TOKENS_ESTIMATE = 1300
 
 
 def prompt_cost(model: str, usage: dict[str, Any] | None) -> float:
@@ -39,22 +44,31 @@ def _area_factor(size: str) -> float:
     return width * height / (1024 * 1024)
 
 
-def image_cost(model: str, size: str, quality: str, usage: dict[str, Any] | None) -> float:
-    """Cost of one image: from its usage when the API reports it, else estimated from size and quality."""
+def image_cost(model: str, size: str, quality: str, usage: dict[str, Any] | None, *, edited: bool = False) -> float:
+    """Cost of one image: from its usage when the API reports it (text and image input tokens priced apart),
+    else estimated from size and quality, plus the reference photo's input for an edit."""
     price = IMAGE_MODEL_PRICES.get(model)
     if price is None:
         return 0.0
+    text_in, image_in, image_out = price
     if usage and ("output_tokens" in usage or "input_tokens" in usage):
-        return (usage.get("input_tokens", 0) * price[0] + usage.get("output_tokens", 0) * price[1]) / 1e6
+        details = usage.get("input_tokens_details") or {}
+        image_tokens = int(details.get("image_tokens") or 0)
+        text_tokens = int(details.get("text_tokens") or max(0, int(usage.get("input_tokens", 0)) - image_tokens))
+        return (text_tokens * text_in + image_tokens * image_in + usage.get("output_tokens", 0) * image_out) / 1e6
     tokens = IMAGE_OUTPUT_TOKENS.get(quality, IMAGE_OUTPUT_TOKENS["medium"]) * _area_factor(size)
-    return tokens * price[1] / 1e6
+    reference = REFERENCE_IMAGE_TOKENS_ESTIMATE * image_in if edited else 0.0
+    return (tokens * image_out + reference) / 1e6
 
 
-def row_estimate(prompt_model: str, image_model: str, size: str, quality: str) -> float:
-    """Estimated cost of one row (one prompt call and two images) before anything is spent."""
+def row_estimate(prompt_model: str, image_model: str, size: str, quality: str, *, photo: bool = False) -> float:
+    """Estimated cost of one row (one prompt call and two images) before anything is spent; with photo, the
+    prompt model also looks at the product photo and both images are edits of it."""
     tokens_in, tokens_out = PROMPT_TOKENS_ESTIMATE
+    if photo:
+        tokens_in += VISION_TOKENS_ESTIMATE
     prompt = prompt_cost(prompt_model, {"prompt_tokens": tokens_in, "completion_tokens": tokens_out})
-    return prompt + 2 * image_cost(image_model, size, quality, None)
+    return prompt + 2 * image_cost(image_model, size, quality, None, edited=photo)
 
 
 def is_priced(prompt_model: str, image_model: str) -> bool:

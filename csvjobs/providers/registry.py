@@ -24,7 +24,7 @@ def load_provider(spec: str, settings: Settings) -> Provider:
     if name == "offline":
         from csvjobs.providers.offline import OfflineProvider
 
-        return OfflineProvider()
+        return OfflineProvider(settings)
     if name == "openai":
         try:
             from csvjobs.providers.openai import OpenAIProvider

@@ -4,6 +4,7 @@ checks keys here, so no key can leave its folder whatever the backend."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 UPLOADS_BUCKET = "csv-uploads"
@@ -29,3 +30,19 @@ def check_key(bucket: str, key: str) -> list[str]:
     if not parts or any(part in (".", "..") or part != safe_filename(part, "") for part in parts):
         raise ValueError(f"unsafe storage key {key!r}")
     return parts
+
+
+def is_remote_photo(source: str) -> bool:
+    """Whether a catalogue's photo value is a URL to fetch (http or https) rather than a file beside the CSV."""
+    return source.lower().startswith(("http://", "https://"))
+
+
+def uploaded_photo_key(user_id: object, batch_id: object, relative_path: str) -> str:
+    """The key (in csv-uploads) of a photo file that `upload` stored with its batch, from the path the CSV gives:
+    csv-uploads/{user_id}/{batch_id}/photos/{hash}-{name}. The hash of the whole path keeps two files with the
+    same name in different folders apart; the name keeps it readable."""
+    normalised = relative_path.replace("\\", "/").strip()
+    while normalised.startswith("./"):
+        normalised = normalised[2:]
+    digest = hashlib.sha256(normalised.encode()).hexdigest()[:16]
+    return f"{user_id}/{batch_id}/photos/{digest}-{safe_filename(normalised, 'photo')}"

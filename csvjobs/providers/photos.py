@@ -1,0 +1,269 @@
+"""The row's own product photo, as the reference both images are made from.
+
+A photo comes from the catalogue: an http(s) URL, or a file beside the CSV that `upload` stored with the batch.
+Remote photos are untrusted input next to the database, so fetching checks the address every hop resolves to
+(no loopback, private, link-local or metadata addresses unless CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows them),
+connects to exactly the address it checked, follows at most five redirects, stops at a size cap and a deadline,
+and accepts only bytes Pillow decodes as an image. The photo is normalised to a PNG the Images API takes and
+stored once as the row's reference (csv-images/{user_id}/{batch_id}/{row}-reference.png) with a checkpoint, so a
+retry never fetches again. A photo that cannot be used is never fatal by default: the row is made from text
+alone and its log and checkpoint say why (--require-photo fails such rows instead)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import ipaddress
+import socket
+import warnings
+from dataclasses import dataclass
+
+import httpx
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from csvjobs.config import Settings
+from csvjobs.errors import JobLostError, PermanentError
+from csvjobs.providers.contract import RowContext
+from csvjobs.storage.keys import IMAGES_BUCKET, UPLOADS_BUCKET, is_remote_photo, uploaded_photo_key
+
+MAX_REDIRECTS = 5
+MAX_PIXELS = 40_000_000  # a decoded photo larger than this is refused (decompression bombs)
+REFERENCE_MAX_SIDE = 1536  # the reference sent to the Images API
+VISION_MAX_SIDE = 768  # the copy the prompt model looks at
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class PhotoError(Exception):
+    """The photo cannot be used; the message says why, for the row's log and export."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A row's reference photo: normalised PNG bytes and where they are stored."""
+
+    png: bytes
+    storage_path: str
+    source: str
+
+    def vision_data_url(self) -> str:
+        """A small JPEG of the photo as a data: URL, for the prompt model."""
+        return "data:image/jpeg;base64," + _base64(shrink_to_jpeg(self.png, VISION_MAX_SIDE))
+
+
+def _base64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+# --- addresses ----------------------------------------------------------------------------------------------
+
+
+def allowed_address(address: str, allow_private: str) -> bool:
+    """Whether a resolved address may be fetched from: a global (public) address, or one that
+    CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows ("1": any; else a comma-separated list of addresses or networks)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    allow = allow_private.strip()
+    if allow in ("1", "true", "yes", "all"):
+        return True
+    if allow and allow not in ("0", "false", "no"):
+        for item in allow.split(","):
+            try:
+                if ip in ipaddress.ip_network(item.strip(), strict=False):
+                    return True
+            except ValueError:
+                continue
+    # is_global is False for loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
+    # where cloud metadata lives), shared (100.64/10), reserved, unspecified and documentation ranges.
+    return ip.is_global and not ip.is_multicast
+
+
+async def _resolve(host: str, port: int, timeout: float) -> list[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except TimeoutError as exc:
+        raise PhotoError(f"resolving {host} timed out") from exc
+    except OSError as exc:
+        raise PhotoError(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# --- fetching -----------------------------------------------------------------------------------------------
+
+
+async def fetch_photo(url: str, settings: Settings) -> bytes:
+    """The photo's bytes, fetched as described in the module docstring; PhotoError says why not."""
+    try:
+        return await asyncio.wait_for(_fetch(url, settings), settings.photo_timeout_seconds * 2)
+    except TimeoutError as exc:
+        raise PhotoError(f"fetching the photo took longer than {settings.photo_timeout_seconds * 2:.0f}s") from exc
+
+
+async def _fetch(url: str, settings: Settings) -> bytes:
+    timeout = httpx.Timeout(settings.photo_timeout_seconds, connect=min(5.0, settings.photo_timeout_seconds))
+    # trust_env=False: no proxy from the environment may carry the request somewhere the checks did not see.
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                target = httpx.URL(current)
+            except (httpx.InvalidURL, ValueError) as exc:
+                raise PhotoError(f"not a valid URL: {current[:200]}") from exc
+            if target.scheme not in ("http", "https") or not target.host:
+                raise PhotoError(f"only http and https photo URLs are fetched, not {current[:200]}")
+            port = target.port or (443 if target.scheme == "https" else 80)
+            addresses = await _resolve(target.host, port, settings.photo_timeout_seconds)
+            refused = [a for a in addresses if not allowed_address(a, settings.allow_private_image_hosts)]
+            if refused or not addresses:
+                raise PhotoError(f"{target.host} resolves to {', '.join(refused) or 'nothing'}, a loopback, private, "
+                                 "link-local or metadata address; refused (CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows "
+                                 "such hosts)")
+            # Connect to the address that was checked, not to whatever a second lookup might return.
+            pinned = addresses[0]
+            host_for_url = f"[{pinned}]" if ":" in pinned else pinned
+            request_url = target.copy_with(host=host_for_url.strip("[]"))
+            headers = {"Host": target.netloc.decode("ascii"), "Accept": "image/*",
+                       "User-Agent": "csvjobs (product photo fetch)"}
+            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+            try:
+                async with client.stream("GET", request_url, headers=headers, extensions=extensions) as response:
+                    if response.status_code in _REDIRECTS:
+                        location = response.headers.get("location")
+                        if not location:
+                            raise PhotoError(f"HTTP {response.status_code} without a Location")
+                        current = str(target.join(location))
+                        continue
+                    if response.status_code != 200:
+                        raise PhotoError(f"the photo URL answered HTTP {response.status_code}")
+                    return await _read_capped(response, settings.photo_max_bytes)
+            except httpx.TimeoutException as exc:
+                raise PhotoError("the photo server did not answer in time") from exc
+            except httpx.HTTPError as exc:
+                raise PhotoError(f"fetching the photo failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise PhotoError(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PhotoError(f"the photo is {int(declared):,} bytes, over the {cap:,}-byte limit (CSVJOBS_PHOTO_MAX_BYTES)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise PhotoError(f"the photo is over the {cap:,}-byte limit (CSVJOBS_PHOTO_MAX_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))
+            if probe.width * probe.height > MAX_PIXELS:
+                raise PhotoError(f"the photo is {probe.width}x{probe.height} pixels, more than {MAX_PIXELS:,}")
+            probe.verify()
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except PhotoError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoError("the file is not an image Pillow can read" if isinstance(exc, UnidentifiedImageError)
+                         else "the photo is too large to decode") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PhotoError(f"the image is damaged ({str(exc)[:120]})") from exc
+    return image
+
+
+def normalise(data: bytes, max_side: int = REFERENCE_MAX_SIDE) -> bytes:
+    """Any image Pillow reads -> an upright PNG (RGB, or RGBA when it has transparency) no larger than max_side."""
+    image = ImageOps.exif_transpose(_open(data))
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    image = image.convert("RGBA" if has_alpha else "RGB")
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def shrink_to_jpeg(png: bytes, max_side: int) -> bytes:
+    """A small JPEG copy (transparency flattened onto white) for the prompt model to look at."""
+    opened = Image.open(io.BytesIO(png))
+    opened.load()
+    image: Image.Image = opened
+    if image.mode != "RGB":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        image = background
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+# --- the row's reference ------------------------------------------------------------------------------------
+
+
+def photo_source(ctx: RowContext) -> str:
+    """The row's photo as the catalogue gives it: a URL, a path beside the CSV, or ''."""
+    return str(ctx.job.product.get("image_url") or "").strip()
+
+
+async def prepare_reference(ctx: RowContext, settings: Settings) -> Reference | None:
+    """The row's reference photo (from its checkpoint, or fetched, normalised, stored and checkpointed), or None
+    when the row has no photo or its photo cannot be used (logged with the reason; a PermanentError instead with
+    require_photo)."""
+    source = photo_source(ctx)
+    if not source:
+        return None
+    saved = ctx.job.checkpoint
+    if "reference" in saved:
+        path = str(saved["reference"].get("storage_path", ""))
+        try:
+            png = await asyncio.to_thread(ctx.storage.read_bytes, path)
+            ctx.log("photo_reused", "reference photo reused from the checkpoint", {"storage_path": path})
+            return Reference(png, path, source)
+        except Exception:  # gone from storage: make it again
+            pass
+    elif "reference_error" in saved:
+        return _unusable(ctx, settings, str(saved["reference_error"]), source, logged=True)
+    try:
+        if is_remote_photo(source):
+            raw = await fetch_photo(source, settings)
+        else:
+            key = uploaded_photo_key(ctx.job.user_id, ctx.job.batch_id, source)
+            try:
+                raw = await asyncio.to_thread(ctx.storage.read_bytes, f"{UPLOADS_BUCKET}/{key}")
+            except Exception as exc:
+                raise PhotoError(f"the uploaded photo {source!r} is missing from storage") from exc
+        png = await asyncio.to_thread(normalise, raw)
+    except PhotoError as exc:
+        reason = str(exc)
+        if not await ctx.save_checkpoint({"reference_error": reason}):
+            raise JobLostError(f"row job {ctx.job.job_id} was reclaimed by another worker") from exc
+        return _unusable(ctx, settings, reason, source, logged=False)
+    key = f"{ctx.job.user_id}/{ctx.job.batch_id}/{ctx.job.row_number}-reference.png"
+    path = await asyncio.to_thread(ctx.storage.put_bytes, IMAGES_BUCKET, key, png)
+    record = {"storage_path": path, "source": source, "bytes": len(png), "sha256": hashlib.sha256(png).hexdigest()}
+    if not await ctx.save_checkpoint({"reference": record}):
+        raise JobLostError(f"row job {ctx.job.job_id} was reclaimed by another worker")
+    ctx.log("photo_stored", f"reference photo stored: {path}", record)
+    return Reference(png, path, source)
+
+
+def _unusable(ctx: RowContext, settings: Settings, reason: str, source: str, *, logged: bool) -> Reference | None:
+    if settings.require_photo:
+        raise PermanentError(f"the product photo cannot be used: {reason} ({source[:200]})")
+    if not logged:
+        ctx.log("photo_unusable", f"the product photo cannot be used ({reason}); the images are made from the "
+                "text alone", {"source": source[:500], "reason": reason})
+    return None  # the caller goes on without a reference
