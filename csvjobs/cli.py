@@ -380,6 +380,11 @@ def work(
     image_quality: Annotated[
         str | None, typer.Option(help="low, medium, high, xhigh, max or auto (CSVJOBS_IMAGE_QUALITY).")
     ] = None,
+    require_photo: Annotated[
+        bool | None,
+        typer.Option("--require-photo", help="Fail rows whose product photo cannot be used, instead of making "
+                     "their images from the text alone (CSVJOBS_REQUIRE_PHOTO).", show_default=False),
+    ] = None,
 ) -> None:
     """Process row jobs with a pool of worker processes. Every option also has a CSVJOBS_* setting.
 
@@ -402,6 +407,7 @@ def work(
         max_dedicated=max_dedicated,
         claim_timeout_minutes=claim_timeout,
         grace_seconds=grace_period,
+        require_photo=require_photo,
     )
     options = PoolOptions(
         batch_id=_parse_uuid(batch, "--batch"),

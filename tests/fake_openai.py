@@ -231,12 +231,13 @@ class FakeOpenAI:
         if chaos:
             return chaos
         png = cutout_png() if body.get("background") == "transparent" else self.png
+        image_tokens = 1300 if endpoint == "edit" else 0  # an edit's input includes the reference photo
         encoded = base64.b64encode(png).decode()
         item = {"url": f"data:image/png;base64,{encoded}"} if self.image_as_url else {"b64_json": encoded}
         return 200, {}, {
             "created": int(time.time()), "data": [item],
-            "usage": {"input_tokens": 50, "output_tokens": 1056, "total_tokens": 1106,
-                      "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}},
+            "usage": {"input_tokens": 50 + image_tokens, "output_tokens": 1056, "total_tokens": 1106 + image_tokens,
+                      "input_tokens_details": {"text_tokens": 50, "image_tokens": image_tokens}},
         }
 
     def count(self, endpoint: str, predicate: Callable[[Call], bool] = lambda c: True) -> int:
