@@ -133,3 +133,13 @@ def test_the_cli_holds_no_sql() -> None:
     text = MODULES["csvjobs.cli"].read_text(encoding="utf-8")
     for word in ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", "execute("):
         assert word not in text, word
+
+
+def test_every_package_is_installed() -> None:
+    """A non-editable install ships only the packages pyproject.toml lists: a new package left out installs
+    fine and then fails with ModuleNotFoundError at the first command."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, f"add to [tool.setuptools] packages: {sorted(packages - listed)}"
