@@ -545,20 +545,37 @@ def export(
     ctx: typer.Context,
     batch: Annotated[str, typer.Argument(help="Batch id.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or html (a self-contained gallery).")] = "csv",
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="csv, jsonl, html (a self-contained gallery), or shopify / woocommerce (a "
+                     "file the shop's product importer takes, adding the images to your products)."),
+    ] = "csv",
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Shop formats: the public URL your storage is served under (default: "
+                     "CSVJOBS_PUBLIC_BASE_URL, else presigned S3 URLs)."),
+    ] = None,
+    handle_column: Annotated[
+        str | None,
+        typer.Option("--handle-column", help="Shopify: the source column holding each product's handle (default: "
+                     "Handle in a Shopify export, else a handle derived from the title)."),
+    ] = None,
     user: UserOption = None,
 ) -> None:
-    """Export every row of a batch with its prompts, images, tags, status and error.
+    """Export a batch: every row with its prompts, images, tags, status and error, or a shop import file.
 
-    Example: csvjobs export 3f0c... --format html -o gallery.html
+    Example: csvjobs export 3f0c... --format shopify -o images.csv   (or --format html -o gallery.html)
     """
     from csvjobs.operate.export import export_batch
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
-    count = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout)
+    report = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout, base_url=base_url,
+                          handle_column=handle_column)
     if output is not None:
-        err.print(f"wrote {count} row(s) to {output}")
+        err.print(f"wrote {report.count} {report.what} to {output}")
+    for note in report.notes:
+        err.print(note)
 
 
 # --- entry point ----------------------------------------------------------------------------------------------

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     s3_bucket: str | None = None
     s3_region: str | None = None
     s3_addressing_style: str = "auto"
+    # Where shops fetch exported images from: a public bucket or a CDN in front of the storage, under which every
+    # storage path ({bucket}/{key}) is served. Unset with S3 storage: presigned URLs that expire after 7 days.
+    public_base_url: str | None = None
 
     # Product photos (providers/photos.py): fetched with this size cap and timeout; hosts that resolve to
     # loopback, private, link-local or metadata addresses are refused unless allowed here ("1" for any, or a

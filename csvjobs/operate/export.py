@@ -12,8 +12,9 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from csvjobs import db
 from csvjobs.config import Settings
@@ -21,12 +22,18 @@ from csvjobs.errors import InputError
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, tags_of
+from csvjobs.operate.shop_export import shopify_products, woocommerce_rows, write_shopify, write_woocommerce
+from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
-ExportFormat = Literal["csv", "jsonl", "html"]
-FORMATS = ("csv", "jsonl", "html")
+FORMATS = ("csv", "jsonl", "html", "shopify", "woocommerce")
+SHOP_FORMATS = ("shopify", "woocommerce")
+SHOPIFY_HINT = ("import it in Shopify under Products > Import, ticking 'Overwrite products with matching handles', "
+                "so the images are added to your existing products rather than creating new ones")
+WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking 'Update existing products', so "
+                    "products are matched by ID or SKU rather than created again")
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
@@ -65,15 +72,38 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path | None, out: TextIO) -> int:
-    """Write every row of a batch in the chosen format to output (or out); returns the number of rows."""
+@dataclass
+class ExportReport:
+    """What an export wrote, and what the user should know about it (shop formats: how the URLs work, which
+    import option to choose)."""
+
+    count: int
+    what: str = "row(s)"
+    notes: list[str] = field(default_factory=list)
+
+
+def export_batch(
+    settings: Settings,
+    batch_id: uuid.UUID,
+    fmt: str,
+    output: Path | None,
+    out: TextIO,
+    *,
+    base_url: str | None = None,
+    handle_column: str | None = None,
+) -> ExportReport:
+    """Write a batch in the chosen format to output (or out): every row (csv, jsonl, html), or the file a shop's
+    importer takes (shopify, woocommerce)."""
     if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: choose csv, jsonl or html")
+        raise InputError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
     if output is not None and output.is_dir():
         raise InputError(f"{output} is a directory; give a file name such as {output / f'batch.{fmt}'}")
+    if handle_column is not None and fmt != "shopify":
+        raise InputError("--handle-column is for --format shopify")
     user_id = resolve_user_id(settings)
-    _target, conn = db.open_database(settings, application_name="csvjobs-export")
     storage = open_storage(settings)
+    urls = (ImageUrls(storage, base_url or settings.public_base_url) if fmt in SHOP_FORMATS else None)
+    _target, conn = db.open_database(settings, application_name="csvjobs-export")
     with conn, db.user_transaction(conn, user_id):
         batch = queries.export_header(conn, batch_id)
         target: TextIO
@@ -84,8 +114,17 @@ def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path
             tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
             target = tmp.open("w", encoding="utf-8", newline="")
         try:
-            writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
-            count = writer(target, queries.export_rows(conn, batch_id), list(batch["csv_headers"]), batch, storage)
+            rows = queries.export_rows(conn, batch_id)
+            report = ExportReport(0)
+            if fmt == "shopify" and urls is not None:
+                products = shopify_products(rows, batch, storage, urls, handle_column)
+                report = ExportReport(write_shopify(target, products), "product(s)", [urls.note, SHOPIFY_HINT])
+            elif fmt == "woocommerce" and urls is not None:
+                report = ExportReport(write_woocommerce(target, woocommerce_rows(rows, batch, urls)),
+                                      "product(s) and variation(s)", [urls.note, WOOCOMMERCE_HINT])
+            else:
+                writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
+                report = ExportReport(writer(target, rows, list(batch["csv_headers"]), batch, storage))
         except BaseException:
             if tmp is not None:
                 target.close()
@@ -94,7 +133,7 @@ def export_batch(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path
         if tmp is not None and output is not None:
             target.close()
             os.replace(tmp, output)
-        return count
+        return report
 
 
 def _write_csv(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,

@@ -133,8 +133,8 @@ def set_batch_state(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID
 
 def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     """The batch's id, file name and headers, in the caller's (user) transaction."""
-    batch = conn.execute("SELECT id, original_filename, csv_headers FROM csv_batches WHERE id = %s",
-                         [batch_id]).fetchone()
+    batch = conn.execute("SELECT id, original_filename, csv_headers, column_mapping, storage_path FROM csv_batches"
+                         " WHERE id = %s", [batch_id]).fetchone()
     if batch is None:
         raise no_such_batch(batch_id)
     return batch

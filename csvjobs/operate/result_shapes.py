@@ -66,3 +66,11 @@ def tags_of(tags: Any) -> list[str]:
     if not isinstance(value, list):
         return []
     return [str(t).strip() for t in value if isinstance(t, str | int | float) and str(t).strip()]
+
+
+def alt_text_for(prompts: Any, style: ImageStyle) -> str:
+    """The model's alt text for one style's image (csvjobs' own shape has one; the contract's has none: '')."""
+    value = _unwrap(prompts, "prompts")
+    entry = value.get(style.value) if isinstance(value, dict) else None
+    alt = entry.get("alt_text") if isinstance(entry, dict) else None
+    return alt.strip() if isinstance(alt, str) else ""

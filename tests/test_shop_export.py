@@ -1,0 +1,198 @@
+"""Shop import files: the real Shopify and WooCommerce samples through upload, work and export, parsed back and
+checked column by column against the formats the importers document; URLs a shop can fetch (moto's S3 server,
+the presigned URLs fetched over HTTP); and the refusals (local storage, no stable product identifier)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import REAL_DATA
+from helpers import USER_A
+from photo_server import PhotoServer
+from test_s3_storage import S3, s3, s3_env  # noqa: F401  (fixtures)
+from test_worker_pool import finish, start_pool
+
+from csvjobs.operate.shop_export import ALT_TEXT_LIMIT, SHOPIFY_HEADERS, WOOCOMMERCE_HEADERS, slug
+
+pytestmark = pytest.mark.slow
+BASE = "https://cdn.example.test/shop-images"
+needs_real_data = pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def env(pool_env: dict[str, str]) -> dict[str, str]:
+    return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
+                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2")
+
+
+def upload_and_work(env: dict[str, str], path: Path, *args: str) -> uuid.UUID:
+    result = cli(env, "upload", str(path), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", "--concurrency", "4"), timeout=180)
+    assert code == 0, err
+    return uuid.UUID(json.loads(result.stdout)["batch_id"])
+
+
+def parse(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    return list(reader.fieldnames or []), list(reader)
+
+
+@needs_real_data
+def test_the_real_shopify_export_becomes_a_shopify_import_file(env, conn, tmp_path: Path) -> None:
+    photos = PhotoServer().start()
+    try:
+        source = (REAL_DATA / "shopify_product_template.csv").read_text(encoding="utf-8")
+        local = tmp_path / "shopify.csv"
+        local.write_text(source.replace("https://burst.shopifycdn.com", photos.base), encoding="utf-8")
+        batch = upload_and_work(env, local)
+    finally:
+        photos.stop()
+    out = tmp_path / "images.csv"
+    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Overwrite products with matching handles" in result.stderr and f"under {BASE}/" in result.stderr
+    headers, rows = parse(out.read_text(encoding="utf-8"))
+    assert headers == SHOPIFY_HEADERS
+
+    source_rows = list(csv.DictReader(io.StringIO(local.read_text(encoding="utf-8"))))
+    handles = list(dict.fromkeys(r["Handle"] for r in source_rows))
+    assert list(dict.fromkeys(r["Handle"] for r in rows)) == handles
+    for handle in handles:
+        mine = [r for r in rows if r["Handle"] == handle]
+        image_rows = [r for r in mine if r["Image Src"]]
+        existing = list(dict.fromkeys(r["Image Src"] for r in source_rows if r["Handle"] == handle and r["Image Src"]))
+        # The product's own images first, in their order, then the new ones after them.
+        assert [r["Image Src"] for r in image_rows[:len(existing)]] == existing
+        assert [int(r["Image Position"]) for r in image_rows] == list(range(1, len(image_rows) + 1))
+        new = image_rows[len(existing):]
+        assert new and all(r["Image Src"].startswith(BASE + "/csv-images/") for r in new)
+        assert all(0 < len(r["Image Alt Text"]) <= ALT_TEXT_LIMIT for r in new)
+        assert len({r["Image Src"] for r in new}) == len(new)  # each image once per product
+        # Title on the product's first row only (Shopify's required column for updates).
+        assert mine[0]["Title"] == next(r["Title"] for r in source_rows if r["Handle"] == handle and r["Title"])
+        assert all(r["Title"] == "" for r in mine[1:])
+    shirt = [r for r in rows if r["Handle"] == "example-shirt"]
+    assert len([r for r in shirt if r["Image Src"]]) > 6  # 6 existing in the sample, then the new ones
+    variants = [r for r in shirt if r["Variant Image"]]
+    assert variants and all(r["Option1 Name"] and r["Option1 Value"] and not r["Image Src"] for r in variants)
+    assert {r["Variant Image"] for r in variants} <= {r["Image Src"] for r in shirt}
+    assert "file://" not in out.read_text() and str(env["CSVJOBS_HOME"]) not in out.read_text()
+
+
+@needs_real_data
+def test_the_real_woocommerce_export_becomes_a_woocommerce_import_file(env, conn, tmp_path: Path) -> None:
+    batch = upload_and_work(env, REAL_DATA / "woocommerce_ptbr_products.csv", "--map", "title=Nome", "--map",
+                            "description=Descrição", "--map", "product_type=Categorias", "--map", "mpn=REF")
+    out = tmp_path / "woo.csv"
+    result = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Update existing products" in result.stderr
+    headers, rows = parse(out.read_text(encoding="utf-8"))
+    assert headers == WOOCOMMERCE_HEADERS
+    source = list(csv.DictReader(io.StringIO((REAL_DATA / "woocommerce_ptbr_products.csv").read_text("utf-8-sig"))))
+    completed = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE batch_id = %s AND status = 'completed'",
+                             [batch]).fetchone()
+    assert completed is not None and len(rows) == completed["n"] > 0
+    assert {r["ID"] for r in rows} <= {r["ID"] for r in source}
+    variations = 0
+    for row in rows:
+        original = next(r for r in source if r["ID"] == row["ID"])
+        images = [u.strip() for u in row["Images"].split(",")]
+        assert all(u.startswith(BASE + "/csv-images/") for u in images)
+        if original["Produto ascendente"]:  # a variation (pt-BR for Parent): its one image, its own
+            variations += 1
+            assert len(images) == 1 and images[0].endswith("single_white_background.png") and row["Tags"] == ""
+        else:
+            assert len(images) == 2 and row["Tags"]
+    assert variations == sum(1 for r in source if r["Produto ascendente"] and r["ID"] in {x["ID"] for x in rows})
+    assert variations > 0
+
+
+def test_local_storage_has_no_url_a_shop_can_fetch(env, conn, tmp_path: Path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text("title,description\nMug,Big mug\n")
+    batch = upload_and_work(env, source)
+    out = tmp_path / "images.csv"
+    result = cli(env, "export", str(batch), "--format", "shopify", "-o", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "local storage" in result.stderr and "CSVJOBS_PUBLIC_BASE_URL" in result.stderr
+    assert "--base-url" in result.stderr and not out.exists()
+    woo = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
+    assert woo.returncode == 2 and "no ID or SKU" in woo.stderr
+    shop = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE)
+    assert shop.returncode == 0, shop.stderr
+    _headers, rows = parse(shop.stdout)
+    assert {r["Handle"] for r in rows} == {slug("Mug")} == {"mug"}
+
+
+def test_a_source_without_a_stable_identifier_is_refused(env, conn, tmp_path: Path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text("product_type,description\nMug,Big mug\n")
+    batch = upload_and_work(env, source)
+    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE)
+    assert result.returncode == 2 and "--handle-column" in result.stderr
+    by_column = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE,
+                    "--handle-column", "product_type")
+    assert by_column.returncode == 0, by_column.stderr
+    assert {r["Handle"] for r in parse(by_column.stdout)[1]} == {"Mug"}
+
+
+def test_presigned_s3_urls_are_fetched_by_the_shop(s3_env, s3: S3, conn, tmp_path: Path) -> None:  # noqa: F811
+    source = tmp_path / "p.csv"
+    source.write_text("title,description,mpn\nMug,Big mug,M-1\nBowl,Salad bowl,B-2\n")
+    batch = upload_and_work(s3_env, source)
+    result = cli(s3_env, "export", str(batch), "--format", "woocommerce")
+    assert result.returncode == 0, result.stderr
+    assert "presigned and expire on" in result.stderr and "import before" in result.stderr
+    _headers, rows = parse(result.stdout)
+    assert [r["SKU"] for r in rows] == ["M-1", "B-2"]
+    for row in rows:
+        urls = [u.strip() for u in row["Images"].split(",")]
+        assert len(urls) == 2
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=30) as response:  # what the shop's importer does
+                assert response.status == 200 and response.read(8) == b"\x89PNG\r\n\x1a\n"
+    public = cli(dict(s3_env, CSVJOBS_PUBLIC_BASE_URL="https://images.example.test"), "export", str(batch),
+                 "--format", "woocommerce")
+    assert public.returncode == 0, public.stderr
+    assert all(u.strip().startswith("https://images.example.test/csv-images/")
+               for r in parse(public.stdout)[1] for u in r["Images"].split(","))
+
+
+def test_woocommerce_keeps_the_existing_images_first_and_merges_tags(env, conn, tmp_path: Path) -> None:
+    photos = PhotoServer().start()  # the shop's own images, on loopback (tests reach nothing else)
+    shop = photos.base
+    source = tmp_path / "woo.csv"
+    source.write_text(
+        "ID,Type,SKU,Name,Categories,Regular price,Images,Tags,Parent\n"
+        f'10,variable,MUG,Mug,Kitchen,,"{shop}/mug.png, {shop}/mug.jpg","kitchen, Ceramic",\n'
+        "11,variation,MUG-RED,Mug - Red,,12,,,id:10\n")
+    try:
+        batch = upload_and_work(env, source)
+    finally:
+        photos.stop()
+    result = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
+    assert result.returncode == 0, result.stderr
+    _headers, rows = parse(result.stdout)
+    parent, variation = rows
+    images = [u.strip() for u in parent["Images"].split(",")]
+    assert images[:2] == [f"{shop}/mug.png", f"{shop}/mug.jpg"]
+    assert len(images) == 4 and all(u.startswith(BASE) for u in images[2:])
+    tags = [t.strip() for t in parent["Tags"].split(",")]
+    assert tags[:2] == ["kitchen", "Ceramic"] and len(tags) > 2 and len({t.lower() for t in tags}) == len(tags)
+    assert (parent["ID"], parent["SKU"], variation["ID"], variation["SKU"]) == ("10", "MUG", "11", "MUG-RED")
+    assert variation["Images"].startswith(BASE) and "," not in variation["Images"]
