@@ -446,3 +446,10 @@ def test_a_large_file_is_parsed_in_a_child_process_by_default(run_cli, conn, tmp
     assert last == {"row_number": rows, "row_data": {"country": "US", "product_type": "Shoes", "size": "42",
                                                       "mpn": f"SKU-{rows - 1}", "title": f"Runner {rows - 1}",
                                                       "description": "A fast shoe"}}
+
+
+def test_the_bundled_example_uploads(run_cli, conn) -> None:
+    """The README's first command starts with `csvjobs upload --example`."""
+    result = run_cli("upload", "--example", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["total_rows"] == 8
