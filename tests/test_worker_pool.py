@@ -248,3 +248,13 @@ def test_a_pool_for_one_batch_says_which_batch(pool_env, conn) -> None:
     assert code == 0, err
     assert f"batch {batch}" in err and "any batch" not in err
     assert job_counts(conn, batch) == {"completed": 3}
+
+
+def test_a_provider_written_against_the_old_import_path_still_loads(pool_env, conn) -> None:
+    batch = make_batch(conn, 3)
+    code, err = finish(start_pool(pool_env, "--until-done", "--max-dedicated", "0", "--provider",
+                                  "legacy_provider:make"))
+    assert code == 0, err
+    tags = conn.execute("SELECT DISTINCT generated_tags::text AS t FROM csv_row_jobs WHERE batch_id = %s",
+                        [batch]).fetchall()
+    assert tags == [{"t": '["legacy"]'}]
