@@ -120,6 +120,11 @@ def upload(
     country: Annotated[str, typer.Option(help="Country for rows that have none, e.g. BR.")] = "",
     max_concurrent_jobs: Annotated[int, typer.Option(min=1, help="Rows of this batch in flight at once.")] = 4,
     skip_invalid: Annotated[bool, typer.Option(help="Leave invalid rows out instead of rejecting the file.")] = False,
+    per_variant: Annotated[
+        bool,
+        typer.Option("--per-variant", help="Make images for every variant, even those that look like an earlier "
+                     "one (by default variants differing only in size or the like share images)."),
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="Parse, map and validate; write nothing.")] = False,
     delimiter: Annotated[str | None, typer.Option(help="Field delimiter (default: detected).")] = None,
     encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detected).")] = None,
@@ -145,6 +150,7 @@ def upload(
         country=country,
         max_concurrent_jobs=max_concurrent_jobs,
         skip_invalid=skip_invalid,
+        per_variant=per_variant,
         dry_run=dry_run,
         delimiter=delimiter,
         encoding=encoding,

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     photo_timeout_seconds: float = Field(default=15.0, gt=0)
     allow_private_image_hosts: str = ""
     require_photo: bool = False
+    # Variant options that change how a product looks (matched as words inside the option's name, any case):
+    # variants differing only in other options (size) share images; `upload --per-variant` turns that off.
+    look_options: str = "colour,color,material,pattern,finish,print,cor,estampa,farbe,couleur,motif"
+
+    @property
+    def look_option_words(self) -> tuple[str, ...]:
+        """look_options as lowercase words."""
+        return tuple(w.strip().lower() for w in self.look_options.split(",") if w.strip())
 
     # The worker pool: one place for every default (`csvjobs work` options override them, CSVJOBS_* variables
     # set them). The SQL functions keep their own defaults only for callers that name none (the contract's

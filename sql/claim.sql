@@ -142,6 +142,10 @@ BEGIN
             WITH picked AS (
                 SELECT j.id FROM csv_row_jobs j
                 WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
+                  -- a row that reuses another's images waits until that row has finished
+                  AND (j.depends_on IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM csv_row_jobs d
+                      WHERE d.id = j.depends_on AND d.status IN ('pending', 'claimed', 'processing')))
                 ORDER BY j.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
                 LIMIT v_want
                 FOR UPDATE SKIP LOCKED

@@ -241,7 +241,9 @@ BEGIN
                 PERFORM csv_add_batch_results(r.batch_id, r.ok, r.bad, r.cost);
             END IF;
         END LOOP;
-        IF 'pending' = ANY (v_statuses) THEN
+        -- Rows put back for a retry, and rows that were waiting for a row that just finished, are work to hand out.
+        IF 'pending' = ANY (v_statuses)
+           OR EXISTS (SELECT 1 FROM csv_row_jobs d WHERE d.depends_on = ANY (v_ids) AND d.status = 'pending') THEN
             PERFORM pg_notify('csv_row_jobs', '');
         END IF;
     END IF;

@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS csv_row_jobs (
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),
     completed_at            timestamptz,
+    -- A variant that looks like an earlier row of its product (same photo, same look-changing options) waits for
+    -- that row and reuses its images instead of paying for its own; set by the upload, NULL otherwise.
+    depends_on              bigint,
     CHECK ((status IN ('claimed', 'processing')) = (claimed_by IS NOT NULL))
 );
 COMMENT ON COLUMN csv_row_jobs.product IS
@@ -98,6 +101,8 @@ CREATE INDEX IF NOT EXISTS csv_row_jobs_in_flight_idx ON csv_row_jobs (batch_id)
 CREATE INDEX IF NOT EXISTS csv_row_jobs_claimed_at_idx ON csv_row_jobs (claimed_at)
     WHERE status IN ('claimed', 'processing');
 CREATE INDEX IF NOT EXISTS csv_row_jobs_failed_idx ON csv_row_jobs (batch_id, row_number) WHERE status = 'failed';
+-- The rows waiting for another: found when that row finishes, so that they are handed out at once.
+CREATE INDEX IF NOT EXISTS csv_row_jobs_depends_on_idx ON csv_row_jobs (depends_on) WHERE depends_on IS NOT NULL;
 -- A batch's rows (export, the delete trigger, a user's query by batch): bloom summaries stay selective when
 -- ranges hold several batches. Ranges are summarised by autovacuum (autosummarize); until then they are read, as
 -- a sequential scan would.

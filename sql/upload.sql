@@ -44,5 +44,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT jsonb_object_agg(f.name, coalesce(p_product ->> f.name,
                                              p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> f.name),
                                              ''))
+           -- the earlier row whose images this one reuses (see csv_row_jobs.depends_on), when there is one
+           || CASE WHEN p_product ? 'reuse_of_row' THEN jsonb_build_object('reuse_of_row', p_product ->> 'reuse_of_row')
+                   ELSE '{}'::jsonb END
     FROM unnest(ARRAY['country', 'product_type', 'size', 'mpn', 'description', 'title', 'image_url']) AS f(name);
 $$;

@@ -225,10 +225,14 @@ def test_the_real_shopify_export_completes_every_row_by_fallback(env, photos, co
     work(env)
     rows = rows_of(conn, batch)
     assert rows and {r["status"] for r in rows.values()} == {"completed"}
-    assert all("HTTP 404" in r["checkpoint"]["reference_error"] for r in rows.values())
+    # Sizes of one colour share that colour's images (see the shop export tests); every row that made its own
+    # images fell back, saying why.
+    made = [r for r in rows.values() if not r["generated_images"][0].get("reused_from_row")]
+    assert len(made) < len(rows)
+    assert all("HTTP 404" in r["checkpoint"]["reference_error"] for r in made)
     unusable = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE operation = 'photo_unusable'"
                             " AND batch_id = %s", [batch]).fetchone()
-    assert unusable == {"n": len(rows)}
+    assert unusable == {"n": len(made)}
     # A variant row asks for its own image (Variant Image), not the product's (Image Src).
     first = conn.execute("SELECT details ->> 'source' AS source FROM csv_processing_logs"
                          " WHERE operation = 'photo_unusable' AND row_number = 1 AND batch_id = %s", [batch]).fetchone()

@@ -344,3 +344,22 @@ def test_a_worker_that_passes_its_id_is_still_fenced(conn: psycopg.Connection) -
     assert conn.execute("SELECT update_csv_row_job_result(%s, 'processing', p_worker_id => 'w2') AS ok",
                         [job["job_id"]]).fetchone() == {"ok": False}
     assert conn.execute(call, [job["job_id"], "w1", job["attempt"]]).fetchone() == {"ok": True}
+
+
+def test_a_row_that_reuses_another_waits_for_it_and_its_finish_wakes_the_workers(
+    database_url: str, conn: psycopg.Connection
+) -> None:
+    batch = make_batch(conn, 3)
+    ids = {r["row_number"]: r["id"] for r in conn.execute(
+        "SELECT id, row_number FROM csv_row_jobs WHERE batch_id = %s", [batch])}
+    conn.execute("UPDATE csv_row_jobs SET depends_on = %s WHERE id IN (%s, %s)", [ids[1], ids[2], ids[3]])
+    as_service(conn)
+    first = claim(conn, "w", limit=10)
+    assert [j["row_number"] for j in first] == [1]  # rows 2 and 3 wait for row 1
+    assert claim(conn, "w2", limit=10) == []
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN csv_row_jobs")
+        report(conn, "w", [{"job_id": first[0]["job_id"], "attempt": first[0]["attempt"], "status": "completed"}])
+        woken = list(listener.notifies(timeout=5, stop_after=1))
+    assert woken, "finishing a row that others wait for must wake the workers"
+    assert sorted(j["row_number"] for j in claim(conn, "w", limit=10)) == [2, 3]

@@ -58,9 +58,24 @@ def test_the_real_shopify_export_becomes_a_shopify_import_file(env, conn, tmp_pa
         source = (REAL_DATA / "shopify_product_template.csv").read_text(encoding="utf-8")
         local = tmp_path / "shopify.csv"
         local.write_text(source.replace("https://burst.shopifycdn.com", photos.base), encoding="utf-8")
+        separate = cli(env, "upload", str(local), "--dry-run", "--per-variant", "--json")
+        assert separate.returncode == 0 and json.loads(separate.stdout)["reused_rows"] == 0
+        shown = cli(env, "upload", str(local), "--dry-run")
+        assert "variants: 8 row(s) look like an earlier row of their product" in shown.stdout
         batch = upload_and_work(env, local)
     finally:
         photos.stop()
+    reused = conn.execute(
+        "SELECT j.row_number, j.cost_usd, j.generated_images, l.row_number AS leader, l.generated_images AS theirs"
+        " FROM csv_row_jobs j JOIN csv_row_jobs l ON l.id = j.depends_on WHERE j.batch_id = %s", [batch]).fetchall()
+    assert len(reused) == 8
+    for row in reused:
+        assert float(row["cost_usd"]) == 0
+        assert [i["storage_path"] for i in row["generated_images"]] == [i["storage_path"] for i in row["theirs"]]
+        assert all(i["reused_from_row"] == row["leader"] for i in row["generated_images"])
+    logged = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE operation = 'images_reused'"
+                          " AND batch_id = %s", [batch]).fetchone()
+    assert logged == {"n": 8}
     out = tmp_path / "images.csv"
     result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -86,10 +101,15 @@ def test_the_real_shopify_export_becomes_a_shopify_import_file(env, conn, tmp_pa
         assert mine[0]["Title"] == next(r["Title"] for r in source_rows if r["Handle"] == handle and r["Title"])
         assert all(r["Title"] == "" for r in mine[1:])
     shirt = [r for r in rows if r["Handle"] == "example-shirt"]
-    assert len([r for r in shirt if r["Image Src"]]) > 6  # 6 existing in the sample, then the new ones
+    # 12 variants in 4 colours and 3 sizes: sizes share their colour's images, so 4 x 2 new images, not 12 x 2.
+    assert len([r for r in shirt if r["Image Src"]]) == 6 + 8
     variants = [r for r in shirt if r["Variant Image"]]
-    assert variants and all(r["Option1 Name"] and r["Option1 Value"] and not r["Image Src"] for r in variants)
+    assert len(variants) == 12 and all(r["Option1 Name"] == "Color" and r["Option2 Name"] == "Size"
+                                       and not r["Image Src"] for r in variants)
+    assert len({r["Variant Image"] for r in variants}) == 4
     assert {r["Variant Image"] for r in variants} <= {r["Image Src"] for r in shirt}
+    by_colour = {(r["Option1 Value"], r["Variant Image"]) for r in variants}
+    assert len({colour for colour, _url in by_colour}) == 4 == len(by_colour)
     assert "file://" not in out.read_text() and str(env["CSVJOBS_HOME"]) not in out.read_text()
 
 

@@ -150,7 +150,7 @@ def test_woocommerce_export_fills_variations_from_their_parent(run_cli, conn, tm
     rows = jobs(conn)
     assert rows[1]["product"] == {"country": "", "product_type": "Clothing > Hoodies", "size": "S",
                                   "mpn": "HOOD-S", "description": "Fleece hoodie", "title": "Hoodie - S",
-                                  "image_url": ""}
+                                  "image_url": "", "reuse_of_row": "1"}  # looks like its parent: shares its images
     assert rows[2]["product"]["description"] == "Knitted beanie"
     batch = conn.execute("SELECT column_mapping FROM csv_batches").fetchone()
     assert batch is not None and batch["column_mapping"]["preset"] == "woocommerce"

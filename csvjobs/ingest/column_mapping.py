@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import operator
 import re
 from collections import OrderedDict
@@ -324,6 +325,36 @@ class RowMapper:
                 if _SIZE_NAMES.match(name):
                     product["size"] = self._col(values, f"attribute {n} value(s)")
                     break
+
+
+    def appearance(self, values: list[str], product: dict[str, str], look_words: tuple[str, ...]) -> str | None:
+        """What a row of a Shopify or WooCommerce product looks like, as a key: the product, its photo and the
+        options that change its look (an option whose name contains a look word: colour, material, ...). Rows
+        with the same key show the same thing, so they can share images; None outside those presets."""
+        looks: list[tuple[str, str]] = []
+        if self.mapping.preset == "shopify":
+            group = self._col(values, "handle")
+            for n, name in enumerate(self._shopify_option_names, start=1):
+                if name and _is_look(name, look_words):
+                    looks.append((name.lower(), self._col(values, f"option{n} value").lower()))
+        elif self.mapping.preset == "woocommerce":
+            parent = self._col(values, "parent")
+            own = self._col(values, "id")
+            group = parent or (f"id:{own}" if own else self._col(values, "sku"))
+            for n in range(1, 10):
+                name = self._col(values, f"attribute {n} name")
+                if name and _is_look(name, look_words):
+                    looks.append((name.lower(), self._col(values, f"attribute {n} value(s)").lower()))
+        else:
+            return None
+        if not group:
+            return None
+        return json.dumps([group, product.get("image_url", ""), sorted(looks)])
+
+
+def _is_look(option_name: str, look_words: tuple[str, ...]) -> bool:
+    name = option_name.lower()
+    return any(word in name for word in look_words)
 
 
 def getter(indexes: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:

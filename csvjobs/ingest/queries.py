@@ -30,6 +30,18 @@ def create_batch(
     )
 
 
+def link_reused_rows(conn: db.Connection, batch_id: uuid.UUID) -> int:
+    """Point each row that shares an earlier row's images at that row's job (csv_row_jobs.depends_on); the
+    upload wrote the row number, and ids exist only once COPY has run. Run as the service role."""
+    cur = conn.execute(
+        "UPDATE csv_row_jobs f SET depends_on = l.id FROM csv_row_jobs l"
+        " WHERE f.batch_id = %s AND l.batch_id = %s AND f.product ? 'reuse_of_row'"
+        " AND l.row_number = (f.product ->> 'reuse_of_row')::integer",
+        [batch_id, batch_id],
+    )
+    return cur.rowcount
+
+
 def queue_batch(conn: db.Connection, batch_id: uuid.UUID, total_rows: int, skipped_rows: int) -> None:
     """queue_csv_batch: record the row count and queue the batch (or complete it when it has no rows)."""
     conn.execute("SELECT queue_csv_batch(%s::uuid, %s::integer, %s::integer)", [batch_id, total_rows, skipped_rows])

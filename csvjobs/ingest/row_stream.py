@@ -38,6 +38,9 @@ class UploadOptions(BaseModel):
     encoding: str | None = None
     max_retries: int = 3
     photo_max_bytes: int = 20 * 1024 * 1024
+    # Variants that look the same (see RowMapper.appearance) share the first one's images, unless per_variant.
+    per_variant: bool = False
+    look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
 
     @model_validator(mode="after")
     def _check(self) -> UploadOptions:
@@ -88,6 +91,7 @@ class UploadReport:
     photo_column: str = ""
     photo_rows: int = 0
     local_photos: int = 0
+    reused_rows: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """The --json shape."""
@@ -99,6 +103,7 @@ class UploadReport:
             "storage_path": self.storage_path,
             "photo_column": self.photo_column or None,
             "photo_rows": self.photo_rows,
+            "reused_rows": self.reused_rows,
         }
 
 
@@ -116,6 +121,8 @@ class RowStream:
         self.mapping: ColumnMapping | None = None
         self.photos = LocalPhotos(options.path, options.photo_max_bytes)
         self.photo_rows = 0
+        self.reused_rows = 0
+        self._leaders: dict[str, int] = {}
 
     def __enter__(self) -> RowStream:
         self.reader.__enter__()
@@ -147,6 +154,7 @@ class RowStream:
         self.mapping = build_mapping(self.headers, self.options.preset, self.options.column_map)
         self._mapper = RowMapper(self.mapping, self.options.country.strip())
         self._photo_column = self.mapping.describe().get("image_url", "")
+        self._share_looks = not self.options.per_variant and self.mapping.preset in ("shopify", "woocommerce")
         self._row_number = 0
         self._saw_data = False
 
@@ -218,6 +226,13 @@ class RowStream:
                     self._reject(line, self._photo_column, problem)
                     continue
                 self.photo_rows += 1
+            if self._share_looks:
+                key = self._mapper.appearance(values, product, self.options.look_words)
+                if key is not None:
+                    leader = self._leaders.setdefault(key, self._row_number)
+                    if leader != self._row_number:
+                        product["reuse_of_row"] = str(leader)
+                        self.reused_rows += 1
             yield self._row_number, values, product
 
     def _check_saw_data(self) -> None:
@@ -233,6 +248,7 @@ class RowStream:
         self.skipped_rows = summary["skipped_rows"]
         self.photo_rows = summary["photo_rows"]
         self.photos.files = dict(summary["photos"])
+        self.reused_rows = summary["reused_rows"]
 
     def report(
         self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
@@ -253,6 +269,7 @@ class RowStream:
             photo_column=self._photo_column,
             photo_rows=self.photo_rows,
             local_photos=len(self.photos.files),
+            reused_rows=self.reused_rows,
             **extra,
         )
 
@@ -270,6 +287,7 @@ def copy_in_child(
             "skipped_rows": stream.skipped_rows,
             "photo_rows": stream.photo_rows,
             "photos": stream.photos.files,
+            "reused_rows": stream.reused_rows,
         }
 
 

@@ -86,7 +86,8 @@ def upload_csv(
     parse_in_child: parse in a child process while this one feeds COPY (see child_producer.py); by default for
     files of CHILD_PARSER_MIN_BYTES or more.
     """
-    options = options.model_copy(update={"photo_max_bytes": settings.photo_max_bytes})
+    options = options.model_copy(update={"photo_max_bytes": settings.photo_max_bytes,
+                                         "look_words": settings.look_option_words})
     if options.dry_run:
         report = preview_upload(options, settings=settings)
         if report.error_count and not options.skip_invalid:
@@ -193,6 +194,8 @@ def _write_batch(
             if stream.error_count and not options.skip_invalid:
                 raise rejection(options.path, stream.errors, stream.error_count)
             store_photos()
+            if stream.reused_rows:
+                queries.link_reused_rows(conn, batch_id)
             queries.queue_batch(conn, batch_id, count, stream.skipped_rows + stream.error_count)
             if progress is not None:
                 progress(size, size)

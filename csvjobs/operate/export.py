@@ -37,7 +37,7 @@ WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking '
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
-    "cost_usd", "photo_source", "reference_photo", "photo_note",
+    "cost_usd", "photo_source", "reference_photo", "photo_note", "reused_from_row",
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -69,6 +69,9 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "reference_photo": row.get("reference_photo") or "",
         "photo_note": (f"photo not used: {row['photo_problem']}; the images were made from the text alone"
                        if row.get("photo_problem") else ""),
+        # A variant that looks like an earlier row shares that row's images (at no cost).
+        "reused_from_row": image_for(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL).get(
+            "reused_from_row", ""),
     }
 
 

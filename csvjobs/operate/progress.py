@@ -67,6 +67,10 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))
         out.print(Text(f"stored as {report.storage_path}"))
     out.print(Text(_photo_line(report)))
+    if report.reused_rows:
+        out.print(Text(f"variants: {report.reused_rows} row(s) look like an earlier row of their product (same photo "
+                       "and colour, material or pattern; only size or the like differs) and will reuse its images "
+                       "at no cost (--per-variant makes images for every row)"))
     if report.skipped_rows:
         err.print(Text(f"{report.skipped_rows} row(s) left out", style="yellow"))
         for error in report.errors:

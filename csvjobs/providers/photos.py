@@ -12,6 +12,7 @@ alone and its log and checkpoint say why (--require-photo fails such rows instea
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import ipaddress
@@ -48,13 +49,7 @@ class Reference:
 
     def vision_data_url(self) -> str:
         """A small JPEG of the photo as a data: URL, for the prompt model."""
-        return "data:image/jpeg;base64," + _base64(shrink_to_jpeg(self.png, VISION_MAX_SIDE))
-
-
-def _base64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
+        return "data:image/jpeg;base64," + base64.b64encode(shrink_to_jpeg(self.png, VISION_MAX_SIDE)).decode()
 
 
 # --- addresses ----------------------------------------------------------------------------------------------

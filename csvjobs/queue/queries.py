@@ -23,6 +23,11 @@ HEARTBEAT_SQL = (
 CHECKPOINT_SQL = "SELECT save_csv_row_job_checkpoint(%s::bigint, %s, %s::integer, %s::jsonb) AS held"
 RELEASE_SQL_KEEP = "SELECT * FROM release_csv_worker_jobs(%s, %s, %s::bigint[])"
 CLEANUP_SQL = "SELECT * FROM cleanup_stale_csv_workers(%s::numeric)"
+# The finished row whose images a variant reuses (csv_row_jobs.depends_on).
+LEADER_SQL = (
+    "SELECT l.row_number, l.status, l.generated_prompts, l.generated_images, l.generated_tags"
+    " FROM csv_row_jobs j JOIN csv_row_jobs l ON l.id = j.depends_on WHERE j.id = %s"
+)
 OUTSTANDING_SQL = "SELECT csv_outstanding_jobs(%s::uuid, %s::uuid) AS n"
 WRITE_LOGS_SQL = "SELECT write_csv_processing_logs(%s, %s::jsonb)"
 ACQUIRE_RATE_SQL = "SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v"

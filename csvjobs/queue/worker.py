@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError, JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
+from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
 from csvjobs.providers.contract import Provider, RowContext
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.providers.registry import load_provider
@@ -232,6 +232,12 @@ class Worker:
                          rate_limiter=DatabaseRateLimiter(self._db))
         result: JobResult
         try:
+            reused = await self._reused(job) if job.product.get("reuse_of_row") else None
+            if reused is not None:
+                reused.processing_time_seconds = round(time.monotonic() - started, 3)
+                self.stats.processed += 1
+                self._finish(job, reused)
+                return
             outcome = await self._with_retries(ctx)
             result = JobResult(
                 job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
@@ -269,10 +275,39 @@ class Worker:
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.PENDING,
                                error_message=redact(message, self._secrets)[:2000])
         result.processing_time_seconds = round(time.monotonic() - started, 3)
+        self._finish(job, result)
+
+    def _finish(self, job: ClaimedJob, result: JobResult) -> None:
         self._results.append(result)
         self._running.pop(job.job_id, None)
         self._report_now.set()
         self._wake.set()
+
+    async def _reused(self, job: ClaimedJob) -> JobResult | None:
+        """A variant that looks like an earlier row of its product: that row's images, prompts and tags, at no
+        cost, once it has completed (the claim holds the variant back until then). None: make its own (the
+        earlier row failed)."""
+        async def leader(conn: db.AsyncConnection) -> dict[str, Any] | None:
+            cur = await conn.execute(queries.LEADER_SQL, [job.job_id])
+            return await cur.fetchone()
+
+        row = await self._db(leader)
+        if (row is None or row["status"] != JobStatus.COMPLETED.value
+                or not isinstance(row["generated_images"], list) or not row["generated_images"]
+                or not isinstance(row["generated_prompts"], dict)):
+            return None
+        source = row["row_number"]
+        images = [dict(image, reused_from_row=source) if isinstance(image, dict) else image
+                  for image in row["generated_images"]]
+        self._log_row(job, LogLevel.INFO, "images_reused",
+                      f"images reused from row {source}: the same product, photo and look (no cost)",
+                      {"reused_from_row": source})
+        tags = row["generated_tags"]
+        return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
+                         trigger_text=job.trigger_text or trigger_text(job.product),
+                         generated_prompts=row["generated_prompts"], generated_images=images,
+                         generated_tags=tags if isinstance(tags, list) else None, cost_usd=0.0,
+                         usage={"reused_from_row": source})
 
     async def _with_retries(self, ctx: RowContext) -> Any:
         assert self.provider is not None
