@@ -499,15 +499,24 @@ def retry(
 
 
 def _parse_rows(rows: str | None) -> list[int] | None:
+    """--rows: numbers and ranges separated by commas (1-4,9), or None for every row."""
     if rows is None:
         return None
+    numbers: list[int] = []
     try:
-        numbers = [int(part) for part in rows.replace(" ", "").split(",") if part]
+        for part in rows.replace(" ", "").split(","):
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            low, high = int(first), int(last) if dash else int(first)
+            if high < low or high - low > 1_000_000:
+                raise ValueError(part)
+            numbers.extend(range(low, high + 1))
     except ValueError as exc:
-        raise InputError(f"--rows {rows!r}: give row numbers separated by commas, like 4,17,23") from exc
+        raise InputError(f"--rows {rows!r}: give row numbers and ranges separated by commas, like 1-4,9,17") from exc
     if not numbers or min(numbers) < 1:
         raise InputError(f"--rows {rows!r}: row numbers start at 1")
-    return numbers
+    return sorted(set(numbers))
 
 
 def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str) -> None:
@@ -517,6 +526,70 @@ def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str
     assert batch_id is not None
     status = change_state(_settings(ctx, user), batch_id, action)
     out.print(f"batch {batch_id} is now {status}")
+
+
+RowsOption = Annotated[
+    str | None, typer.Option("--rows", help="Row numbers and ranges, like 1-4,9 (default: every row).")
+]
+StyleOption = Annotated[
+    str | None, typer.Option("--style", help="lifestyle or white (default: both images).")
+]
+
+
+def _review(ctx: typer.Context, batch: str, rows: str | None, style: str | None, user: str | None,
+            action: str) -> None:
+    from csvjobs.operate.review import parse_style, review_images
+
+    batch_id = _parse_uuid(batch, "batch")
+    assert batch_id is not None
+    count = review_images(_settings(ctx, user), batch_id, _parse_rows(rows), parse_style(style), action)
+    out.print(f"{count} image(s) of {batch_id} {'approved' if action == 'approve' else 'rejected'}")
+
+
+@app.command()
+def approve(ctx: typer.Context, batch: BatchArgument, rows: RowsOption = None, style: StyleOption = None,
+            user: UserOption = None) -> None:
+    """Approve images: once any image of a batch is reviewed, shop exports carry approved images only.
+
+    Example: csvjobs approve 3f0c... --rows 1-4,9 --style white
+    """
+    _review(ctx, batch, rows, style, user, "approve")
+
+
+@app.command()
+def reject(ctx: typer.Context, batch: BatchArgument, rows: RowsOption = None, style: StyleOption = None,
+           user: UserOption = None) -> None:
+    """Reject images (they stay, as versions, but shop exports leave them out).
+
+    Example: csvjobs reject 3f0c... --rows 7 --style lifestyle
+    """
+    _review(ctx, batch, rows, style, user, "reject")
+
+
+@app.command()
+def regenerate(
+    ctx: typer.Context,
+    batch: BatchArgument,
+    rows: Annotated[str, typer.Option("--rows", help="Row numbers and ranges, like 1-4,9.")],
+    style: StyleOption = None,
+    note: Annotated[
+        str | None, typer.Option("--note", help="What to change, added to the image's prompt, e.g. 'warmer light'.")
+    ] = None,
+    user: UserOption = None,
+) -> None:
+    """Make a new version of images (the old one is kept); run `csvjobs work` to make it.
+
+    Example: csvjobs regenerate 3f0c... --rows 3 --style lifestyle --note "warmer light, no people"
+    """
+    from csvjobs.operate.review import parse_style, regenerate_images
+
+    batch_id = _parse_uuid(batch, "batch")
+    assert batch_id is not None
+    numbers = _parse_rows(rows)
+    assert numbers is not None
+    count = regenerate_images(_settings(ctx, user), batch_id, numbers, parse_style(style), note)
+    out.print(f"{count} row(s) of {batch_id} queued for new images" + ("; run `csvjobs work`" if count else
+                                                                         " (only completed rows can be redone)"))
 
 
 @app.command()
@@ -566,6 +639,10 @@ def export(
         typer.Option("--handle-column", help="Shopify: the source column holding each product's handle (default: "
                      "Handle in a Shopify export, else a handle derived from the title)."),
     ] = None,
+    all_images: Annotated[
+        bool, typer.Option("--all", help="Shop formats: every current image, even after a review (default: once "
+                           "any image is reviewed, approved images only).")
+    ] = False,
     user: UserOption = None,
 ) -> None:
     """Export a batch: every row with its prompts, images, tags, status and error, or a shop import file.
@@ -577,7 +654,7 @@ def export(
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
     report = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout, base_url=base_url,
-                          handle_column=handle_column)
+                          handle_column=handle_column, all_images=all_images)
     if output is not None:
         err.print(f"wrote {report.count} {report.what} to {output}")
     for note in report.notes:

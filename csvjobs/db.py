@@ -87,8 +87,8 @@ def describe_url(url: str) -> str:
 # so editing a comment in a schema file never looks like a changed migration.
 
 SCHEMA_FILES = (
-    "supabase", "tables", "upload", "claim", "results", "workers", "progress", "rate_limits", "batch_control",
-    "security", "supabase_services",
+    "supabase", "tables", "review", "upload", "claim", "results", "workers", "progress", "rate_limits",
+    "batch_control", "security", "supabase_services",
 )
 
 

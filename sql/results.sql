@@ -169,8 +169,10 @@ BEGIN
             generated_images jsonb, generated_tags jsonb, processing_time_seconds numeric, error_message text,
             cost_usd numeric, usage jsonb)
     ), held AS (
-        -- Who held each job before this update (the update clears claimed_by); for the log line.
-        SELECT j.id, j.claimed_by FROM csv_row_jobs j JOIN input i ON i.job_id = j.id
+        -- Each job as it was before this update (the update clears claimed_by, replaces images): for the log
+        -- line, and to keep an image a new version replaces.
+        SELECT j.id, j.claimed_by, j.generated_images, j.review, j.checkpoint -> 'regenerate' AS regenerate
+        FROM csv_row_jobs j JOIN input i ON i.job_id = j.id
     ), upd AS (
         UPDATE csv_row_jobs j SET
             status = CASE
@@ -196,14 +198,40 @@ BEGIN
             completed_at = CASE WHEN i.status <> 'pending' OR j.retry_count >= j.max_retries THEN now() END,
             claimed_by = NULL,
             claimed_at = NULL,
-            updated_at = now()
+            updated_at = now(),
+            -- A redone image is new: its review starts afresh, and the request is done.
+            review = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
+                          THEN nullif(j.review - ARRAY(SELECT jsonb_object_keys(j.checkpoint -> 'regenerate')), '{}')
+                          ELSE j.review END,
+            checkpoint = CASE WHEN i.status = 'completed' THEN j.checkpoint - 'regenerate' ELSE j.checkpoint END
         FROM input i
         WHERE j.id = i.job_id
           AND j.status IN ('claimed', 'processing')
           AND (p_worker_id IS NULL
                OR (j.claimed_by = p_worker_id AND (i.attempt IS NULL OR j.attempt = i.attempt)))
         RETURNING j.id, j.batch_id, j.row_number, j.status, j.error_message, j.retry_count,
-                  j.processing_time_seconds, coalesce(i.cost_usd, 0) AS cost
+                  j.processing_time_seconds, coalesce(i.cost_usd, 0) AS cost, j.generated_images
+    ), kept AS (
+        -- An image replaced by a new one (a redo) is kept as a version, with its review and the request.
+        INSERT INTO csv_image_versions (batch_id, row_job_id, row_number, style, version, image, review,
+                                        replaced_note, replaced_by)
+        SELECT u.batch_id, u.id, u.row_number, old.value ->> 'style',
+               1 + (SELECT count(*) FROM csv_image_versions v
+                    WHERE v.row_job_id = u.id AND v.style = old.value ->> 'style'),
+               old.value, coalesce(h.review -> (old.value ->> 'style') ->> 'state', 'unreviewed'),
+               h.regenerate -> (old.value ->> 'style') ->> 'note',
+               (h.regenerate -> (old.value ->> 'style') ->> 'by')::uuid
+        FROM upd u
+        JOIN held h ON h.id = u.id
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(h.generated_images) = 'array' THEN h.generated_images ELSE '[]' END) AS old
+        WHERE u.status = 'completed' AND h.generated_images IS NOT NULL
+          AND old.value ->> 'style' IN ('lifestyle_emotional', 'single_white_background')
+          AND NOT EXISTS (
+              SELECT 1 FROM jsonb_array_elements(
+                  CASE WHEN jsonb_typeof(u.generated_images) = 'array' THEN u.generated_images ELSE '[]' END) AS new
+              WHERE new.value ->> 'style' = old.value ->> 'style'
+                AND new.value ->> 'storage_path' = old.value ->> 'storage_path')
     ), logged AS (
         INSERT INTO csv_processing_logs (batch_id, row_job_id, row_number, worker_instance, log_level, message,
                                          operation, details)

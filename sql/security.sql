@@ -41,6 +41,14 @@ DROP POLICY IF EXISTS csv_processing_workers_service ON csv_processing_workers;
 CREATE POLICY csv_processing_workers_service ON csv_processing_workers FOR ALL TO service_role
     USING (true) WITH CHECK (true);
 
+ALTER TABLE csv_image_versions ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS csv_image_versions_select_own ON csv_image_versions;
+CREATE POLICY csv_image_versions_select_own ON csv_image_versions FOR SELECT TO authenticated
+    USING (EXISTS (SELECT 1 FROM csv_batches b WHERE b.id = csv_image_versions.batch_id
+                                                 AND b.user_id = (SELECT auth.uid())));
+DROP POLICY IF EXISTS csv_image_versions_service ON csv_image_versions;
+CREATE POLICY csv_image_versions_service ON csv_image_versions FOR ALL TO service_role USING (true) WITH CHECK (true);
+
 ALTER TABLE csv_rate_limits ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS csv_rate_limits_service ON csv_rate_limits;
 CREATE POLICY csv_rate_limits_service ON csv_rate_limits FOR ALL TO service_role USING (true) WITH CHECK (true);
@@ -70,17 +78,19 @@ GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 
 -- Privileges, stated whole, so that a Supabase project's default privileges (ALL on every new table, sequence and
 -- function in public, for anon, authenticated and service_role) leave nothing open that was not meant to be.
-REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_logs, csv_rate_limits FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_logs, csv_rate_limits, csv_image_versions
+    FROM PUBLIC, anon, authenticated;
 GRANT SELECT, INSERT, DELETE ON csv_batches TO authenticated;
-GRANT SELECT ON csv_row_jobs, csv_processing_logs TO authenticated;
+GRANT SELECT ON csv_row_jobs, csv_processing_logs, csv_image_versions TO authenticated;
 -- No TRUNCATE for anyone: it skips row-level security and the delete trigger that removes a batch's jobs.
-REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs, csv_rate_limits
-    FROM service_role;
-GRANT SELECT, INSERT, UPDATE, DELETE
-    ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs, csv_rate_limits TO service_role;
+REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs, csv_rate_limits,
+    csv_image_versions FROM service_role;
+GRANT SELECT, INSERT, UPDATE, DELETE ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs,
+    csv_rate_limits, csv_image_versions TO service_role;
 -- Identity columns draw their ids without any privilege on the sequence; nobody needs one, and setval by a
 -- client would make every later insert fail.
-REVOKE ALL ON SEQUENCE csv_row_jobs_id_seq, csv_processing_logs_id_seq FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE csv_row_jobs_id_seq, csv_processing_logs_id_seq, csv_image_versions_id_seq
+    FROM PUBLIC, anon, authenticated, service_role;
 
 -- The migration ledger (created by `csvjobs db migrate` before the first file runs) is the migrating role's alone:
 -- a client that deleted a row from it would make every command refuse to run.
@@ -110,7 +120,8 @@ BEGIN
               'pause_csv_rate_limit', 'csv_rate_limit_pause_remaining', 'csv_lock_owned_batch',
               'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
               'csv_delete_jobs_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
-              'start_csv_row_jobs', 'get_csv_workers', 'csv_batch_has_pending_jobs'])
+              'start_csv_row_jobs', 'get_csv_workers', 'csv_batch_has_pending_jobs', 'csv_review_target_rows',
+              'review_csv_images', 'request_csv_image_regeneration'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -143,7 +154,9 @@ GRANT EXECUTE ON FUNCTION
     get_csv_batch_progress(uuid),
     retry_csv_batch_rows(uuid, integer[]),
     set_csv_batch_state(uuid, text),
-    csv_row_job_product(json, jsonb, jsonb)
+    csv_row_job_product(json, jsonb, jsonb),
+    review_csv_images(uuid, integer[], text, text),
+    request_csv_image_regeneration(uuid, integer[], text, text)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
 GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;

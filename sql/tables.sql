@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS csv_row_jobs (
     -- A variant that looks like an earlier row of its product (same photo, same look-changing options) waits for
     -- that row and reuses its images instead of paying for its own; set by the upload, NULL otherwise.
     depends_on              bigint,
+    -- The merchant's review of the current images, per style: {"state": approved|rejected, "by", "at"}
+    -- (review.sql); NULL until reviewed.
+    review                  jsonb,
     CHECK ((status IN ('claimed', 'processing')) = (claimed_by IS NOT NULL))
 );
 COMMENT ON COLUMN csv_row_jobs.product IS

@@ -209,7 +209,7 @@ def test_default_privileges_leave_nothing_open_to_anon_or_authenticated(conn) ->
     """The template every test uses was given Supabase's default privileges before migrating (conftest)."""
     tables = _csvjobs_tables(conn)
     assert {"csv_batches", "csv_row_jobs", "csv_processing_workers", "csv_processing_logs", "csv_rate_limits",
-            "csvjobs_schema_migrations"} <= {t["name"] for t in tables}
+            "csv_image_versions", "csvjobs_schema_migrations"} <= {t["name"] for t in tables}
     for role in ("anon", "authenticated", "service_role"):
         for table in tables:
             if role != "service_role" and not table["rls"]:
@@ -233,7 +233,8 @@ def test_default_privileges_leave_nothing_open_to_anon_or_authenticated(conn) ->
         for role in ("anon", "authenticated")}
     assert callable_by["anon"] == {"get_csv_workers", "csv_caller_is_service"}
     assert callable_by["authenticated"] == {"get_csv_workers", "csv_caller_is_service", "get_csv_batch_progress",
-                                            "retry_csv_batch_rows", "set_csv_batch_state", "csv_row_job_product"}
+                                            "retry_csv_batch_rows", "set_csv_batch_state", "csv_row_job_product",
+                                            "review_csv_images", "request_csv_image_regeneration"}
 
 
 def test_anon_cannot_touch_the_ledger_or_the_sequences(database_url: str, conn) -> None:

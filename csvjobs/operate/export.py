@@ -21,7 +21,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import InputError
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
-from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, tags_of
+from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
 from csvjobs.operate.shop_export import shopify_products, woocommerce_rows, write_shopify, write_woocommerce
 from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.storage.contract import Storage
@@ -30,6 +30,8 @@ from csvjobs.users import resolve_user_id
 
 FORMATS = ("csv", "jsonl", "html", "shopify", "woocommerce")
 SHOP_FORMATS = ("shopify", "woocommerce")
+APPROVED_ONLY = ("images of this batch have been reviewed, so only approved images are in the file (--all puts "
+                 "in every current image)")
 SHOPIFY_HINT = ("import it in Shopify under Products > Import, ticking 'Overwrite products with matching handles', "
                 "so the images are added to your existing products rather than creating new ones")
 WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking 'Update existing products', so "
@@ -37,7 +39,8 @@ WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking '
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
-    "cost_usd", "photo_source", "reference_photo", "photo_note", "reused_from_row",
+    "cost_usd", "photo_source", "reference_photo", "photo_note", "reused_from_row", "lifestyle_emotional_review",
+    "single_white_background_review", "earlier_versions",
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -72,6 +75,9 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         # A variant that looks like an earlier row shares that row's images (at no cost).
         "reused_from_row": image_for(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL).get(
             "reused_from_row", ""),
+        # The merchant's review of each current image, and how many earlier versions are kept.
+        **{f"{style.value}_review": review_state(row.get("review"), style) for style in ImageStyle},
+        "earlier_versions": row.get("versions") or 0,
     }
 
 
@@ -94,6 +100,7 @@ def export_batch(
     *,
     base_url: str | None = None,
     handle_column: str | None = None,
+    all_images: bool = False,
 ) -> ExportReport:
     """Write a batch in the chosen format to output (or out): every row (csv, jsonl, html), or the file a shop's
     importer takes (shopify, woocommerce)."""
@@ -119,12 +126,19 @@ def export_batch(
         try:
             rows = queries.export_rows(conn, batch_id)
             report = ExportReport(0)
+            approved_only = bool(batch["reviewed"]) and not all_images
+            if urls is not None:
+                urls.approved_only = approved_only
             if fmt == "shopify" and urls is not None:
                 products = shopify_products(rows, batch, storage, urls, handle_column)
                 report = ExportReport(write_shopify(target, products), "product(s)", [urls.note, SHOPIFY_HINT])
+                if approved_only:
+                    report.notes.append(APPROVED_ONLY)
             elif fmt == "woocommerce" and urls is not None:
                 report = ExportReport(write_woocommerce(target, woocommerce_rows(rows, batch, urls)),
                                       "product(s) and variation(s)", [urls.note, WOOCOMMERCE_HINT])
+                if approved_only:
+                    report.notes.append(APPROVED_ONLY)
             else:
                 writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
                 report = ExportReport(writer(target, rows, list(batch["csv_headers"]), batch, storage))

@@ -131,10 +131,29 @@ def set_batch_state(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID
     return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_state(%s, %s) AS v", [batch_id, action]))
 
 
+def review_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int] | None,
+                  style: str | None, action: str) -> int:
+    """review_csv_images as the user; how many images changed."""
+    return int(_batch_call(conn, user_id, batch_id, "SELECT review_csv_images(%s, %s::integer[], %s, %s) AS v",
+                           [batch_id, rows, style, action]))
+
+
+def request_regeneration(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int],
+                         style: str | None, note: str | None) -> int:
+    """request_csv_image_regeneration as the user; how many rows were queued."""
+    return int(_batch_call(conn, user_id, batch_id,
+                           "SELECT request_csv_image_regeneration(%s, %s::integer[], %s, %s) AS v",
+                           [batch_id, rows, style, note]))
+
+
 def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     """The batch's id, file name and headers, in the caller's (user) transaction."""
-    batch = conn.execute("SELECT id, original_filename, csv_headers, column_mapping, storage_path FROM csv_batches"
-                         " WHERE id = %s", [batch_id]).fetchone()
+    batch = conn.execute(
+        "SELECT b.id, b.original_filename, b.csv_headers, b.column_mapping, b.storage_path,"
+        " EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = b.id AND j.review IS NOT NULL"
+        "         AND jsonb_path_exists(j.review, '$.*.state ? (@ == \"approved\" || @ == \"rejected\")'))"
+        " AS reviewed"
+        " FROM csv_batches b WHERE b.id = %s", [batch_id]).fetchone()
     if batch is None:
         raise no_such_batch(batch_id)
     return batch
@@ -149,7 +168,9 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
             "SELECT j.row_number, j.row_data, j.status, j.error_message, j.trigger_text, j.generated_prompts,"
             " j.generated_images, j.generated_tags, j.cost_usd,"
             " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
-            " j.checkpoint ->> 'reference_error' AS photo_problem,"
+            " j.checkpoint ->> 'reference_error' AS photo_problem, j.review,"
+            " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
+            "  AND v.row_number = j.row_number) AS versions,"
             " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
             " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
             " ORDER BY j.row_number", [batch_id]

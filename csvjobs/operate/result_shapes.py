@@ -74,3 +74,10 @@ def alt_text_for(prompts: Any, style: ImageStyle) -> str:
     entry = value.get(style.value) if isinstance(value, dict) else None
     alt = entry.get("alt_text") if isinstance(entry, dict) else None
     return alt.strip() if isinstance(alt, str) else ""
+
+
+def review_state(review: Any, style: ImageStyle) -> str:
+    """approved, rejected or unreviewed: the merchant's review of a row's current image of one style."""
+    entry = review.get(style.value) if isinstance(review, dict) else None
+    state = entry.get("state") if isinstance(entry, dict) else None
+    return state if state in ("approved", "rejected") else "unreviewed"

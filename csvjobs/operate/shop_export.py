@@ -27,7 +27,7 @@ from csvjobs.errors import InputError
 from csvjobs.ingest.column_mapping import normalise_header
 from csvjobs.ingest.csv_format import CsvReader, detect_format
 from csvjobs.models import ImageStyle
-from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, tags_of
+from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, review_state, tags_of
 from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import is_remote_photo
@@ -102,6 +102,8 @@ def _images(row: dict[str, Any], urls: ImageUrls) -> list[tuple[ImageStyle, str,
     """(style, dedupe key, URL, alt text) of a completed row's stored images."""
     found = []
     for style in ImageStyle:
+        if urls.approved_only and review_state(row.get("review"), style) != "approved":
+            continue
         image = image_for(row["generated_images"], style)
         path = image_location(image)
         if not path:

@@ -29,6 +29,8 @@ class ImageUrls:
                 "the images are in local storage, which no shop can fetch from: use S3-compatible storage "
                 "(CSVJOBS_STORAGE=s3) with CSVJOBS_PUBLIC_BASE_URL for a public bucket or CDN, or pass --base-url "
                 "URL if you serve $CSVJOBS_HOME/storage yourself")
+        # Once a batch has been reviewed, shop files carry approved images only (set by the export).
+        self.approved_only = False
         self.expires_at: dt.datetime | None = None
         if not self.base_url:
             self.expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.presigned_seconds)

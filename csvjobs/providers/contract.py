@@ -95,6 +95,16 @@ class RowContext:
     log: LogStep
     save_checkpoint: Checkpoint
     rate_limiter: RateLimiter
+    # Styles being redone at the merchant's request: their new image gets a key of its own, so the version it
+    # replaces stays where it is.
+    redo: frozenset[str] = frozenset()
+
+    def redo_note(self, style: ImageStyle) -> str:
+        """The reviewer's note for a style being redone ('' when there is none)."""
+        request = self.job.checkpoint.get("regenerate")
+        entry = request.get(style.value) if isinstance(request, dict) else None
+        note = entry.get("note") if isinstance(entry, dict) else None
+        return note if style.value in self.redo and isinstance(note, str) else ""
 
     @property
     def trigger_text(self) -> str:
@@ -102,9 +112,11 @@ class RowContext:
         return self.job.trigger_text or trigger_text(self.job.product)
 
     def image_key(self, style: ImageStyle, ext: str = "png") -> tuple[str, str]:
-        """(bucket, key) for one of this row's images: csv-images/{user_id}/{batch_id}/{row}-{style}.{ext}."""
+        """(bucket, key) for one of this row's images: csv-images/{user_id}/{batch_id}/{row}-{style}.{ext}, or
+        {row}-{style}-r{attempt}.{ext} for a redone one."""
         job = self.job
-        return IMAGES_BUCKET, f"{job.user_id}/{job.batch_id}/{job.row_number}-{style.value}.{ext}"
+        redo = f"-r{job.attempt}" if style.value in self.redo else ""
+        return IMAGES_BUCKET, f"{job.user_id}/{job.batch_id}/{job.row_number}-{style.value}{redo}.{ext}"
 
 
 class Provider(Protocol):

@@ -117,6 +117,9 @@ class OfflineProvider:
     async def _image(self, ctx: RowContext, style: ImageStyle, prompts: GeneratedPrompts,
                      photo: bytes | None) -> GeneratedImage:
         prompt = prompts.for_style(style).prompt
+        note = ctx.redo_note(style)
+        if note:
+            prompt = f"{prompt} Changes the reviewer asked for: {note}"
         data = await asyncio.to_thread(render_placeholder, style, prompt, ctx.job.row_number, photo)
         white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
         if white:  # the same rule as for real images: pure white to the edges, checked

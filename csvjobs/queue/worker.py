@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError, JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
+from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
 from csvjobs.providers.contract import Provider, RowContext
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.providers.registry import load_provider
@@ -229,10 +229,11 @@ class Worker:
         started = time.monotonic()
         ctx = RowContext(job=job, storage=self._storage, log=self._step_logger(job),
                          save_checkpoint=lambda data: self._checkpoint(job, data),
-                         rate_limiter=DatabaseRateLimiter(self._db))
+                         rate_limiter=DatabaseRateLimiter(self._db), redo=self._prepare_redo(job))
         result: JobResult
         try:
-            reused = await self._reused(job) if job.product.get("reuse_of_row") else None
+            shares = job.product.get("reuse_of_row") and "regenerate" not in job.checkpoint
+            reused = await self._reused(job) if shares else None
             if reused is not None:
                 reused.processing_time_seconds = round(time.monotonic() - started, 3)
                 self.stats.processed += 1
@@ -276,6 +277,25 @@ class Worker:
                                error_message=redact(message, self._secrets)[:2000])
         result.processing_time_seconds = round(time.monotonic() - started, 3)
         self._finish(job, result)
+
+    def _prepare_redo(self, job: ClaimedJob) -> frozenset[str]:
+        """The styles the merchant asked to redo: their saved image is forgotten (so it is made, and paid for,
+        again) and the note, if any, is added to their saved prompt; everything else is reused."""
+        request = job.checkpoint.get("regenerate")
+        if not isinstance(request, dict):
+            return frozenset()
+        styles = frozenset(style for style in request if style in {s.value for s in ImageStyle})
+        prompts = job.checkpoint.get("prompts")
+        for style in styles:
+            job.checkpoint.pop(f"image:{style}", None)
+            note = (request.get(style) or {}).get("note")
+            entry = prompts.get(style) if isinstance(prompts, dict) else None
+            if note and isinstance(entry, dict) and isinstance(entry.get("prompt"), str):
+                entry["prompt"] = f"{entry['prompt']} Changes the reviewer asked for: {note}"
+        if styles:
+            self._log_row(job, LogLevel.INFO, "images_redo", f"redoing {', '.join(sorted(styles))} at the "
+                          "reviewer's request", {"request": request})
+        return styles
 
     def _finish(self, job: ClaimedJob, result: JobResult) -> None:
         self._results.append(result)
