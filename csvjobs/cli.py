@@ -593,6 +593,32 @@ def regenerate(
 
 
 @app.command()
+def review(
+    ctx: typer.Context,
+    batch: BatchArgument,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL without opening a browser.")] = False,
+    user: UserOption = None,
+) -> None:
+    """Open a local page to review a batch: approve, reject, redo images with a note; live while workers run.
+
+    Example: csvjobs review 3f0c...   (then j/k to move, a approve, r reject, g redo)
+    """
+    import webbrowser
+
+    from csvjobs.operate.review_app import prepare, serve
+
+    batch_id = _parse_uuid(batch, "batch")
+    assert batch_id is not None
+    server = prepare(_settings(ctx, user), batch_id, port)
+    out.print(f"reviewing batch {batch_id} at {server.url}  (Ctrl-C to stop)")
+    out.file.flush()
+    if not no_browser:
+        webbrowser.open(server.url)
+    serve(server)
+
+
+@app.command()
 def cancel(ctx: typer.Context, batch: BatchArgument, user: UserOption = None) -> None:
     """Stop a batch: pending rows are not handed out; rows in flight finish.
 

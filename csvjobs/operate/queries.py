@@ -176,3 +176,22 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
             " ORDER BY j.row_number", [batch_id]
         )
         yield from cursor
+
+
+# NOTIFY channel of review changes (review.sql); the review page also follows PROGRESS_CHANNEL for new images.
+REVIEWS_CHANNEL = "csv_image_reviews"
+
+
+def review_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every row of the batch as the review page shows it, as the user (another user's batch: no such batch)."""
+    with db.user_transaction(conn, user_id):
+        require_batch(conn, batch_id)
+        return conn.execute(
+            "SELECT j.row_number, j.status, j.error_message, j.generated_prompts, j.generated_images,"
+            " j.generated_tags, j.cost_usd, j.review, j.checkpoint ? 'regenerate' AS regenerating,"
+            " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
+            " csv_row_job_product(j.row_data, j.product, b.column_mapping) ->> 'title' AS title,"
+            " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
+            "  AND v.row_number = j.row_number) AS versions"
+            " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
+            " ORDER BY j.row_number", [batch_id]).fetchall()
