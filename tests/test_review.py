@@ -122,6 +122,28 @@ def test_approve_reject_and_redo_one_image_with_a_note(env, fake, conn, home: Pa
     assert exported[2]["earlier_versions"] == "1" and exported[2]["lifestyle_emotional_review"] == "unreviewed"
     assert exported[0]["single_white_background_review"] == "approved"
 
+    # The newest image is current until one is approved: redo row 1's approved white image, and the shop file
+    # keeps the approved earlier version until the new one is approved.
+    approved_white = next(i for i in rows_of_images(conn, batch, 1) if i["style"] == "single_white_background")
+    assert cli(env, "regenerate", str(batch), "--rows", "1", "--style", "white").returncode == 0
+    work(env)
+    def shop_images() -> str:
+        shop = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
+        assert shop.returncode == 0, shop.stderr
+        return next(r for r in csv.DictReader(io.StringIO(shop.stdout)) if r["SKU"] == "M1")["Images"]
+    assert shop_images() == f"{BASE}/{approved_white['storage_path']}"
+    assert cli(env, "approve", str(batch), "--rows", "1", "--style", "white").returncode == 0
+    redone = next(i for i in rows_of_images(conn, batch, 1) if i["style"] == "single_white_background")
+    assert redone["storage_path"] != approved_white["storage_path"]
+    assert shop_images() == f"{BASE}/{redone['storage_path']}"
+
+
+def rows_of_images(conn, batch: uuid.UUID, row: int) -> list[dict]:
+    found = conn.execute("SELECT generated_images FROM csv_row_jobs WHERE batch_id = %s AND row_number = %s",
+                         [batch, row]).fetchone()
+    assert found is not None
+    return list(found["generated_images"])
+
 
 @pytest.mark.slow
 def test_another_users_batch_cannot_be_reviewed(env, conn, tmp_path: Path) -> None:

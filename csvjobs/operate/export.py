@@ -241,7 +241,9 @@ def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[st
             uri = _image_src(storage, path) if path else None
             if uri or prompt:
                 image = f'<img alt="{esc(style.value)}" src="{esc(uri)}">' if uri else ""
-                part.write(f"<figure>{image}<figcaption><b>{esc(style.value)}</b>: {esc(prompt)}</figcaption></figure>")
+                state = flat[f"{style.value}_review"]
+                part.write(f"<figure>{image}<figcaption><b>{esc(style.value)}</b> ({esc(state)}): {esc(prompt)}"
+                           "</figcaption></figure>")
         part.write("</div>")
         tags = tags_of(row["generated_tags"])
         if tags:

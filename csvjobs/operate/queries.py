@@ -171,6 +171,10 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
             " j.checkpoint ->> 'reference_error' AS photo_problem, j.review,"
             " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
             "  AND v.row_number = j.row_number) AS versions,"
+            # The newest approved earlier version of each style: what a shop gets while a redo is unapproved.
+            " (SELECT jsonb_object_agg(a.style, a.image) FROM (SELECT DISTINCT ON (v.style) v.style, v.image"
+            "  FROM csv_image_versions v WHERE v.batch_id = j.batch_id AND v.row_number = j.row_number"
+            "  AND v.review = 'approved' ORDER BY v.style, v.version DESC) a) AS approved_versions,"
             " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
             " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
             " ORDER BY j.row_number", [batch_id]

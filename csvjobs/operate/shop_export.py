@@ -102,9 +102,14 @@ def _images(row: dict[str, Any], urls: ImageUrls) -> list[tuple[ImageStyle, str,
     """(style, dedupe key, URL, alt text) of a completed row's stored images."""
     found = []
     for style in ImageStyle:
-        if urls.approved_only and review_state(row.get("review"), style) != "approved":
-            continue
         image = image_for(row["generated_images"], style)
+        if urls.approved_only and review_state(row.get("review"), style) != "approved":
+            # The newest image is current until one is approved: after a redo that is not approved (yet), the
+            # approved earlier version is what the shop gets; with none, the style is left out.
+            earlier = (row.get("approved_versions") or {}).get(style.value)
+            if not isinstance(earlier, dict):
+                continue
+            image = earlier
         path = image_location(image)
         if not path:
             continue
