@@ -156,3 +156,14 @@ def test_review_with_the_keyboard_and_redo_while_a_worker_runs(env, batch, revie
     versions = conn.execute("SELECT row_number, style, replaced_note FROM csv_image_versions WHERE batch_id = %s",
                             [batch]).fetchall()
     assert versions == [{"row_number": 2, "style": "lifestyle_emotional", "replaced_note": "warmer light, no people"}]
+
+
+def test_a_port_in_use_is_one_red_line(env: dict[str, str], batch: uuid.UUID) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(env, "review", str(batch), "--no-browser", "--port", str(port))
+    assert result.returncode == 2 and f"--port {port}" in result.stderr and "Traceback" not in result.stderr

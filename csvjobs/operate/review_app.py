@@ -76,8 +76,15 @@ def prepare(settings: Settings, batch_id: uuid.UUID, port: int | None) -> Review
     target, conn = db.open_database(settings, application_name="csvjobs-review")
     with conn:
         queries.review_rows(conn, user_id, batch_id)  # "no such batch" for another user's
-    if port is not None and not 0 < port < 65536:
-        raise InputError(f"--port {port}: choose a port between 1 and 65535")
+    if port is not None:
+        if not 0 < port < 65536:
+            raise InputError(f"--port {port}: choose a port between 1 and 65535")
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise InputError(f"--port {port}: cannot listen there ({exc.strerror}); choose another port or "
+                                 "leave --port out for a free one") from exc
     return ReviewServer(settings, batch_id, user_id, target, port or free_port(), secrets.token_urlsafe(24))
 
 

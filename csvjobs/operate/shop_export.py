@@ -161,6 +161,9 @@ def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], stor
         raise InputError("nothing identifies the products in the shop: the source is not a Shopify export and has "
                          "no title to derive a handle from; pass --handle-column HEADER naming the column that "
                          "holds each product's Shopify handle")
+    if handle_column and normalise_header(handle_column) not in {normalise_header(h) for h in batch["csv_headers"]}:
+        raise InputError(f"--handle-column {handle_column!r}: the source has no such column; its columns are "
+                         f"{', '.join(batch['csv_headers'][:40])}")
     existing = existing_shopify_images(storage, batch.get("storage_path")) if from_shopify else {}
     products: dict[str, Product] = {}
     for row in rows:
@@ -170,9 +173,6 @@ def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], stor
             handle = _column(data, "Handle")
         elif handle_column:
             handle = _column(data, handle_column)
-            if handle_column.strip().lower() not in {h.strip().lower() for h in batch["csv_headers"]}:
-                raise InputError(f"--handle-column {handle_column!r}: the source has no such column; its columns "
-                                 f"are {', '.join(batch['csv_headers'][:40])}")
         else:
             handle = slug(product_fields.get("title", ""))
         if not handle:
