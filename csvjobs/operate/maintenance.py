@@ -18,10 +18,12 @@ from csvjobs.users import resolve_user_id
 
 # The bundled example (package csvjobs.examples), found through the package so that it works installed or not.
 EXAMPLE_CSV = Path(str(importlib.resources.files("csvjobs.examples") / "products.csv"))
-TEMPLATE_HEADERS = ["country", "product_type", "size", "mpn", "title", "description"]
+TEMPLATE_HEADERS = ["country", "product_type", "size", "mpn", "title", "description", "image_url"]
 TEMPLATE_ROWS = [
-    ["US", "Running shoes", "42", "RS-1042", "Trail Runner", "Lightweight trail running shoe with a grippy sole."],
-    ["DE", "Coffee mug", "350 ml", "MUG-350-W", "Morning Mug", "Hand-glazed white stoneware mug."],
+    ["US", "Running shoes", "42", "RS-1042", "Trail Runner", "Lightweight trail running shoe with a grippy sole.",
+     ""],
+    ["DE", "Coffee mug", "350 ml", "MUG-350-W", "Morning Mug", "Hand-glazed white stoneware mug.",
+     ""],  # image_url: a photo URL, or a path beside the CSV such as images/mug.jpg
 ]
 
 
