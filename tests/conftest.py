@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fake_openai import FakeOpenAI
 from helpers import apply_supabase_default_privileges
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
@@ -81,6 +82,14 @@ def empty_database_url(server: Server) -> Iterator[str]:
     server.execute(f"CREATE DATABASE {name}")
     yield server.url_for(name)
     server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """The loopback OpenAI-compatible server (fake_openai.py), started for one test."""
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -109,3 +111,9 @@ def apply_supabase_default_privileges(conn: psycopg.Connection[Any]) -> None:
     for kind in ("TABLES", "FUNCTIONS", "SEQUENCES"):
         conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind}"
                      " TO anon, authenticated, service_role")
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `python -m csvjobs ARGS` as a user would, in env, and capture what it prints."""
+    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
+                          timeout=timeout)

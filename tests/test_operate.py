@@ -14,16 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import USER_A, USER_B, batch_row, claim, job_counts, make_batch, report
+from helpers import USER_A, USER_B, batch_row, claim, cli, job_counts, make_batch, report
 from test_worker_pool import finish, start_pool
 
 # These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
-                          timeout=timeout)
 
 
 @pytest.fixture

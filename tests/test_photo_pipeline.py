@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REAL_DATA
 from fake_openai import FakeOpenAI
-from helpers import USER_A, job_counts
+from helpers import USER_A, cli, job_counts
 from photo_server import PhotoServer, photo_bytes
 from PIL import Image
 from test_worker_pool import finish, start_pool
@@ -35,22 +33,10 @@ def photos() -> Iterator[PhotoServer]:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
     return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-photos-0123456789",
                 OPENAI_BASE_URL=fake.base_url, CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
                 CSVJOBS_PHOTO_TIMEOUT_SECONDS="2")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
 
 
 def write_catalogue(folder: Path, rows: list[tuple[str, str, str]]) -> Path:

@@ -7,15 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI
-from helpers import USER_A, USER_B, job_counts
+from helpers import USER_A, USER_B, cli, job_counts
 from test_worker_pool import finish, start_pool
 
 from csvjobs.cli import _parse_rows
@@ -34,21 +31,9 @@ def test_rows_take_numbers_and_ranges() -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
     return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-review-0123456789",
                 OPENAI_BASE_URL=fake.base_url)
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
 
 
 def work(env: dict[str, str]) -> None:

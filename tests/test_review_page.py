@@ -17,16 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import USER_A, USER_B
+from helpers import USER_A, USER_B, cli
 from test_worker_pool import finish, start_pool
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from helpers import USER_A, batch_row, job_counts, make_batch
+from helpers import USER_A, batch_row, cli, job_counts, make_batch
 from moto.server import ThreadedMotoServer
 from test_worker_pool import finish, start_pool, wait_for
 
@@ -65,11 +63,6 @@ def s3_env(pool_env: dict[str, str], s3: S3) -> dict[str, str]:
     return dict(pool_env, CSVJOBS_STORAGE="s3", CSVJOBS_S3_ENDPOINT_URL=s3.url, CSVJOBS_S3_BUCKET_PREFIX=s3.prefix,
                 CSVJOBS_S3_ADDRESSING_STYLE="path", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                 AWS_DEFAULT_REGION="us-east-1", CSVJOBS_USER_ID=str(USER_A))
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
 
 
 def test_two_machines_share_the_buckets_and_any_machine_exports(s3_env, s3, conn, tmp_path: Path) -> None:

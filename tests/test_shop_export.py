@@ -7,15 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from conftest import REAL_DATA
-from helpers import USER_A
+from helpers import USER_A, cli
 from photo_server import PhotoServer
 from test_s3_storage import S3, s3, s3_env  # noqa: F401  (fixtures)
 from test_worker_pool import finish, start_pool
@@ -25,11 +23,6 @@ from csvjobs.operate.shop_export import ALT_TEXT_LIMIT, SHOPIFY_HEADERS, WOOCOMM
 pytestmark = pytest.mark.slow
 BASE = "https://cdn.example.test/shop-images"
 needs_real_data = pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "csvjobs", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
 
 
 @pytest.fixture
