@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -162,3 +163,31 @@ def test_a_port_in_use_is_one_red_line(env: dict[str, str], batch: uuid.UUID) ->
         port = taken.getsockname()[1]
         result = cli(env, "review", str(batch), "--no-browser", "--port", str(port))
     assert result.returncode == 2 and f"--port {port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stopping_the_page_does_not_wait_for_an_open_browser(env: dict[str, str], batch: uuid.UUID) -> None:
+    """An open page holds its event stream; Ctrl-C must still stop the server promptly."""
+    proc = subprocess.Popen([sys.executable, "-m", "csvjobs", "review", str(batch), "--no-browser"], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split(" at ", 1)[1].split()[0]
+        base, token = url.split("/?token=")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                stream = urllib.request.urlopen(base + "/events?token=" + token, timeout=10)  # the page's stream
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the review server did not start"
+                time.sleep(0.1)
+        assert stream.readline().startswith(b"event: ready")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert time.monotonic() - started < 8, "Ctrl-C waited for the open page"
+        stream.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

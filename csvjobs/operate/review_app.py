@@ -233,8 +233,9 @@ def build_app(server: ReviewServer) -> Starlette:
 
 def serve(server: ReviewServer) -> None:
     """Run the page until Ctrl-C."""
+    # An open page keeps its event stream open: without a limit, Ctrl-C would wait for the browser to go away.
     config = uvicorn.Config(build_app(server), host="127.0.0.1", port=server.port, log_level="warning",
-                            access_log=False, lifespan="off")
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)
     uvicorn.Server(config).run()
 
 
