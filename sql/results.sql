@@ -203,7 +203,9 @@ BEGIN
             review = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
                           THEN nullif(j.review - ARRAY(SELECT jsonb_object_keys(j.checkpoint -> 'regenerate')), '{}')
                           ELSE j.review END,
-            checkpoint = CASE WHEN i.status = 'completed' THEN j.checkpoint - 'regenerate' ELSE j.checkpoint END
+            -- (only a redone row's: rewriting every row's checkpoint would copy it on every completion)
+            checkpoint = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
+                              THEN j.checkpoint - 'regenerate' ELSE j.checkpoint END
         FROM input i
         WHERE j.id = i.job_id
           AND j.status IN ('claimed', 'processing')
