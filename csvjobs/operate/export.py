@@ -25,6 +25,7 @@ from csvjobs.operate.result_shapes import image_for, image_location, prompt_for,
 from csvjobs.operate.shop_export import shopify_products, woocommerce_rows, write_shopify, write_woocommerce
 from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.storage.contract import Storage
+from csvjobs.storage.keys import is_remote_photo
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
@@ -197,7 +198,7 @@ margin-right:.3rem;font-size:.8rem}} .error{{color:#c33}}
 def _image_src(storage: Storage, path: str) -> str | None:
     """A signed URL for remote storage (the page then works from anywhere), else the image embedded; an image
     recorded by URL (a worker of its own may store images elsewhere) is linked when it is http(s)."""
-    if path.lower().startswith(("https://", "http://")):
+    if is_remote_photo(path):
         return path
     try:
         link = storage.link(path)

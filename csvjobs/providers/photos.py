@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from csvjobs.config import Settings
 from csvjobs.errors import JobLostError, PermanentError
 from csvjobs.providers.contract import RowContext
+from csvjobs.providers.white_background import flatten_onto_white
 from csvjobs.storage.keys import IMAGES_BUCKET, UPLOADS_BUCKET, is_remote_photo, uploaded_photo_key
 
 MAX_REDIRECTS = 5
@@ -194,11 +195,7 @@ def shrink_to_jpeg(png: bytes, max_side: int) -> bytes:
     """A small JPEG copy (transparency flattened onto white) for the prompt model to look at."""
     opened = Image.open(io.BytesIO(png))
     opened.load()
-    image: Image.Image = opened
-    if image.mode != "RGB":
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        image = background
+    image = flatten_onto_white(opened)
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=85)

@@ -19,18 +19,20 @@ def is_pure_white_border(data: bytes, width: int = 1) -> bool:
     """Whether every pixel within `width` of the image's edges is exactly (255, 255, 255) once decoded."""
     image = Image.open(io.BytesIO(data))
     image.load()
-    rgb = _flatten(image)
+    return _border_white(flatten_onto_white(image), width)
+
+
+def _border_white(rgb: Image.Image, width: int = 1) -> bool:
     w, h = rgb.size
     width = max(1, min(width, w // 2, h // 2))
-    strips = [(0, 0, w, width), (0, h - width, w, h), (0, 0, width, h), (w - width, 0, w, h)]
-    for box in strips:
+    for box in ((0, 0, w, width), (0, h - width, w, h), (0, 0, width, h), (w - width, 0, w, h)):
         colours = rgb.crop(box).getcolors(maxcolors=1)
         if colours is None or colours[0][1] != WHITE:
             return False
     return True
 
 
-def _flatten(image: Image.Image) -> Image.Image:
+def flatten_onto_white(image: Image.Image) -> Image.Image:
     """RGB with any transparency composited onto pure white."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -43,7 +45,7 @@ def _flatten(image: Image.Image) -> Image.Image:
 def make_white(data: bytes, output_format: str = "png") -> tuple[bytes, str]:
     """The image on pure white to its edges, and its format: output_format, or png when a lossy format would leave
     the border anything but pure white. Raises OSError for bytes that are not an image."""
-    rgb = _flatten(Image.open(io.BytesIO(data)))
+    rgb = flatten_onto_white(Image.open(io.BytesIO(data)))
     w, h = rgb.size
     # Flood the background from every edge pixel that is near white: off-white studio backgrounds, shadows at
     # the rim and gradients all become pure white, while the product (not connected to the edge) is untouched.
@@ -70,15 +72,6 @@ def _edge_points(w: int, h: int, step: int = 8) -> list[tuple[int, int]]:
     points |= {(0, y) for y in range(0, h, step)} | {(w - 1, y) for y in range(0, h, step)}
     points |= {(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)}
     return sorted(points)
-
-
-def _border_white(rgb: Image.Image) -> bool:
-    w, h = rgb.size
-    for box in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h)):
-        colours = rgb.crop(box).getcolors(maxcolors=1)
-        if colours is None or colours[0][1] != WHITE:
-            return False
-    return True
 
 
 def _on_margin(rgb: Image.Image) -> Image.Image:
