@@ -25,5 +25,8 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 def redact_json(value: Any, secrets: Iterable[str | None] = ()) -> Any:
-    """A JSON-able value with redact() applied to all of its text."""
-    return json.loads(redact(json.dumps(value, default=str), [json.dumps(s)[1:-1] for s in secrets if s]))
+    """A JSON-able value with redact() applied to all of its text (the value itself when nothing was secret, which
+    is almost always: step logs pass through here on every row)."""
+    text = json.dumps(value, default=str)
+    cleaned = redact(text, [json.dumps(s)[1:-1] for s in secrets if s])
+    return value if cleaned == text else json.loads(cleaned)
