@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     # Results are reported in sets: up to this many at once, waiting this long for more rows to finish.
     report_batch_size: int = Field(default=32, ge=1)
     report_delay_seconds: float = Field(default=0.02, ge=0)
+    # Batches uploaded with --openai-batch go through OpenAI's Batch API (queue/openai_batches.py): submitted
+    # OpenAI batches are checked this often, and input files are cut at OpenAI's limits (50,000 requests, 200 MB).
+    openai_batch_poll_seconds: float = Field(default=60.0, gt=0)
+    openai_batch_max_requests: int = Field(default=50_000, ge=2, le=50_000)
+    openai_batch_max_bytes: int = Field(default=200_000_000, ge=1024, le=200_000_000)
 
     @model_validator(mode="after")
     def _pool(self) -> Settings:

@@ -88,7 +88,7 @@ def describe_url(url: str) -> str:
 
 SCHEMA_FILES = (
     "supabase", "tables", "review", "upload", "claim", "results", "workers", "progress", "rate_limits",
-    "batch_control", "security", "supabase_services",
+    "batch_control", "openai_batches", "security", "supabase_services",
 )
 
 

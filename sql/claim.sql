@@ -55,7 +55,8 @@ $$;
 -- the fewest jobs in flight (counting the slots already given), so a small batch uploaded beside a huge one gets
 -- its rows in flight at once instead of waiting behind it. Optionally only one batch (dedicated workers) or one
 -- user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled, paused,
--- completed). Reclaims timed-out claims first. The first claim moves a batch to processing.
+-- completed). p_mode picks the batches by processing mode: 'sync' (the default, and the only one the single-job
+-- claim sees) or 'openai_batch' (the OpenAI batch driver's claim). Reclaims timed-out claims first. The first claim moves a batch to processing.
 -- Locks: the claimed job rows (FOR UPDATE SKIP LOCKED, so claimers never wait on each other); a batch row only
 -- on its first claim.
 CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
@@ -63,7 +64,8 @@ CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
     p_batch_id uuid DEFAULT NULL,
     p_timeout_minutes numeric DEFAULT 5,
     p_limit integer DEFAULT 1,
-    p_user_id uuid DEFAULT NULL
+    p_user_id uuid DEFAULT NULL,
+    p_mode text DEFAULT 'sync'
 ) RETURNS TABLE (
     job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
     trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
@@ -102,6 +104,7 @@ BEGIN
      WHERE b.status IN ('queued', 'processing')
        AND (p_batch_id IS NULL OR b.id = p_batch_id)
        AND (p_user_id IS NULL OR b.user_id = p_user_id)
+       AND b.processing_mode = coalesce(p_mode, 'sync')
        AND csv_batch_has_pending_jobs(b.id);
     IF v_batches IS NULL THEN
         RETURN;

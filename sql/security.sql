@@ -49,6 +49,14 @@ CREATE POLICY csv_image_versions_select_own ON csv_image_versions FOR SELECT TO 
 DROP POLICY IF EXISTS csv_image_versions_service ON csv_image_versions;
 CREATE POLICY csv_image_versions_service ON csv_image_versions FOR ALL TO service_role USING (true) WITH CHECK (true);
 
+ALTER TABLE csv_openai_batches ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS csv_openai_batches_select_own ON csv_openai_batches;
+CREATE POLICY csv_openai_batches_select_own ON csv_openai_batches FOR SELECT TO authenticated
+    USING (EXISTS (SELECT 1 FROM csv_batches b WHERE b.id = csv_openai_batches.batch_id
+                                                 AND b.user_id = (SELECT auth.uid())));
+DROP POLICY IF EXISTS csv_openai_batches_service ON csv_openai_batches;
+CREATE POLICY csv_openai_batches_service ON csv_openai_batches FOR ALL TO service_role USING (true) WITH CHECK (true);
+
 ALTER TABLE csv_rate_limits ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS csv_rate_limits_service ON csv_rate_limits;
 CREATE POLICY csv_rate_limits_service ON csv_rate_limits FOR ALL TO service_role USING (true) WITH CHECK (true);
@@ -78,19 +86,19 @@ GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 
 -- Privileges, stated whole, so that a Supabase project's default privileges (ALL on every new table, sequence and
 -- function in public, for anon, authenticated and service_role) leave nothing open that was not meant to be.
-REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_logs, csv_rate_limits, csv_image_versions
-    FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_logs, csv_rate_limits, csv_image_versions,
+    csv_openai_batches FROM PUBLIC, anon, authenticated;
 GRANT SELECT, INSERT, DELETE ON csv_batches TO authenticated;
-GRANT SELECT ON csv_row_jobs, csv_processing_logs, csv_image_versions TO authenticated;
+GRANT SELECT ON csv_row_jobs, csv_processing_logs, csv_image_versions, csv_openai_batches TO authenticated;
 -- No TRUNCATE for anyone: it skips row-level security and the delete trigger that removes a batch's jobs.
 REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs, csv_rate_limits,
-    csv_image_versions FROM service_role;
+    csv_image_versions, csv_openai_batches FROM service_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs,
-    csv_rate_limits, csv_image_versions TO service_role;
+    csv_rate_limits, csv_image_versions, csv_openai_batches TO service_role;
 -- Identity columns draw their ids without any privilege on the sequence; nobody needs one, and setval by a
 -- client would make every later insert fail.
-REVOKE ALL ON SEQUENCE csv_row_jobs_id_seq, csv_processing_logs_id_seq, csv_image_versions_id_seq
-    FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE csv_row_jobs_id_seq, csv_processing_logs_id_seq, csv_image_versions_id_seq,
+    csv_openai_batches_id_seq FROM PUBLIC, anon, authenticated, service_role;
 
 -- The migration ledger (created by `csvjobs db migrate` before the first file runs) is the migrating role's alone:
 -- a client that deleted a row from it would make every command refuse to run.
@@ -121,7 +129,10 @@ BEGIN
               'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
               'csv_delete_jobs_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
               'start_csv_row_jobs', 'get_csv_workers', 'csv_batch_has_pending_jobs', 'csv_review_target_rows',
-              'review_csv_images', 'request_csv_image_regeneration'])
+              'review_csv_images', 'request_csv_image_regeneration', 'csv_openai_batch_holder',
+              'csv_openai_batch_take_rows', 'open_csv_openai_batch', 'lease_csv_openai_batches',
+              'update_csv_openai_batch', 'split_csv_openai_batch', 'release_csv_openai_batch_rows',
+              'finish_csv_openai_batch', 'release_csv_openai_batch_leases'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -133,7 +144,7 @@ GRANT EXECUTE ON FUNCTION
     csv_release_jobs(bigint[], boolean, text),
     csv_reclaim_timed_out_jobs(numeric),
     csv_batch_has_pending_jobs(uuid),
-    claim_csv_row_jobs(text, uuid, numeric, integer, uuid),
+    claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text),
     claim_next_csv_row_job(text, uuid, numeric),
     update_csv_row_job_results(text, jsonb),
     update_csv_row_job_result(bigint, text, text, jsonb, jsonb, jsonb, numeric, text, text, integer),
@@ -143,12 +154,21 @@ GRANT EXECUTE ON FUNCTION
     release_csv_worker_jobs(text, boolean, bigint[]),
     cleanup_stale_csv_workers(numeric),
     queue_csv_batch(uuid, integer, integer),
-    csv_outstanding_jobs(uuid, uuid),
+    csv_outstanding_jobs(uuid, uuid, text),
     csv_batches_needing_dedicated_workers(integer, uuid),
     write_csv_processing_logs(text, jsonb),
     acquire_csv_rate_limit(text, numeric),
     pause_csv_rate_limit(text, numeric),
-    csv_rate_limit_pause_remaining(text)
+    csv_rate_limit_pause_remaining(text),
+    csv_openai_batch_holder(bigint),
+    csv_openai_batch_take_rows(text, uuid, text, bigint[]),
+    open_csv_openai_batch(text, uuid, text, bigint[]),
+    lease_csv_openai_batches(text, numeric, integer, uuid, uuid),
+    update_csv_openai_batch(bigint, text, jsonb, numeric, numeric),
+    split_csv_openai_batch(bigint, text, text, bigint[]),
+    release_csv_openai_batch_rows(bigint, text, bigint[], boolean, text),
+    finish_csv_openai_batch(bigint, text, jsonb),
+    release_csv_openai_batch_leases(text)
 TO service_role;
 GRANT EXECUTE ON FUNCTION
     get_csv_batch_progress(uuid),

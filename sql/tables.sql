@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS csv_batches (
     started_at                      timestamptz,
     completed_at                    timestamptz,
     updated_at                      timestamptz NOT NULL DEFAULT now(),
+    -- sync: workers call the OpenAI API row by row; openai_batch: rows go through OpenAI's Batch API at half the
+    -- price within 24 hours (openai_batches.sql), and the synchronous claim never hands them out.
+    processing_mode                 text NOT NULL DEFAULT 'sync' CHECK (processing_mode IN ('sync', 'openai_batch')),
     CHECK (processed_rows = successful_rows + failed_rows),
     CHECK (processed_rows <= total_rows)
 );

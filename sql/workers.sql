@@ -115,6 +115,11 @@ BEGIN
         SELECT rel.released, rel.failed INTO v_released, v_failed
         FROM csv_release_jobs(v_ids, true, 'the worker holding the row stopped (cleanup)') rel;
     END IF;
+    -- Rows waiting on OpenAI are held by their submission, not by a worker, and stay as they are; a dead
+    -- worker's lease on a submission is freed so that another driver goes on polling it at once.
+    UPDATE csv_openai_batches o SET locked_by = NULL, locked_until = NULL, updated_at = now()
+     WHERE o.state <> 'done' AND o.locked_by IS NOT NULL
+       AND EXISTS (SELECT 1 FROM csv_processing_workers w WHERE w.instance_id = o.locked_by AND w.status = 'stopped');
     RETURN QUERY SELECT v_workers, v_released, v_failed;
 END
 $$;
@@ -143,14 +148,18 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 $$;
 
 -- Jobs still to do in scope: pending jobs of batches that can hand them out, plus jobs in flight anywhere (they
--- may come back if their worker dies). Zero means a --until-done worker may exit.
-CREATE OR REPLACE FUNCTION csv_outstanding_jobs(p_batch_id uuid DEFAULT NULL, p_user_id uuid DEFAULT NULL)
-RETURNS bigint
+-- may come back if their worker dies), optionally of one processing mode. Zero means a --until-done worker may exit.
+CREATE OR REPLACE FUNCTION csv_outstanding_jobs(
+    p_batch_id uuid DEFAULT NULL,
+    p_user_id uuid DEFAULT NULL,
+    p_mode text DEFAULT NULL
+) RETURNS bigint
 LANGUAGE sql STABLE AS $$
     SELECT count(*) FROM (
         SELECT 1 FROM csv_batches b
         WHERE (p_batch_id IS NULL OR b.id = p_batch_id)
           AND (p_user_id IS NULL OR b.user_id = p_user_id)
+          AND (p_mode IS NULL OR b.processing_mode = p_mode)
           AND (
               (b.status IN ('queued', 'processing')
                AND csv_batch_has_pending_jobs(b.id))
@@ -168,6 +177,7 @@ LANGUAGE sql STABLE AS $$
     FROM csv_batches b
     WHERE b.status IN ('queued', 'processing')
       AND b.total_rows > p_threshold
+      AND b.processing_mode = 'sync'  -- OpenAI's Batch API does the work of the others
       AND (p_user_id IS NULL OR b.user_id = p_user_id)
       AND csv_batch_has_pending_jobs(b.id)
     ORDER BY b.created_at, b.id;

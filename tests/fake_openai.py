@@ -1,6 +1,8 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests: chat completions with structured output and image
-generations with base64 PNGs. It counts calls and can be told to answer 429 with Retry-After, 5xx, slowly,
-with malformed JSON, a refusal or a content-policy error."""
+generations with base64 PNGs, and the Files and Batch APIs (upload, create, retrieve, list, cancel, output and
+error file content) running a batch's lines through the same handlers after a delay. It counts calls and can be
+told to answer 429 with Retry-After, 5xx, slowly, with malformed JSON, a refusal or a content-policy error, to fail
+some batch lines, or to let a batch expire part way."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +84,14 @@ class FakeOpenAI:
     reject_key: bool = False
     # Models this server answers 404 model_not_found for (unknown or retired).
     unknown_models: set[str] = field(default_factory=set)
+    # Batch API: a batch runs its lines this long after it is created; lines whose body contains
+    # batch_fail_when fail (HTTP 500, in the error file); with batch_expire_after, only that many lines run and
+    # the batch expires.
+    batch_delay: float = 0.3
+    batch_fail_when: str | None = None
+    batch_expire_after: int | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seed: int = 1
@@ -95,6 +106,11 @@ class FakeOpenAI:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                status, headers, payload = fake.answer(self.path, {}, self.headers.get("authorization", ""),
+                                                       method="GET")
+                self._send(status, headers, payload)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 raw = self.rfile.read(length)
@@ -105,6 +121,9 @@ class FakeOpenAI:
                 else:
                     body = json.loads(raw or b"{}")
                 status, headers, payload = fake.answer(self.path, body, self.headers.get("authorization", ""))
+                self._send(status, headers, payload)
+
+            def _send(self, status: int, headers: dict[str, str], payload: Any) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -151,7 +170,8 @@ class FakeOpenAI:
         headers = {"retry-after-ms": "100"} if status == 429 else {}
         return status, headers, {"error": {"message": f"chaos {status}", "type": "server_error", "code": None}}
 
-    def answer(self, path: str, body: dict[str, Any], authorization: str = "") -> tuple[int, dict[str, str], Any]:
+    def answer(self, path: str, body: dict[str, Any], authorization: str = "",
+               method: str = "POST") -> tuple[int, dict[str, str], Any]:
         if self.latency:
             time.sleep(self.latency)
         if self.reject_key:
@@ -165,6 +185,9 @@ class FakeOpenAI:
             return 404, {}, {"error": {"message": f"The model `{body['model']}` does not exist or you do not have"
                                                   " access to it.", "type": "invalid_request_error", "param": None,
                                        "code": "model_not_found"}}
+        route = urllib.parse.urlsplit(path)
+        if "/files" in route.path or "/batches" in route.path:
+            return self._batch_api(method, route.path, urllib.parse.parse_qs(route.query), body)
         if path.endswith("/chat/completions"):
             return self._chat(body)
         if path.endswith("/images/generations"):
@@ -173,8 +196,8 @@ class FakeOpenAI:
             return self._image(body, endpoint="edit")
         return 404, {}, {"error": {"message": "not found"}}
 
-    def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-        call = self._record("chat", body)
+    def _chat(self, body: dict[str, Any], endpoint: str = "chat") -> tuple[int, dict[str, str], Any]:
+        call = self._record(endpoint, body)
         chaos = self._chaos(call)
         if chaos:
             return chaos
@@ -239,6 +262,115 @@ class FakeOpenAI:
             "usage": {"input_tokens": 50 + image_tokens, "output_tokens": 1056, "total_tokens": 1106 + image_tokens,
                       "input_tokens_details": {"text_tokens": 50, "image_tokens": image_tokens}},
         }
+
+    # --- Files and Batch APIs ---------------------------------------------------------------------------------
+
+    def _batch_api(self, method: str, path: str, query: dict[str, list[str]],
+                   body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        parts = path.strip("/").split("/")[1:]  # after "v1"
+        if parts == ["files"] and method == "POST":
+            data = body["_files"]["file"]
+            with self.lock:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = data
+            self._record("files.create", {"purpose": body.get("purpose"), "bytes": len(data)})
+            return 200, {}, {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                             "filename": "input.jsonl", "purpose": body.get("purpose", "batch"), "status": "processed"}
+        if len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+            self._record("files.content", {"file_id": parts[1]})
+            if parts[1] not in self.files:
+                return 404, {}, {"error": {"message": "No such file", "code": None}}
+            return 200, {}, self.files[parts[1]]
+        if parts == ["batches"] and method == "POST":
+            self._record("batches.create", body)
+            if body.get("input_file_id") not in self.files:
+                return 400, {}, {"error": {"message": "input file not found", "code": "invalid_request"}}
+            with self.lock:
+                batch_id = f"batch_{len(self.batches) + 1}"
+                lines = self.files[body["input_file_id"]].splitlines()
+                self.batches[batch_id] = {
+                    "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                    "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
+                    "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+                    "metadata": body.get("metadata"), "_created": time.monotonic(),
+                    "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+            return 200, {}, self._public(self.batches[batch_id])
+        if parts == ["batches"] and method == "GET":
+            self._record("batches.list", {})
+            with self.lock:
+                items = sorted(self.batches.values(), key=lambda b: b["_created"], reverse=True)
+            after = (query.get("after") or [None])[0]
+            if after is not None:
+                ids = [b["id"] for b in items]
+                items = items[ids.index(after) + 1:] if after in ids else []
+            limit = int((query.get("limit") or ["20"])[0])
+            page = items[:limit]
+            return 200, {}, {"object": "list", "data": [self._public(b) for b in page],
+                             "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
+                             "has_more": len(items) > limit}
+        if len(parts) >= 2 and parts[0] == "batches" and parts[1] in self.batches:
+            batch = self.batches[parts[1]]
+            if len(parts) == 3 and parts[2] == "cancel":
+                self._record("batches.cancel", {"id": batch["id"]})
+                with self.lock:
+                    if batch["status"] in ("validating", "in_progress", "finalizing"):
+                        batch["status"] = "cancelling"
+                return 200, {}, self._public(batch)
+            self._record("batches.retrieve", {"id": batch["id"]})
+            self._advance(batch)
+            return 200, {}, self._public(batch)
+        return 404, {}, {"error": {"message": f"not found: {method} {path}"}}
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _advance(self, batch: dict[str, Any]) -> None:
+        """Run a batch's lines once its delay has passed (as OpenAI would, some time after creation)."""
+        with self.lock:
+            if batch["status"] == "cancelling":
+                batch["status"] = "cancelled"
+                return
+            if batch["status"] not in ("validating", "in_progress"):
+                return
+            if time.monotonic() - batch["_created"] < self.batch_delay:
+                batch["status"] = "in_progress"
+                return
+            batch["status"] = "finalizing"
+            lines = self.files[batch["input_file_id"]].splitlines()
+        output: list[bytes] = []
+        errors: list[bytes] = []
+        for index, raw in enumerate(lines):
+            request = json.loads(raw)
+            request_id = f"batch_req_{batch['id']}_{index}"
+            if self.batch_expire_after is not None and index >= self.batch_expire_after:
+                errors.append(json.dumps({"id": request_id, "custom_id": request["custom_id"], "response": None,
+                                          "error": {"code": "batch_expired", "message": "This request could not "
+                                                    "be executed before the completion window expired."}}).encode())
+                continue
+            body = request["body"]
+            if self.batch_fail_when and self.batch_fail_when in json.dumps(body):
+                status, payload = 500, {"error": {"message": "The server had an error", "type": "server_error",
+                                                  "code": "server_error"}}
+            elif request["url"] == "/v1/chat/completions":
+                status, _, payload = self._chat(body, endpoint="batch_chat")
+            elif request["url"] == "/v1/images/edits":
+                status, _, payload = self._image(body, endpoint="batch_edit")
+            else:
+                status, _, payload = self._image(body, endpoint="batch_image")
+            line = json.dumps({"id": request_id, "custom_id": request["custom_id"],
+                               "response": {"status_code": status, "request_id": request_id, "body": payload},
+                               "error": None}).encode()
+            (output if status == 200 else errors).append(line)
+        with self.lock:
+            for name, content in (("output_file_id", output), ("error_file_id", errors)):
+                if content:
+                    file_id = f"file-{len(self.files) + 1}"
+                    self.files[file_id] = b"\n".join(content) + b"\n"
+                    batch[name] = file_id
+            expired = self.batch_expire_after is not None and self.batch_expire_after < len(lines)
+            batch["status"] = "expired" if expired else "completed"
+            batch["request_counts"] = {"total": len(lines), "completed": len(output), "failed": len(errors)}
 
     def count(self, endpoint: str, predicate: Callable[[Call], bool] = lambda c: True) -> int:
         with self.lock:

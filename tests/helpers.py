@@ -22,6 +22,7 @@ def make_batch(
     status: str = "queued",
     max_retries: int = 3,
     name: str = "test.csv",
+    mode: str = "sync",
 ) -> uuid.UUID:
     """A batch of `rows` jobs inserted directly (as the superuser), queued by default, in the shape an upload
     writes: row_data is the CSV row as json, product is NULL (every field is a row_data column, named by the
@@ -33,8 +34,8 @@ def make_batch(
     with conn.transaction():
         conn.execute(
             "INSERT INTO csv_batches (id, user_id, filename, original_filename, total_rows, status, csv_headers,"
-            " column_mapping) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [batch_id, user_id, name, name, rows, status, list(_FIELDS), json.dumps(mapping)],
+            " column_mapping, processing_mode) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [batch_id, user_id, name, name, rows, status, list(_FIELDS), json.dumps(mapping), mode],
         )
         conn.execute(
             "INSERT INTO csv_row_jobs (batch_id, row_number, row_data, product, max_retries)"

@@ -25,7 +25,7 @@ RANKS = {
 # Third-party drivers and the one module (or package) allowed to import each.
 DRIVERS = {
     "psycopg": ("csvjobs.db",),
-    "openai": ("csvjobs.providers.openai",),
+    "openai": ("csvjobs.providers.openai", "csvjobs.providers.openai_batch"),
     "boto3": ("csvjobs.storage.s3",),
     "botocore": ("csvjobs.storage.s3",),
     "typer": ("csvjobs.cli",),

@@ -209,7 +209,7 @@ def test_default_privileges_leave_nothing_open_to_anon_or_authenticated(conn) ->
     """The template every test uses was given Supabase's default privileges before migrating (conftest)."""
     tables = _csvjobs_tables(conn)
     assert {"csv_batches", "csv_row_jobs", "csv_processing_workers", "csv_processing_logs", "csv_rate_limits",
-            "csv_image_versions", "csvjobs_schema_migrations"} <= {t["name"] for t in tables}
+            "csv_image_versions", "csv_openai_batches", "csvjobs_schema_migrations"} <= {t["name"] for t in tables}
     for role in ("anon", "authenticated", "service_role"):
         for table in tables:
             if role != "service_role" and not table["rls"]:

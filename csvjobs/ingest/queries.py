@@ -20,13 +20,14 @@ def create_batch(
     storage_path: str,
     max_concurrent_jobs: int,
     column_mapping: dict[str, Any],
+    processing_mode: str = "sync",
 ) -> None:
     """INSERT the batch; run as the user, so that row-level security checks that it is theirs."""
     conn.execute(
         "INSERT INTO csv_batches (id, user_id, filename, original_filename, csv_headers, storage_path,"
-        " max_concurrent_jobs, column_mapping) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        " max_concurrent_jobs, column_mapping, processing_mode) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [batch_id, user_id, storage_path.rsplit("/", 1)[-1], original_filename, headers, storage_path,
-         max_concurrent_jobs, json.dumps(column_mapping)],
+         max_concurrent_jobs, json.dumps(column_mapping), processing_mode],
     )
 
 

@@ -40,6 +40,8 @@ class UploadOptions(BaseModel):
     photo_max_bytes: int = 20 * 1024 * 1024
     # Variants that look the same (see RowMapper.appearance) share the first one's images, unless per_variant.
     per_variant: bool = False
+    # Process the batch through OpenAI's Batch API (half the price, within 24 hours) instead of call by call.
+    openai_batch: bool = False
     look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
 
     @model_validator(mode="after")
@@ -87,6 +89,9 @@ class UploadReport:
     sample_trigger_texts: list[str] = field(default_factory=list)
     dry_run: bool = False
     estimated_cost_usd: float | None = None
+    # The same estimate at OpenAI's Batch API prices (upload --openai-batch).
+    estimated_batch_cost_usd: float | None = None
+    processing_mode: str = "sync"
     cost_basis: str = ""
     photo_column: str = ""
     photo_rows: int = 0
@@ -104,6 +109,10 @@ class UploadReport:
             "photo_column": self.photo_column or None,
             "photo_rows": self.photo_rows,
             "reused_rows": self.reused_rows,
+            "processing_mode": self.processing_mode,
+            **({"estimated_cost_usd": self.estimated_cost_usd,
+                "estimated_batch_cost_usd": self.estimated_batch_cost_usd}
+               if self.estimated_cost_usd is not None else {}),
         }
 
 

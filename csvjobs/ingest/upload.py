@@ -67,8 +67,10 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
                      f"{settings.image_quality} images per row (edits of the photo where there is one)")
             if not pricing.is_priced(settings.prompt_model, settings.image_model):
                 basis += " (a model is missing from the price table: counted as free)"
-        return stream.report(None, total, "dry-run", None, estimated_cost_usd=estimate, cost_basis=basis,
-                             sample_trigger_texts=texts, dry_run=True)
+        batch_estimate = round(estimate * pricing.BATCH_PRICE_FACTOR, 4) if estimate is not None else None
+        return stream.report(None, total, "dry-run", None, estimated_cost_usd=estimate,
+                             estimated_batch_cost_usd=batch_estimate, cost_basis=basis, sample_trigger_texts=texts,
+                             dry_run=True, processing_mode=_mode(options))
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -144,7 +146,12 @@ def _upload(
             for path in stored:
                 storage.delete(path)
             raise
-        return stream.report(batch_id, total, "queued" if total else "completed", storage_path)
+        return stream.report(batch_id, total, "queued" if total else "completed", storage_path,
+                             processing_mode=_mode(options))
+
+
+def _mode(options: UploadOptions) -> str:
+    return "openai_batch" if options.openai_batch else "sync"
 
 
 def _write_batch(
@@ -169,6 +176,7 @@ def _write_batch(
             queries.create_batch(
                 conn, batch_id=batch_id, user_id=user_id, original_filename=options.path.name,
                 headers=stream.headers, storage_path=storage_path, max_concurrent_jobs=options.max_concurrent_jobs,
+                processing_mode=_mode(options),
                 column_mapping={"preset": stream.mapping.preset, "fields": stream.mapping.describe(),
                                 "row_data_keys": stream.mapping.row_data_keys()},
             )

@@ -61,9 +61,14 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         for text in report.sample_trigger_texts:
             out.print(Text(f"  trigger: {text[:160]}"))
         if report.estimated_cost_usd is not None:
-            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f} ({report.cost_basis})"))
+            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f} row by row, "
+                           f"${report.estimated_batch_cost_usd or 0:.2f} through OpenAI's Batch API "
+                           f"(--openai-batch: half the price, within 24 hours) ({report.cost_basis})"))
     else:
         out.print(Text(f"batch {report.batch_id}: {report.total_rows} row(s) queued", style="bold green"))
+        if report.processing_mode == "openai_batch":
+            out.print(Text("processing: through OpenAI's Batch API (half the price; results within 24 hours); "
+                           "`csvjobs work` submits the rows and collects the results"))
         out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))
         out.print(Text(f"stored as {report.storage_path}"))
     out.print(Text(_photo_line(report)))

@@ -48,6 +48,10 @@ class Reference:
     storage_path: str
     source: str
 
+    def png_data_url(self) -> str:
+        """The reference itself as a data: URL (an Images edit sent as JSON, as Batch API lines are)."""
+        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+
     def vision_data_url(self) -> str:
         """A small JPEG of the photo as a data: URL, for the prompt model."""
         return "data:image/jpeg;base64," + base64.b64encode(shrink_to_jpeg(self.png, VISION_MAX_SIDE)).decode()

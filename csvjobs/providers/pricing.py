@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# OpenAI's Batch API runs the same requests at half the standard price.
+BATCH_PRICE_FACTOR = 0.5
 # model -> (input, output) USD per 1M tokens
 PROMPT_MODEL_PRICES: dict[str, tuple[float, float]] = {
     "gpt-6.1-terra": (1.00, 5.00),

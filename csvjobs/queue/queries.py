@@ -13,7 +13,7 @@ from typing import Any
 from csvjobs import db
 from csvjobs.models import ClaimedJob, CleanupReport, JobResult
 
-CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid)"
+CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid, %s)"
 START_SQL = "SELECT start_csv_row_jobs(%s, %s::bigint[])"
 REPORT_SQL = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
 HEARTBEAT_SQL = (
@@ -28,11 +28,27 @@ LEADER_SQL = (
     "SELECT l.row_number, l.status, l.generated_prompts, l.generated_images, l.generated_tags"
     " FROM csv_row_jobs j JOIN csv_row_jobs l ON l.id = j.depends_on WHERE j.id = %s"
 )
-OUTSTANDING_SQL = "SELECT csv_outstanding_jobs(%s::uuid, %s::uuid) AS n"
+OUTSTANDING_SQL = "SELECT csv_outstanding_jobs(%s::uuid, %s::uuid, %s) AS n"
 WRITE_LOGS_SQL = "SELECT write_csv_processing_logs(%s, %s::jsonb)"
 ACQUIRE_RATE_SQL = "SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v"
 PAUSE_REMAINING_SQL = "SELECT csv_rate_limit_pause_remaining(%s) AS v"
 PAUSE_RATE_SQL = "SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v"
+# The OpenAI batch driver's calls (sql/openai_batches.sql), and the rows a submission holds, as claims return them.
+OPEN_OPENAI_BATCH_SQL = "SELECT open_csv_openai_batch(%s, %s::uuid, %s, %s::bigint[])"
+LEASE_OPENAI_BATCHES_SQL = "SELECT * FROM lease_csv_openai_batches(%s, %s::numeric, %s::integer, %s::uuid, %s::uuid)"
+UPDATE_OPENAI_BATCH_SQL = "SELECT update_csv_openai_batch(%s::bigint, %s, %s::jsonb, %s::numeric, %s::numeric) AS ok"
+SPLIT_OPENAI_BATCH_SQL = "SELECT split_csv_openai_batch(%s::bigint, %s, %s, %s::bigint[])"
+RELEASE_OPENAI_BATCH_ROWS_SQL = "SELECT * FROM release_csv_openai_batch_rows(%s::bigint, %s, %s::bigint[], %s, %s)"
+FINISH_OPENAI_BATCH_SQL = "SELECT finish_csv_openai_batch(%s::bigint, %s, %s::jsonb)"
+RELEASE_OPENAI_LEASES_SQL = "SELECT release_csv_openai_batch_leases(%s)"
+HELD_ROWS_SQL = (
+    "SELECT j.id AS job_id, j.batch_id, b.user_id, j.row_number, j.row_data::jsonb AS row_data,"
+    " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product, j.trigger_text, j.attempt,"
+    " j.retry_count, j.max_retries, j.checkpoint"
+    " FROM unnest(%s::bigint[]) WITH ORDINALITY AS k(id, n)"
+    " JOIN csv_row_jobs j ON j.id = k.id JOIN csv_batches b ON b.id = j.batch_id"
+    " WHERE j.claimed_by = %s AND j.status IN ('claimed', 'processing') ORDER BY k.n"
+)
 # NOTIFY channel of new and released jobs (sql/upload.sql, results.sql, batch_control.sql): idle workers wake on it.
 JOBS_CHANNEL = "csv_row_jobs"
 

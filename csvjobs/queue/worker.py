@@ -25,9 +25,11 @@ from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError, JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
 from csvjobs.providers.contract import Provider, RowContext
+from csvjobs.providers.openai import OpenAIProvider
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.providers.registry import load_provider
 from csvjobs.queue import queries
+from csvjobs.queue.openai_batches import OpenAIBatchDriver
 from csvjobs.queue.rate_limits import DatabaseRateLimiter
 from csvjobs.storage.registry import open_storage
 
@@ -94,10 +96,11 @@ class Worker:
         self._stopping = False
         self._hard_stop = asyncio.Event()
         self._resync = False
-        self._storage = open_storage(self.config.settings)
+        self.storage = open_storage(self.config.settings)
         self.fatal: str | None = None
+        self._driver: OpenAIBatchDriver | None = None
         key = self.config.settings.openai_api_key
-        self._secrets = [key.get_secret_value()] if key is not None else []
+        self.secrets = [key.get_secret_value()] if key is not None else []
 
     # --- database access, with reconnection -------------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class Worker:
     # pool replaces a broken connection but does not retry the operation that broke), and its reconnect policy
     # gives up after reconnect_timeout (5 minutes by default), while a worker must outlast any outage and then
     # resync its claims (see _connect). test_lost_database_connections_are_survived covers the behaviour.
-    async def _db(self, operation: Callable[[db.AsyncConnection], Awaitable[T]], *, give_up: bool = False) -> T:
+    async def db_call(self, operation: Callable[[db.AsyncConnection], Awaitable[T]], *, give_up: bool = False) -> T:
         """Run one database operation, reconnecting with backoff while the database is away."""
         attempt = 0
         while True:
@@ -156,6 +159,12 @@ class Worker:
         await self._heartbeat(WorkerStatus.IDLE)
         helpers = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._reporter_loop()),
                    asyncio.create_task(self._listen_loop())]
+        if isinstance(self.provider, OpenAIProvider):
+            self._driver = OpenAIBatchDriver(self, self.provider)
+            helpers.append(asyncio.create_task(self._driver.run()))
+        elif await self.db_call(functools.partial(self._outstanding, mode="openai_batch")):
+            say(f"worker {self.config.instance_id}: batches uploaded with --openai-batch are waiting; they go "
+                "through OpenAI's Batch API, which needs the openai provider (this worker leaves them alone)")
         try:
             await self._claim_loop()
         finally:
@@ -168,6 +177,41 @@ class Worker:
             self._hard_stop.set()
         self._stopping = True
         self._wake.set()
+
+    # --- what the OpenAI batch driver (openai_batches.py) uses ---------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker is stopping (the driver starts nothing new)."""
+        return self._stopping
+
+    def say(self, message: str) -> None:
+        """One line on stderr, naming this worker."""
+        say(f"worker {self.config.instance_id}: {message}")
+
+    def refuse(self, message: str) -> None:
+        """The provider refused the key, account or model: the pool stops (see ProviderAccessError)."""
+        message = redact(message, self.secrets)
+        if self.fatal is None:
+            self.fatal = message
+            say(f"worker {self.config.instance_id}: the pool stops: {message}")
+        self.let_go()
+
+    def forget(self, job_ids: list[int]) -> None:
+        """Rows this worker claimed and handed to an OpenAI batch submission: no longer its to report."""
+        for job_id in job_ids:
+            self._unreported.pop(job_id, None)
+
+    def flush_soon(self) -> None:
+        """Write queued log lines (and results) with the next report."""
+        self._report_now.set()
+
+    def log_batch(self, batch_id: uuid.UUID, operation: str, message: str, details: dict[str, Any]) -> None:
+        """Queue a log line about a batch (not one row), with any secret removed."""
+        self._logs.append({"batch_id": str(batch_id), "log_level": LogLevel.INFO.value,
+                           "message": redact(message, self.secrets), "operation": operation,
+                           "details": redact_json(details, self.secrets)})
+        self._report_now.set()
 
     def let_go(self) -> None:
         """Stop at once: rows in flight go back to pending without counting a retry."""
@@ -184,13 +228,13 @@ class Worker:
             if free <= 0:
                 await self._wait(cfg.settings.poll_seconds)
                 continue
-            rows = await self._db(functools.partial(self._claim, limit=free))
+            rows = await self.db_call(functools.partial(self.claim, limit=free))
             for job in rows:
                 self._start(job)
             if rows:
                 continue
             if cfg.until_done and not self._running and not self._unreported:
-                outstanding = await self._db(self._outstanding)
+                outstanding = await self.db_call(self._outstanding)
                 if outstanding == 0:
                     return
             await self._wait(cfg.settings.poll_seconds if not cfg.until_done else min(cfg.settings.poll_seconds, 1.0))
@@ -199,12 +243,13 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _claim(self, conn: db.AsyncConnection, limit: int) -> list[ClaimedJob]:
+    async def claim(self, conn: db.AsyncConnection, limit: int, mode: str = "sync") -> list[ClaimedJob]:
+        """Claim up to limit rows of batches in this processing mode, and start them."""
         cfg = self.config
         async with conn.transaction():
             cur = await conn.execute(
                 queries.CLAIM_SQL,
-                [cfg.instance_id, cfg.batch_id, cfg.settings.claim_timeout_minutes, limit, cfg.user_id],
+                [cfg.instance_id, cfg.batch_id, cfg.settings.claim_timeout_minutes, limit, cfg.user_id, mode],
             )
             jobs = queries.parse_claims(await cur.fetchall())
             if jobs:
@@ -214,8 +259,10 @@ class Worker:
             self._unreported[job.job_id] = job
         return jobs
 
-    async def _outstanding(self, conn: db.AsyncConnection) -> int:
-        cur = await conn.execute(queries.OUTSTANDING_SQL, [self.config.batch_id, self.config.user_id])
+    async def _outstanding(self, conn: db.AsyncConnection, mode: str | None = None) -> int:
+        if mode is None and self._driver is None:
+            mode = "sync"  # without a driver, rows waiting on OpenAI are not this worker's to wait for
+        cur = await conn.execute(queries.OUTSTANDING_SQL, [self.config.batch_id, self.config.user_id, mode])
         row = await cur.fetchone()
         return int(row["n"]) if row else 0
 
@@ -227,17 +274,17 @@ class Worker:
 
     async def _process(self, job: ClaimedJob) -> None:
         started = time.monotonic()
-        ctx = RowContext(job=job, storage=self._storage, log=self._step_logger(job),
+        ctx = RowContext(job=job, storage=self.storage, log=self._step_logger(job),
                          save_checkpoint=lambda data: self._checkpoint(job, data),
-                         rate_limiter=DatabaseRateLimiter(self._db), redo=self._prepare_redo(job))
+                         rate_limiter=DatabaseRateLimiter(self.db_call), redo=self._prepare_redo(job))
         result: JobResult
         try:
             shares = job.product.get("reuse_of_row") and "regenerate" not in job.checkpoint
-            reused = await self._reused(job) if shares else None
+            reused = await self.reused(job) if shares else None
             if reused is not None:
                 reused.processing_time_seconds = round(time.monotonic() - started, 3)
                 self.stats.processed += 1
-                self._finish(job, reused)
+                self.finish(job, reused)
                 return
             outcome = await self._with_retries(ctx)
             result = JobResult(
@@ -249,15 +296,15 @@ class Worker:
             self.stats.processed += 1
         except PermanentError as exc:
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
-                               error_message=redact(str(exc) or type(exc).__name__, self._secrets))
+                               error_message=redact(str(exc) or type(exc).__name__, self.secrets))
             self.stats.failed += 1
         except ProviderAccessError as exc:
             # Not this row's fault: every row would fail the same way. Stop the worker; the shutdown puts this
             # row and every other one in flight back to pending without counting a retry.
-            message = redact(str(exc), self._secrets)
+            message = redact(str(exc), self.secrets)
             if self.fatal is None:
                 self.fatal = message
-                self._log_row(job, LogLevel.ERROR, "provider_refused", f"the pool stops: {message}", {})
+                self.log_row(job, LogLevel.ERROR, "provider_refused", f"the pool stops: {message}", {})
             self._running.pop(job.job_id, None)
             self.let_go()
             return
@@ -274,9 +321,9 @@ class Worker:
         except Exception as exc:  # a transient error past its retries, or a bug in a provider: retry later
             message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TransientError) else str(exc)
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.PENDING,
-                               error_message=redact(message, self._secrets)[:2000])
+                               error_message=redact(message, self.secrets)[:2000])
         result.processing_time_seconds = round(time.monotonic() - started, 3)
-        self._finish(job, result)
+        self.finish(job, result)
 
     def _prepare_redo(self, job: ClaimedJob) -> frozenset[str]:
         """The styles the merchant asked to redo: their saved image is forgotten (so it is made, and paid for,
@@ -293,17 +340,17 @@ class Worker:
             if note and isinstance(entry, dict) and isinstance(entry.get("prompt"), str):
                 entry["prompt"] = f"{entry['prompt']} Changes the reviewer asked for: {note}"
         if styles:
-            self._log_row(job, LogLevel.INFO, "images_redo", f"redoing {', '.join(sorted(styles))} at the "
+            self.log_row(job, LogLevel.INFO, "images_redo", f"redoing {', '.join(sorted(styles))} at the "
                           "reviewer's request", {"request": request})
         return styles
 
-    def _finish(self, job: ClaimedJob, result: JobResult) -> None:
+    def finish(self, job: ClaimedJob, result: JobResult) -> None:
         self._results.append(result)
         self._running.pop(job.job_id, None)
         self._report_now.set()
         self._wake.set()
 
-    async def _reused(self, job: ClaimedJob) -> JobResult | None:
+    async def reused(self, job: ClaimedJob) -> JobResult | None:
         """A variant that looks like an earlier row of its product: that row's images, prompts and tags, at no
         cost, once it has completed (the claim holds the variant back until then). None: make its own (the
         earlier row failed)."""
@@ -311,7 +358,7 @@ class Worker:
             cur = await conn.execute(queries.LEADER_SQL, [job.job_id])
             return await cur.fetchone()
 
-        row = await self._db(leader)
+        row = await self.db_call(leader)
         if (row is None or row["status"] != JobStatus.COMPLETED.value
                 or not isinstance(row["generated_images"], list) or not row["generated_images"]
                 or not isinstance(row["generated_prompts"], dict)):
@@ -319,7 +366,7 @@ class Worker:
         source = row["row_number"]
         images = [dict(image, reused_from_row=source) if isinstance(image, dict) else image
                   for image in row["generated_images"]]
-        self._log_row(job, LogLevel.INFO, "images_reused",
+        self.log_row(job, LogLevel.INFO, "images_reused",
                       f"images reused from row {source}: the same product, photo and look (no cost)",
                       {"reused_from_row": source})
         tags = row["generated_tags"]
@@ -348,16 +395,16 @@ class Worker:
     def _step_logger(self, job: ClaimedJob) -> Callable[[str, str, dict[str, Any]], None]:
         def log(operation: str, message: str, details: dict[str, Any]) -> None:
             level = LogLevel.WARN if operation in ("transient_error",) else LogLevel.INFO
-            self._log_row(job, level, operation, message, details)
+            self.log_row(job, level, operation, message, details)
 
         return log
 
-    def _log_row(self, job: ClaimedJob, level: LogLevel, operation: str, message: str,
+    def log_row(self, job: ClaimedJob, level: LogLevel, operation: str, message: str,
                  details: dict[str, Any]) -> None:
         """Queue a log line about one row (written with the next report), with any secret removed."""
         self._logs.append({"batch_id": str(job.batch_id), "row_job_id": job.job_id, "row_number": job.row_number,
-                           "log_level": level.value, "message": redact(message, self._secrets),
-                           "operation": operation, "details": redact_json(details, self._secrets)})
+                           "log_level": level.value, "message": redact(message, self.secrets),
+                           "operation": operation, "details": redact_json(details, self.secrets)})
 
     async def _checkpoint(self, job: ClaimedJob, data: dict[str, Any]) -> bool:
         async def save(conn: db.AsyncConnection) -> bool:
@@ -366,7 +413,7 @@ class Worker:
             row = await cur.fetchone()
             return bool(row and row["held"])
 
-        held = await self._db(save)
+        held = await self.db_call(save)
         if held:
             # A retry inside this worker must see what was already paid for.
             job.checkpoint.update(data)
@@ -383,7 +430,7 @@ class Worker:
                 await asyncio.sleep(self.config.settings.report_delay_seconds)
             try:
                 await self._flush()
-            except Exception as exc:  # a bug, not an outage (_db rides those out): keep the results, try again
+            except Exception as exc:  # a bug, not an outage (db_call rides those out): keep the results, try again
                 say(f"worker {self.config.instance_id}: reporting results failed: {exc!r}; retrying")
                 await asyncio.sleep(1.0)
                 self._report_now.set()
@@ -407,7 +454,7 @@ class Worker:
                 return rows
 
         try:
-            rows = await self._db(report, give_up=give_up)
+            rows = await self.db_call(report, give_up=give_up)
         except Exception:
             self._results = results + self._results
             self._logs = logs + self._logs
@@ -428,7 +475,7 @@ class Worker:
                 self.stats.failed, cfg.concurrency, cfg.user_id, cfg.batch_id, socket.gethostname(), os.getpid()])
             return await cur.fetchone()
 
-        row = await self._db(beat, give_up=status is WorkerStatus.STOPPED)
+        row = await self.db_call(beat, give_up=status is WorkerStatus.STOPPED)
         if row and row["was_stopped"]:
             say(f"worker {cfg.instance_id}: cleanup declared this worker dead while it was silent; "
                 "its rows were released and will be processed again")
@@ -481,8 +528,10 @@ class Worker:
 
             async def release(conn: db.AsyncConnection) -> None:
                 await conn.execute(queries.RELEASE_SQL_KEEP, [cfg.instance_id, False, []])
+                # Another driver goes on with this one's OpenAI batches at once, not when the lease runs out.
+                await conn.execute(queries.RELEASE_OPENAI_LEASES_SQL, [cfg.instance_id])
 
-            await self._db(release, give_up=True)
+            await self.db_call(release, give_up=True)
             await self._heartbeat(WorkerStatus.STOPPED)
         except Exception as exc:
             say(f"worker {cfg.instance_id}: could not report its last state ({db.first_line(exc)}); "

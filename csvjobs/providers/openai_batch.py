@@ -1,0 +1,151 @@
+"""OpenAI's Files and Batch APIs, as the OpenAI batch driver (queue/openai_batches.py) uses them: upload an input
+file, create a batch (or find the one a killed driver created, by the submission key in its metadata), check it,
+cancel it, and read its output and error files line by line (an images output file holds every image in base64:
+it is streamed, never held whole). Errors are sorted as the synchronous calls' are (classify_error)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+from openai.types import Batch, ImagesResponse
+from pydantic import BaseModel, ValidationError
+
+from csvjobs.config import Settings
+from csvjobs.errors import TransientError
+from csvjobs.providers.contract import GeneratedPrompts
+from csvjobs.providers.openai import OpenAIProvider, classify_error
+
+# The metadata key that names a submission (csv_openai_batches.submission_key) on OpenAI's side.
+SUBMISSION_KEY = "csvjobs_submission"
+# OpenAI's statuses after which a batch changes no more.
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# How far back (seconds before the submission was opened) to look for a batch whose creation was not recorded.
+_FIND_SLACK_SECONDS = 3600
+
+
+class BatchState(BaseModel):
+    """What OpenAI says about one batch."""
+
+    id: str
+    status: str
+    request_counts: dict[str, int] = {}
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the batch is over (its output and error files are final)."""
+        return self.status in TERMINAL
+
+    @classmethod
+    def of(cls, batch: Batch) -> BatchState:
+        """From the SDK's Batch object."""
+        counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
+        errors = "; ".join(f"{e.code}: {e.message}" if e.code else str(e.message)
+                           for e in (batch.errors.data or [] if batch.errors is not None else []))
+        return cls(id=batch.id, status=batch.status, request_counts={k: int(v) for k, v in counts.items()},
+                   output_file_id=batch.output_file_id, error_file_id=batch.error_file_id, errors=errors[:2000])
+
+
+class BatchAPI:
+    """The Files and Batch API calls of one OpenAI client (the provider's: same key, base URL and timeout)."""
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self.client = provider.client
+        self.settings: Settings = provider.settings
+
+    def _error(self, exc: openai.OpenAIError) -> Exception:
+        key = self.settings.openai_api_key
+        return classify_error(exc, model="(Batch API)", model_setting="CSVJOBS_PROMPT_MODEL",
+                              secrets=[key.get_secret_value() if key is not None else None])
+
+    async def upload(self, path: Path, name: str) -> str:
+        """Upload a JSONL input file (purpose batch); its file id."""
+        try:
+            with path.open("rb") as handle:
+                created = await self.client.files.create(file=(name, handle, "application/jsonl"), purpose="batch")
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        return created.id
+
+    async def create(self, input_file_id: str, endpoint: str, key: uuid.UUID, description: str) -> BatchState:
+        """Create the batch of an uploaded file, named by the submission key."""
+        try:
+            batch = await self.client.batches.create(
+                input_file_id=input_file_id, endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h", metadata={SUBMISSION_KEY: str(key), "description": description[:500]})
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        return BatchState.of(batch)
+
+    async def find(self, key: uuid.UUID, opened_at: float) -> BatchState | None:
+        """The batch created for a submission key, if any: a driver killed after creating it but before
+        recording it must not create (and pay for) a second one. Lists the newest batches back to a little
+        before the submission was opened."""
+        try:
+            async for batch in self.client.batches.list(limit=100):
+                if (batch.metadata or {}).get(SUBMISSION_KEY) == str(key):
+                    return BatchState.of(batch)
+                if batch.created_at < opened_at - _FIND_SLACK_SECONDS:
+                    return None
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        return None
+
+    async def retrieve(self, batch_id: str) -> BatchState:
+        """The batch's current status, counts and files."""
+        try:
+            return BatchState.of(await self.client.batches.retrieve(batch_id))
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+
+    async def cancel(self, batch_id: str) -> BatchState:
+        """Ask OpenAI to cancel the batch (it goes cancelling, then cancelled with what had finished)."""
+        try:
+            return BatchState.of(await self.client.batches.cancel(batch_id))
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+
+    async def lines(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The JSON lines of an output or error file, streamed; a line that is not JSON is skipped."""
+        try:
+            async with self.client.files.with_streaming_response.content(file_id) as response:
+                async for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(item, dict):
+                        yield item
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+
+
+def parse_prompts(body: dict[str, Any]) -> tuple[GeneratedPrompts, dict[str, Any]]:
+    """The prompts and usage of a chat completion from a Batch API output line; TransientError (a retry in a later
+    OpenAI batch) for a refusal or output that does not fit the schema."""
+    choices = body.get("choices") or []
+    message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        raise TransientError("the prompt model returned no choices")
+    if message.get("refusal"):
+        raise TransientError(f"the prompt model refused: {str(message['refusal'])[:300]}")
+    try:
+        prompts = GeneratedPrompts.model_validate_json(message.get("content") or "")
+    except ValidationError as exc:
+        raise TransientError(f"the prompt model returned invalid output ({str(exc).splitlines()[0][:200]})") from exc
+    usage = body.get("usage")
+    return prompts, usage if isinstance(usage, dict) else {}
+
+
+def images_answer(body: dict[str, Any]) -> ImagesResponse:
+    """An Images API answer from a Batch API output line, as the synchronous call would have returned it."""
+    return ImagesResponse.model_validate(body)
