@@ -241,6 +241,8 @@ def cleanup(
     print(
         f"cleanup: {report.workers_stopped} worker(s) stopped, {report.jobs_released} job(s) released, "
         f"{report.jobs_failed} job(s) failed"
+        + (f"; {report.waiting_on_openai} row(s) are waiting on OpenAI's Batch API (not on a dead worker) and "
+           "were left alone" if report.waiting_on_openai else "")
     )
 
 
@@ -530,8 +532,14 @@ def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
-    status = change_state(_settings(ctx, user), batch_id, action)
-    out.print(f"batch {batch_id} is now {status}")
+    change = change_state(_settings(ctx, user), batch_id, action)
+    out.print(f"batch {batch_id} is now {change.status}")
+    if change.openai_cancelled:
+        out.print(f"cancelled its OpenAI batches {', '.join(change.openai_cancelled)} (what they finished is kept)")
+    if change.openai_left:
+        why = f" ({change.openai_problem})" if change.openai_problem else " (no OpenAI key here)"
+        err.print(f"its OpenAI batches {', '.join(change.openai_left)} are still running{why}; the next "
+                  "`csvjobs work` cancels them")
 
 
 RowsOption = Annotated[

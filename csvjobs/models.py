@@ -105,8 +105,29 @@ class JobResult(BaseModel):
     usage: dict[str, Any] | None = None
 
 
+class OpenAIBatchInfo(BaseModel):
+    """A batch's submission to OpenAI's Batch API still under way (a row of csv_openai_batches)."""
+
+    step: str
+    state: str
+    rows: int
+    requests: int | None = None
+    openai_batch_id: str | None = None
+    openai_status: str | None = None
+    request_counts: dict[str, int] | None = None
+
+    def describe(self) -> str:
+        """One line: what OpenAI is doing with it, and how far it got."""
+        if self.openai_batch_id is None:
+            return f"{self.step}: {self.rows} row(s) being prepared for OpenAI's Batch API"
+        counts = self.request_counts or {}
+        return (f"{self.step}: OpenAI batch {self.openai_batch_id} {self.openai_status or 'submitted'}, "
+                f"{counts.get('completed', 0)}/{counts.get('total', self.requests or 0)} request(s) done, "
+                f"{counts.get('failed', 0)} failed")
+
+
 class BatchProgress(BaseModel):
-    """One row of get_csv_batch_progress."""
+    """One row of get_csv_batch_progress, with the batch's processing mode and its OpenAI batches under way."""
 
     batch_id: uuid.UUID
     user_id: uuid.UUID
@@ -128,6 +149,8 @@ class BatchProgress(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    processing_mode: str = "sync"
+    openai_batches: list[OpenAIBatchInfo] = []
 
     @property
     def finished(self) -> bool:
@@ -141,3 +164,5 @@ class CleanupReport(BaseModel):
     workers_stopped: int
     jobs_released: int
     jobs_failed: int
+    # Rows held by a submission to OpenAI's Batch API: waiting on OpenAI, not on a dead worker; left alone.
+    waiting_on_openai: int = 0

@@ -85,10 +85,11 @@ class FakeOpenAI:
     # Models this server answers 404 model_not_found for (unknown or retired).
     unknown_models: set[str] = field(default_factory=set)
     # Batch API: a batch runs its lines this long after it is created; lines whose body contains
-    # batch_fail_when fail (HTTP 500, in the error file); with batch_expire_after, only that many lines run and
-    # the batch expires.
+    # batch_fail_when fail (HTTP 500, in the error file), batch_fail_times times in all; with batch_expire_after,
+    # the next batch runs only that many lines and expires.
     batch_delay: float = 0.3
     batch_fail_when: str | None = None
+    batch_fail_times: int = 1_000_000
     batch_expire_after: int | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -321,6 +322,13 @@ class FakeOpenAI:
             return 200, {}, self._public(batch)
         return 404, {}, {"error": {"message": f"not found: {method} {path}"}}
 
+    def _take_failure(self) -> bool:
+        with self.lock:
+            if self.batch_fail_times <= 0:
+                return False
+            self.batch_fail_times -= 1
+            return True
+
     @staticmethod
     def _public(batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in batch.items() if not k.startswith("_")}
@@ -338,18 +346,19 @@ class FakeOpenAI:
                 return
             batch["status"] = "finalizing"
             lines = self.files[batch["input_file_id"]].splitlines()
+            expire_after, self.batch_expire_after = self.batch_expire_after, None
         output: list[bytes] = []
         errors: list[bytes] = []
         for index, raw in enumerate(lines):
             request = json.loads(raw)
             request_id = f"batch_req_{batch['id']}_{index}"
-            if self.batch_expire_after is not None and index >= self.batch_expire_after:
+            if expire_after is not None and index >= expire_after:
                 errors.append(json.dumps({"id": request_id, "custom_id": request["custom_id"], "response": None,
                                           "error": {"code": "batch_expired", "message": "This request could not "
                                                     "be executed before the completion window expired."}}).encode())
                 continue
             body = request["body"]
-            if self.batch_fail_when and self.batch_fail_when in json.dumps(body):
+            if self.batch_fail_when and self.batch_fail_when in json.dumps(body) and self._take_failure():
                 status, payload = 500, {"error": {"message": "The server had an error", "type": "server_error",
                                                   "code": "server_error"}}
             elif request["url"] == "/v1/chat/completions":
@@ -368,7 +377,7 @@ class FakeOpenAI:
                     file_id = f"file-{len(self.files) + 1}"
                     self.files[file_id] = b"\n".join(content) + b"\n"
                     batch[name] = file_id
-            expired = self.batch_expire_after is not None and self.batch_expire_after < len(lines)
+            expired = expire_after is not None and expire_after < len(lines)
             batch["status"] = "expired" if expired else "completed"
             batch["request_counts"] = {"total": len(lines), "completed": len(output), "failed": len(errors)}
 

@@ -3,6 +3,7 @@ Batch APIs of the loopback OpenAI-compatible server (fake_openai.py), which runs
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI
-from helpers import batch_row, job_counts, make_batch
+from helpers import USER_A, batch_row, cli, job_counts, make_batch
 from PIL import Image
 from test_worker_pool import finish, start_pool, wait_for
+
+from csvjobs.queue.openai_batches import InputFile, line_error, parse_custom_id, request_line
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +70,138 @@ def test_a_batch_goes_through_both_steps_with_no_synchronous_call(batch_env, fak
     assert [(s["step"], s["state"], s["openai_status"], s["request_count"]) for s in subs] == [
         ("prompts", "done", "completed", 12), ("images", "done", "completed", 24)]
     assert batch_row(conn, batch)["status"] == "completed"
+
+
+def _kill_pool(proc, conn) -> None:
+    """kill -9 the supervisor and every worker it started (they run in process groups of their own)."""
+    for row in conn.execute("SELECT pid FROM csv_processing_workers WHERE status <> 'stopped'").fetchall():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(row["pid"], signal.SIGKILL)
+    proc.kill()
+    proc.communicate()
+
+
+def submissions(conn, batch) -> list[dict]:
+    return conn.execute("SELECT * FROM csv_openai_batches WHERE batch_id = %s ORDER BY id", [batch]).fetchall()
+
+
+def test_a_killed_driver_is_replaced_without_submitting_or_paying_twice(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 4, mode="openai_batch")
+    fake.batch_delay = 60  # OpenAI is slow: the pool dies while the batch runs
+    proc = start_pool(batch_env, "--until-done", "--concurrency", "2")
+    wait_for(lambda: any(s["state"] == "submitted" for s in submissions(conn, batch)), what="the submission")
+    _kill_pool(proc, conn)
+    held = conn.execute("SELECT DISTINCT claimed_by, claimed_at FROM csv_row_jobs WHERE batch_id = %s",
+                        [batch]).fetchall()
+    assert [(h["claimed_by"], h["claimed_at"]) for h in held] == [(f"openai-batch:{submissions(conn, batch)[0]['id']}",
+                                                                   None)]
+    # cleanup knows a dead worker from rows waiting on OpenAI: the workers are declared dead, the rows stay held.
+    result = cli(batch_env, "cleanup", "--timeout-minutes", "0")
+    assert result.returncode == 0, result.stderr
+    assert "4 row(s) are waiting on OpenAI's Batch API" in result.stdout
+    assert job_counts(conn, batch) == {"processing": 4}
+    # A kill between creating the OpenAI batch and recording it: the restart finds it by its submission key.
+    with conn.transaction():
+        conn.execute("UPDATE csv_openai_batches SET state = 'uploaded', openai_batch_id = NULL, openai_status = NULL,"
+                     " locked_by = NULL, locked_until = NULL WHERE batch_id = %s", [batch])
+    fake.batch_delay = 0
+    work(batch_env, "--concurrency", "2")
+    assert job_counts(conn, batch) == {"completed": 4}
+    assert fake.count("batches.create") == 2 and fake.count("files.create") == 2  # prompts once, images once
+    assert fake.count("batch_chat") == 4 and fake.count("batch_image") == 8 and sync_calls(fake) == 0
+    retries = conn.execute("SELECT sum(retry_count) AS n FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchone()
+    assert retries["n"] == 0
+    logs = conn.execute("SELECT message FROM csv_processing_logs WHERE operation = 'openai_batch_submitted'"
+                        " AND batch_id = %s ORDER BY id", [batch]).fetchall()
+    assert "found (it was created before a restart)" in logs[1]["message"]
+
+
+def test_failed_lines_are_retried_in_a_later_openai_batch_counting_a_retry(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 3, mode="openai_batch")
+    fake.batch_fail_when = "US product 2"
+    fake.batch_fail_times = 1
+    work(batch_env)
+    assert job_counts(conn, batch) == {"completed": 3}
+    rows = {r["row_number"]: r["retry_count"] for r in conn.execute(
+        "SELECT row_number, retry_count FROM csv_row_jobs WHERE batch_id = %s", [batch])}
+    assert rows == {1: 0, 2: 1, 3: 0}
+    steps = [(s["step"], s["request_count"]) for s in submissions(conn, batch)]
+    assert sorted(steps) == sorted([("prompts", 3), ("prompts", 1), ("images", 4), ("images", 2)])
+    assert sync_calls(fake) == 0
+    # A line that fails every time fails its row once its retries are spent.
+    again = make_batch(conn, 2, mode="openai_batch", max_retries=1)
+    fake.batch_fail_when, fake.batch_fail_times = "US product 1", 1_000
+    work(batch_env)
+    failed = conn.execute("SELECT row_number, status, error_message FROM csv_row_jobs WHERE batch_id = %s"
+                          " ORDER BY row_number", [again]).fetchall()
+    assert [r["status"] for r in failed] == ["failed", "completed"]
+    assert "the OpenAI batch request failed (server_error)" in failed[0]["error_message"]
+
+
+def test_an_expired_batch_keeps_what_finished_and_resubmits_the_rest(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 4, mode="openai_batch")
+    fake.batch_expire_after = 2
+    work(batch_env)
+    assert job_counts(conn, batch) == {"completed": 4}
+    assert fake.count("batch_chat") == 4  # the two that ran were kept, not paid again
+    retries = conn.execute("SELECT sum(retry_count) AS n FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchone()
+    assert retries["n"] == 0  # OpenAI never ran them: no retry counted
+    first = submissions(conn, batch)[0]
+    assert first["openai_status"] == "expired"
+    assert first["outcome"] == {"openai_status": "expired", "onward": 2, "completed": 0, "failed": 0,
+                                "retried": 0, "not_run": 2}
+
+
+def test_cancel_cancels_the_openai_batches_and_keeps_the_rows(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 3, mode="openai_batch")
+    fake.batch_delay = 60
+    proc = start_pool(batch_env, "--until-done")
+    wait_for(lambda: any(s["state"] == "submitted" for s in submissions(conn, batch)), what="the submission")
+    result = cli(dict(batch_env, CSVJOBS_USER_ID=str(USER_A)), "cancel", str(batch))
+    assert result.returncode == 0, result.stderr
+    assert "cancelled its OpenAI batches batch_1" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+    code, err = finish(proc)
+    assert code == 0, err
+    assert fake.count("batches.cancel") >= 1  # the command's, and the driver's if it saw the cancel first
+    (sub,) = submissions(conn, batch)
+    assert (sub["state"], sub["openai_status"]) == ("done", "cancelled")
+    assert job_counts(conn, batch) == {"pending": 3}
+    assert batch_row(conn, batch)["status"] == "cancelled"
+    assert sync_calls(fake) == 0
+
+
+def test_input_files_are_cut_at_the_request_limit(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 6, mode="openai_batch")
+    work(dict(batch_env, CSVJOBS_OPENAI_BATCH_MAX_REQUESTS="4"))
+    assert job_counts(conn, batch) == {"completed": 6}
+    counts = [s["request_count"] for s in submissions(conn, batch)]
+    assert max(counts) == 4 and sum(c for c, s in zip(counts, submissions(conn, batch), strict=True)
+                                    if s["step"] == "images") == 12
+    assert fake.count("batch_image") == 12 and sync_calls(fake) == 0
+
+
+def test_the_input_file_limits(tmp_path: Path) -> None:
+    """OpenAI takes at most 50,000 requests and 200 MB per input file; a row's lines go in whole or not at all."""
+    file = InputFile(50_000, 200_000_000, tmp_path / "in.jsonl")
+    line = request_line("1-1-prompts", "/v1/chat/completions", {"model": "m", "messages": []})
+    for _ in range(25_000):
+        assert file.fits([line, line])
+        file.add([line, line])
+    assert file.requests == 50_000 and not file.fits([line])
+    assert (tmp_path / "in.jsonl").read_bytes().count(b"\n") == 50_000
+    small = InputFile(50_000, 3 * len(line), tmp_path / "small.jsonl")
+    small.add([line, line])
+    assert small.fits([line]) and not small.fits([line, line])
+
+
+def test_custom_ids_and_line_errors() -> None:
+    assert parse_custom_id("12-3-single_white_background") == (12, 3, "single_white_background")
+    assert parse_custom_id("request-1") is None and parse_custom_id(None) is None
+    ok = {"custom_id": "1-1-prompts", "response": {"status_code": 200, "body": {}}, "error": None}
+    assert line_error(ok) is None
+    assert line_error({"custom_id": "x", "response": None, "error": {"code": "batch_expired", "message": "late"}}) \
+        == ("batch_expired", "late")
+    assert line_error({"response": {"status_code": 400, "body": {"error": {"code": "moderation_blocked",
+                                                                           "message": "no"}}}}) == \
+        ("moderation_blocked", "HTTP 400: no")

@@ -1,8 +1,12 @@
-"""Steering a batch as its owner: retry failed rows, cancel, pause, resume (sql/batch_control.sql)."""
+"""Steering a batch as its owner: retry failed rows, cancel, pause, resume (sql/batch_control.sql). Cancelling a
+batch also cancels its OpenAI batches (when an OpenAI key is at hand; else the next `csvjobs work` does)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+
+from pydantic import BaseModel
 
 from csvjobs import db
 from csvjobs.config import Settings
@@ -18,9 +22,42 @@ def retry_rows(settings: Settings, batch_id: uuid.UUID, rows: list[int] | None) 
         return queries.retry_batch_rows(conn, user_id, batch_id, rows)
 
 
-def change_state(settings: Settings, batch_id: uuid.UUID, action: str) -> str:
-    """cancel, pause or resume a batch; returns its new status."""
+class StateChange(BaseModel):
+    """A batch's new status, and what became of its OpenAI batches still under way."""
+
+    status: str
+    openai_cancelled: list[str] = []
+    openai_left: list[str] = []
+    openai_problem: str = ""
+
+
+def change_state(settings: Settings, batch_id: uuid.UUID, action: str) -> StateChange:
+    """cancel, pause or resume a batch; cancelling also cancels its OpenAI batches still running."""
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-control")
     with conn:
-        return queries.set_batch_state(conn, user_id, batch_id, action)
+        change = StateChange(status=queries.set_batch_state(conn, user_id, batch_id, action))
+        running = queries.running_openai_batches(conn, user_id, batch_id) if change.status == "cancelled" else []
+    if not running:
+        return change
+    if settings.openai_api_key is None:
+        change.openai_left = running
+        return change
+    try:
+        change.openai_cancelled = asyncio.run(_cancel_openai_batches(settings, running))
+    except Exception as exc:  # an outage or a refused key: the next `csvjobs work` cancels them
+        change.openai_left = running
+        change.openai_problem = str(exc)
+    return change
+
+
+async def _cancel_openai_batches(settings: Settings, ids: list[str]) -> list[str]:
+    from csvjobs.providers.openai import OpenAIProvider
+    from csvjobs.providers.openai_batch import BatchAPI
+
+    provider = OpenAIProvider(settings)
+    try:
+        api = BatchAPI(provider)
+        return [(await api.cancel(batch_id)).id for batch_id in ids]
+    finally:
+        await provider.aclose()

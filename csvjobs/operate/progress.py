@@ -121,27 +121,33 @@ def _bar(p: BatchProgress, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-_WIDE_ONLY = {"file", "ok", "in flight", "workers"}
+_WIDE_ONLY = {"file", "ok", "in flight", "workers", "mode"}
+_MODES = {"sync": "sync", "openai_batch": "OpenAI batch"}
 
 
 def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
     """The progress table for one or more batches (fewer columns on a narrow terminal)."""
     table = Table(title="Active Batches" if len(snapshots) != 1 else None)
-    columns = ("batch", "file", "status", "progress", "done", "ok", "failed", "in flight", "rows/min", "ETA",
-               "workers", "cost $")
+    columns = ("batch", "file", "mode", "status", "progress", "done", "ok", "failed", "in flight", "rows/min",
+               "ETA", "workers", "cost $")
     shown = [c for c in columns if width >= 120 or c not in _WIDE_ONLY]
     for column in shown:
         table.add_column(column, no_wrap=True,
-                         justify="right" if column not in ("batch", "file", "status", "progress") else "left")
+                         justify="right" if column not in ("batch", "file", "mode", "status", "progress") else "left")
+    waiting: list[str] = []
     for p in snapshots:
         cells = {
-            "batch": str(p.batch_id)[:8], "file": p.original_filename[:30], "status": p.status.value,
+            "batch": str(p.batch_id)[:8], "file": p.original_filename[:30],
+            "mode": _MODES.get(p.processing_mode, p.processing_mode), "status": p.status.value,
             "progress": f"{_bar(p)} {float(p.percentage):5.1f}%", "done": f"{p.processed_rows}/{p.total_rows}",
             "ok": str(p.successful_rows), "failed": str(p.failed_rows), "in flight": str(p.in_flight_rows),
             "rows/min": f"{float(p.rows_per_minute):.0f}", "ETA": _eta(p), "workers": str(p.active_workers),
             "cost $": f"{float(p.cost_usd):.4f}",
         }
         table.add_row(*(cells[c] for c in shown))
+        waiting.extend(f"{str(p.batch_id)[:8]} {info.describe()}" for info in p.openai_batches)
+    if waiting:
+        table.caption = "\n".join(waiting)
     return table
 
 
@@ -151,6 +157,8 @@ def plain_line(p: BatchProgress) -> str:
         f"{p.batch_id} {p.status.value} {p.processed_rows}/{p.total_rows} ({float(p.percentage):.1f}%) "
         f"ok={p.successful_rows} failed={p.failed_rows} in_flight={p.in_flight_rows} "
         f"rate={float(p.rows_per_minute):.0f}/min eta={_eta(p)} cost=${float(p.cost_usd):.4f}"
+        + (f" mode={p.processing_mode}" if p.processing_mode != "sync" else "")
+        + "".join(f"\n  {info.describe()}" for info in p.openai_batches)
     )
 
 

@@ -13,7 +13,15 @@ from csvjobs import db
 from csvjobs.errors import InputError, NotFoundError
 from csvjobs.models import BatchProgress
 
-PROGRESS_SQL = "SELECT * FROM get_csv_batch_progress(%s::uuid)"
+# get_csv_batch_progress, with the batch's processing mode and its submissions to OpenAI still under way.
+PROGRESS_COLUMNS = (
+    "SELECT p.*, b.processing_mode, (SELECT coalesce(jsonb_agg(jsonb_build_object("
+    "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
+    " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
+    " ORDER BY o.id), '[]') FROM csv_openai_batches o WHERE o.batch_id = b.id AND o.state <> 'done')"
+    " AS openai_batches FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
+)
+PROGRESS_SQL = PROGRESS_COLUMNS + " WHERE b.id = %s::uuid"
 # NOTIFY channels: batch counters changed (results.sql, batch_control.sql); log rows written (tables.sql).
 PROGRESS_CHANNEL = "csv_batch_progress"
 LOGS_CHANNEL = "csv_processing_logs"
@@ -45,8 +53,7 @@ def list_batches(
     """The user's batches with their progress, newest first (row-level security picks the user's own)."""
     with db.user_transaction(conn, user_id):
         rows = conn.execute(
-            "SELECT p.* FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
-            " WHERE %s::text[] IS NULL OR b.status = ANY (%s::text[])"
+            PROGRESS_COLUMNS + " WHERE %s::text[] IS NULL OR b.status = ANY (%s::text[])"
             " ORDER BY b.created_at DESC, b.id LIMIT %s",
             [statuses, statuses, limit],
         ).fetchall()
@@ -129,6 +136,16 @@ def retry_batch_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUI
 def set_batch_state(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, action: str) -> str:
     """set_csv_batch_state as the user (cancel, pause, resume); the new status."""
     return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_state(%s, %s) AS v", [batch_id, action]))
+
+
+def running_openai_batches(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[str]:
+    """Ids of the batch's OpenAI batches that OpenAI may still be running."""
+    with db.user_transaction(conn, user_id):
+        rows = conn.execute(
+            "SELECT openai_batch_id FROM csv_openai_batches WHERE batch_id = %s AND state = 'submitted'"
+            " AND openai_batch_id IS NOT NULL AND coalesce(openai_status, '') NOT IN"
+            " ('completed', 'failed', 'expired', 'cancelled', 'cancelling') ORDER BY id", [batch_id]).fetchall()
+    return [str(row["openai_batch_id"]) for row in rows]
 
 
 def review_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int] | None,

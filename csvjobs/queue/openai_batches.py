@@ -345,8 +345,12 @@ class OpenAIBatchDriver:
                     if not lines:  # nothing left to ask for: the row is complete as it stands
                         done.append(self._completed(job))
                         continue
-                    if endpoint is None:
-                        endpoint = row_endpoint
+                    if not InputFile(file.max_requests, file.max_bytes, file.path).fits(lines):
+                        # Too big for any input file on its own (a huge photo, or limits set very low).
+                        failed.append((job, f"the row's requests ({sum(len(line) for line in lines)} bytes) do "
+                                            "not fit in one OpenAI batch input file", True))
+                        continue
+                    endpoint = endpoint or row_endpoint
                     if row_endpoint != endpoint:
                         elsewhere[row_endpoint].append(job.job_id)
                     elif overflow or not file.fits(lines):
@@ -424,7 +428,10 @@ class OpenAIBatchDriver:
         assert sub.openai_batch_id is not None
         state = await self.api.retrieve(sub.openai_batch_id)
         if cancel and not state.terminal and state.status != "cancelling":
-            state = await self.api.cancel(sub.openai_batch_id)
+            try:
+                state = await self.api.cancel(sub.openai_batch_id)
+            except PermanentError:  # cancelled meanwhile (by `csvjobs cancel`): OpenAI refuses a second cancel
+                state = await self.api.retrieve(sub.openai_batch_id)
             await self._log(sub, "openai_batch_cancelled", f"OpenAI batch {state.id} cancelled with its csvjobs batch",
                             {"openai_batch_id": state.id})
         changes = {"openai_status": state.status, "request_counts": state.request_counts,

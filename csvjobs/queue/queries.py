@@ -67,8 +67,12 @@ def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> Cleanu
     """cleanup_stale_csv_workers as the service role."""
     with db.service_transaction(conn):
         row = conn.execute(CLEANUP_SQL, [timeout_minutes]).fetchone()
-    assert row is not None
-    return CleanupReport.model_validate(row)
+        waiting = conn.execute(
+            "SELECT count(*) AS n FROM csv_openai_batches o JOIN csv_row_jobs j"
+            " ON j.id = ANY (o.row_job_ids) AND j.claimed_by = csv_openai_batch_holder(o.id)"
+            " WHERE o.state <> 'done'").fetchone()
+    assert row is not None and waiting is not None
+    return CleanupReport.model_validate({**row, "waiting_on_openai": waiting["n"]})
 
 
 def release_worker_jobs(conn: db.Connection, worker_id: str, count_retry: bool) -> tuple[int, int]:
