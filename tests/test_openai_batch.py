@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -205,3 +206,54 @@ def test_custom_ids_and_line_errors() -> None:
     assert line_error({"response": {"status_code": 400, "body": {"error": {"code": "moderation_blocked",
                                                                            "message": "no"}}}}) == \
         ("moderation_blocked", "HTTP 400: no")
+
+
+def test_a_redo_goes_through_the_batch_api_with_the_note(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    work(batch_env)
+    user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+    result = cli(user_env, "regenerate", str(batch), "--rows", "2", "--style", "white", "--note", "bigger logo")
+    assert result.returncode == 0, result.stderr
+    before = fake.count("batch_image")
+    work(batch_env)
+    assert job_counts(conn, batch) == {"completed": 2}
+    redone = [c for c in fake.calls if c.endpoint == "batch_image"][before:]
+    assert len(redone) == 1 and redone[0].body["prompt"].endswith("Changes the reviewer asked for: bigger logo")
+    assert fake.count("batch_chat") == 2 and sync_calls(fake) == 0  # the prompts were reused
+    row = conn.execute("SELECT generated_images, checkpoint FROM csv_row_jobs WHERE batch_id = %s AND row_number = 2",
+                       [batch]).fetchone()
+    white = next(i for i in row["generated_images"] if i["style"] == "single_white_background")
+    assert white["storage_path"].endswith("-r2.png") and "regenerate" not in row["checkpoint"]
+    kept = conn.execute("SELECT count(*) AS n FROM csv_image_versions WHERE batch_id = %s", [batch]).fetchone()
+    assert kept["n"] == 1
+
+
+def test_progress_shows_the_openai_batch_while_it_runs(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    fake.batch_delay = 60
+    proc = start_pool(batch_env, "--until-done")
+    try:
+        wait_for(lambda: any(s["openai_status"] == "in_progress" for s in submissions(conn, batch)),
+                 what="OpenAI to report in_progress")
+        user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+        shown = json.loads(cli(user_env, "progress", str(batch), "--json").stdout)
+        assert shown["processing_mode"] == "openai_batch"
+        (info,) = shown["openai_batches"]
+        assert (info["step"], info["openai_batch_id"], info["openai_status"], info["requests"]) == \
+            ("prompts", "batch_1", "in_progress", 2)
+        assert info["request_counts"] == {"total": 2, "completed": 0, "failed": 0}
+        plain = cli(user_env, "progress", str(batch)).stdout
+        assert "prompts: OpenAI batch batch_1 in_progress, 0/2 request(s) done, 0 failed" in plain
+        listed = cli(user_env, "batches").stdout
+        assert "mode=openai_batch" in listed
+    finally:
+        _kill_pool(proc, conn)
+
+
+def test_a_worker_without_the_openai_provider_leaves_openai_batches_alone(batch_env, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    err = work(batch_env, "--provider", "offline")
+    assert "need" in err and "--openai-batch" in err
+    assert job_counts(conn, batch) == {"pending": 2}
+    # The contract's single-job claim never hands such a row out either.
+    assert conn.execute("SELECT * FROM claim_next_csv_row_job('w', NULL, 5)").fetchall() == []

@@ -5,9 +5,11 @@ white image is pure white to its edges, and that nothing is fetched or paid twic
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +226,45 @@ def test_the_real_shopify_export_completes_every_row_by_fallback(env, photos, co
                          " WHERE operation = 'photo_unusable' AND row_number = 1 AND batch_id = %s", [batch]).fetchone()
     expected = next(csv.DictReader(io.StringIO(text)))["Variant Image"].replace("https://burst.shopifycdn.com", "")
     assert first is not None and first["source"].endswith(expected) and "tshirts.jpg" not in first["source"]
+
+
+def test_openai_batch_upload_sends_the_photo_with_both_steps(env, fake, photos, conn, home: Path,
+                                                               tmp_path: Path) -> None:
+    """upload --openai-batch: the dry run shows both prices, the batch lists as an OpenAI batch, the prompt
+    lines carry the photo, and rows with a photo become edit requests in their own OpenAI batch."""
+    path = write_catalogue(tmp_path / "shop", [
+        ("Mug", "glazed mug", photos.base + "/mug.png"),
+        ("Lamp", "desk lamp", ""),
+        ("Cup", "tea cup", photos.base + "/mug.jpg"),
+    ])
+    dry = cli(env, "upload", str(path), "--dry-run", "--openai-batch")
+    assert dry.returncode == 0, dry.stderr
+    prices = re.search(r"estimated OpenAI cost: \$(\d+\.\d+) row by row, \$(\d+\.\d+) through OpenAI's Batch API",
+                       dry.stdout)
+    assert prices is not None and float(prices.group(2)) == pytest.approx(float(prices.group(1)) / 2, abs=0.006)
+    env = dict(env, CSVJOBS_OPENAI_BATCH_POLL_SECONDS="0.3", CSVJOBS_POLL_SECONDS="0.3")
+    shown = cli(env, "upload", str(path), "--openai-batch")
+    assert shown.returncode == 0 and "through OpenAI's Batch API" in shown.stdout, shown.stderr
+    batch = uuid.UUID(shown.stdout.split()[1].rstrip(":"))
+    listed = json.loads(cli(env, "batches", "--json").stdout)
+    assert [b["processing_mode"] for b in listed if b["batch_id"] == str(batch)] == ["openai_batch"]
+    work(env)
+    assert job_counts(conn, batch) == {"completed": 3}
+    assert sum(fake.count(e) for e in ("chat", "image", "edit")) == 0
+    chats = [c for c in fake.calls if c.endpoint == "batch_chat" and "glazed mug" in json.dumps(c.body)]
+    assert chats[0].body["messages"][-1]["content"][1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    edits = [c for c in fake.calls if c.endpoint == "batch_edit"]
+    assert len(edits) == 4 and fake.count("batch_image") == 2
+    rows = rows_of(conn, batch)
+    for number in (1, 3):
+        reference = (home / "storage" / rows[number]["checkpoint"]["reference"]["storage_path"]).read_bytes()
+        prompts = rows[number]["checkpoint"]["prompts"]
+        texts = {prompts[style]["prompt"] for style in ("lifestyle_emotional", "single_white_background")}
+        mine = [c for c in edits if c.body["prompt"] in texts]
+        assert len(mine) == 2 and all(c.body["images"][0]["image_url"] == "data:image/png;base64,"
+                            + base64.b64encode(reference).decode() for c in mine)
+        assert all(image["edited"] for image in rows[number]["generated_images"])
+    assert not any(image["edited"] for image in rows[2]["generated_images"])
+    endpoints = sorted(c.body["endpoint"] for c in fake.calls if c.endpoint == "batches.create")
+    assert endpoints == ["/v1/chat/completions", "/v1/images/edits", "/v1/images/generations"]
+    assert photos.count("/mug.png") == 1  # fetched once, for both steps
