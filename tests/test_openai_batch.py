@@ -257,3 +257,23 @@ def test_a_worker_without_the_openai_provider_leaves_openai_batches_alone(batch_
     assert job_counts(conn, batch) == {"pending": 2}
     # The contract's single-job claim never hands such a row out either.
     assert conn.execute("SELECT * FROM claim_next_csv_row_job('w', NULL, 5)").fetchall() == []
+
+
+def test_variants_reuse_their_leaders_images_at_no_cost(batch_env, fake, conn, tmp_path: Path) -> None:
+    csv_file = tmp_path / "variants.csv"
+    csv_file.write_text("Handle,Title,Body (HTML),Type,Option1 Name,Option1 Value,Variant SKU\n"
+                        "shirt,Shirt,<p>cotton tee</p>,Apparel,Size,S,SH-S\nshirt,,,,,M,SH-M\nshirt,,,,,L,SH-L\n"
+                        "mug,Mug,<p>big mug</p>,Kitchen,Size,One,MU-1\n", encoding="utf-8")
+    user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+    uploaded = cli(user_env, "upload", str(csv_file), "--openai-batch", "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    batch = json.loads(uploaded.stdout)["batch_id"]
+    work(batch_env)
+    rows = {r["row_number"]: r for r in conn.execute(
+        "SELECT row_number, status, cost_usd, generated_images FROM csv_row_jobs WHERE batch_id = %s", [batch])}
+    assert {r["status"] for r in rows.values()} == {"completed"}
+    assert fake.count("batch_chat") == 2 and fake.count("batch_image") == 4 and sync_calls(fake) == 0
+    for number in (2, 3):
+        assert float(rows[number]["cost_usd"]) == 0
+        assert [i["storage_path"] for i in rows[number]["generated_images"]] == \
+            [i["storage_path"] for i in rows[1]["generated_images"]]
