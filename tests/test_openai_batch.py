@@ -277,3 +277,16 @@ def test_variants_reuse_their_leaders_images_at_no_cost(batch_env, fake, conn, t
         assert float(rows[number]["cost_usd"]) == 0
         assert [i["storage_path"] for i in rows[number]["generated_images"]] == \
             [i["storage_path"] for i in rows[1]["generated_images"]]
+
+
+def test_a_refused_key_stops_the_pool_without_printing_it(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    fake.reject_key = True
+    code, err = finish(start_pool(batch_env, "--until-done"))
+    assert code == 2 and "rejected the API key" in err
+    assert SECRET not in err
+    assert fake.count("batches.create") == 0
+    logs = conn.execute("SELECT string_agg(message || details::text, ' ') AS all FROM csv_processing_logs").fetchone()
+    assert SECRET not in str(logs)
+    assert all(r["claimed_by"] is None or r["claimed_by"].startswith("openai-batch:") for r in conn.execute(
+        "SELECT claimed_by FROM csv_row_jobs WHERE batch_id = %s", [batch]))
