@@ -1,0 +1,105 @@
+"""The pool against PgQueuer: drain 20,000 no-op jobs with PgQueuer (asyncpg driver, 5 consumers, batch 10, its
+drain mode) and with `csvjobs work --concurrency 16 --provider noop`, on the same PostgreSQL in the same run, each
+timed from its first claim to its last result. PgQueuer is a dev-only bench dependency:
+
+    pip install pgqueuer asyncpg
+    python bench/pgqueuer_drain.py [--rows 20000] [--consumers 5] [--rounds 3]
+
+Prints each round's rates and the ratio csvjobs / PgQueuer (target >= 1), and where csvjobs' time goes: round
+trips and log rows per row (from pg_stat_database and the log table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import timedelta
+
+import psycopg
+from harness import fresh_database, server
+from work import load, pool
+
+
+async def _pgqueuer_drain(url: str, rows: int, consumers: int, batch_size: int) -> float:
+    import asyncpg
+    from pgqueuer import PgQueuer, QueueManager
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+    from pgqueuer.types import QueueExecutionMode
+
+    setup = await asyncpg.connect(url)
+    queries = Queries(AsyncpgDriver(setup))
+    await queries.install()
+    for start in range(0, rows, 1000):
+        n = min(1000, rows - start)
+        await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+    await setup.close()
+
+    first: list[float] = []
+    last = [0.0]
+
+    async def consumer() -> None:
+        conn = await asyncpg.connect(url)
+        qm = QueueManager(AsyncpgDriver(conn))
+
+        @qm.entrypoint("noop")
+        async def noop(job: object) -> None:
+            now = time.perf_counter()
+            if not first:
+                first.append(now)
+            last[0] = max(last[0], now)
+
+        await qm.run(batch_size=batch_size, mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
+        last[0] = max(last[0], time.perf_counter())  # completions are flushed before drain mode returns
+        await conn.close()
+
+    _ = PgQueuer  # imported so that a missing or renamed API fails here, not in the middle of the run
+    await asyncio.gather(*(consumer() for _ in range(consumers)))
+    check = await asyncpg.connect(url)
+    left = await check.fetchval("SELECT count(*) FROM pgqueuer")
+    await check.close()
+    assert left == 0, f"PgQueuer left {left} jobs"
+    return rows / (last[0] - first[0])
+
+
+def _round_trips(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                           " WHERE datname = current_database()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--consumers", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    ratios: list[float] = []
+    with server() as admin:
+        for round_ in range(1, args.rounds + 1):
+            with fresh_database(admin, migrate=False) as url:
+                theirs = asyncio.run(_pgqueuer_drain(url, args.rows, args.consumers, args.batch_size))
+            with fresh_database(admin) as url:
+                load(url, args.rows)
+                before = _round_trips(url)
+                _wall, busy = pool(url, args.rows, args.concurrency, "noop")
+                transactions = _round_trips(url) - before
+                with psycopg.connect(url) as conn:
+                    logs = conn.execute("SELECT count(*) FROM csv_processing_logs").fetchone()
+            ours = args.rows / busy
+            ratios.append(ours / theirs)
+            print(f"round {round_}: PgQueuer (asyncpg, {args.consumers} consumers, batch {args.batch_size}) "
+                  f"{theirs:7.0f} jobs/s; csvjobs work --concurrency {args.concurrency} noop {ours:7.0f} rows/s; "
+                  f"ratio {ours / theirs:.2f} (target >= 1); {transactions / args.rows:.2f} transactions and "
+                  f"{(logs[0] if logs else 0) / args.rows:.2f} log rows per row", flush=True)
+    print(f"median ratio {statistics.median(ratios):.2f}, worst {min(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
