@@ -15,20 +15,30 @@ import argparse
 import asyncio
 import statistics
 import time
+import urllib.parse
 from datetime import timedelta
 
 import psycopg
+import psycopg.conninfo
 from harness import fresh_database, server
 from work import load, pool
 
 
-async def _pgqueuer_drain(url: str, rows: int, consumers: int, batch_size: int) -> float:
+def _asyncpg_dsn(conninfo: str) -> str:
+    """asyncpg wants a postgresql:// URL; the harness hands out libpq conninfo strings."""
+    parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    query = urllib.parse.urlencode({k: v for k, v in parts.items() if k in ("host", "port", "password") and v})
+    return f"postgresql://{parts.get('user') or 'postgres'}@/{parts['dbname']}?{query}"
+
+
+async def _pgqueuer_drain(conninfo: str, rows: int, consumers: int, batch_size: int) -> float:
     import asyncpg
     from pgqueuer import PgQueuer, QueueManager
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.queries import Queries
     from pgqueuer.types import QueueExecutionMode
 
+    url = _asyncpg_dsn(conninfo)
     setup = await asyncpg.connect(url)
     queries = Queries(AsyncpgDriver(setup))
     await queries.install()
@@ -42,7 +52,7 @@ async def _pgqueuer_drain(url: str, rows: int, consumers: int, batch_size: int) 
 
     async def consumer() -> None:
         conn = await asyncpg.connect(url)
-        qm = QueueManager(AsyncpgDriver(conn))
+        qm = QueueManager(Queries(AsyncpgDriver(conn)))
 
         @qm.entrypoint("noop")
         async def noop(job: object) -> None:
