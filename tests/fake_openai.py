@@ -91,6 +91,8 @@ class FakeOpenAI:
     batch_fail_when: str | None = None
     batch_fail_times: int = 1_000_000
     batch_expire_after: int | None = None
+    # Answer 400 to every batch creation (an input file OpenAI will not take).
+    refuse_batches: bool = False
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
@@ -284,6 +286,9 @@ class FakeOpenAI:
             return 200, {}, self.files[parts[1]]
         if parts == ["batches"] and method == "POST":
             self._record("batches.create", body)
+            if self.refuse_batches:
+                return 400, {}, {"error": {"message": "The input file is invalid: line 1 is malformed.",
+                                           "type": "invalid_request_error", "code": "invalid_request"}}
             if body.get("input_file_id") not in self.files:
                 return 400, {}, {"error": {"message": "input file not found", "code": "invalid_request"}}
             with self.lock:

@@ -290,3 +290,16 @@ def test_a_refused_key_stops_the_pool_without_printing_it(batch_env, fake, conn)
     assert SECRET not in str(logs)
     assert all(r["claimed_by"] is None or r["claimed_by"].startswith("openai-batch:") for r in conn.execute(
         "SELECT claimed_by FROM csv_row_jobs WHERE batch_id = %s", [batch]))
+
+
+def test_a_batch_openai_refuses_sends_its_rows_back_until_their_retries_run_out(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch", max_retries=1)
+    fake.refuse_batches = True
+    work(batch_env)
+    rows = conn.execute("SELECT status, retry_count, error_message FROM csv_row_jobs WHERE batch_id = %s",
+                        [batch]).fetchall()
+    assert [(r["status"], r["retry_count"]) for r in rows] == [("failed", 1), ("failed", 1)]
+    assert all("OpenAI refused the batch" in r["error_message"] and "line 1 is malformed" in r["error_message"]
+               for r in rows)
+    assert fake.count("batches.create") == 2 and sync_calls(fake) == 0
+    assert {s["state"] for s in submissions(conn, batch)} == {"done"}

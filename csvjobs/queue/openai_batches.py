@@ -257,9 +257,24 @@ class OpenAIBatchDriver:
         except TransientError as exc:
             # OpenAI unreachable, 5xx, 429: this submission is looked at again after the poll interval.
             self.worker.say(f"OpenAI batch {sub.openai_batch_id or sub.id}: {exc}; trying again later")
-            await self._update(sub, {}, next_check=self.settings.openai_batch_poll_seconds)
+            with contextlib.suppress(_LeaseLost):
+                await self._update(sub, {}, next_check=self.settings.openai_batch_poll_seconds)
+        except PermanentError as exc:
+            # OpenAI will never take this submission (its file refused, its batch gone): its rows go back for a
+            # retry (counted, so that a file refused every time fails its rows in the end), and it is over.
+            with contextlib.suppress(_LeaseLost):
+                await self._abandon(sub, redact(str(exc), self.worker.secrets))
         except _LeaseLost:
             return
+
+    async def _abandon(self, sub: Submission, reason: str) -> None:
+        rows = await self._held_rows(sub)
+        await self._update(sub, {"error_message": reason})
+        await self._release(sub, [(job.job_id, f"OpenAI refused the batch: {reason}") for job in rows],
+                            count_retry=True)
+        await self._finish(sub, {"abandoned": reason, "retried": len(rows)})
+        await self._log(sub, "openai_batch_refused", f"OpenAI refused the batch ({reason}); {len(rows)} row(s) "
+                        "go back for a retry", {"reason": reason})
 
     async def _batch_status(self, batch_id: uuid.UUID) -> str:
         async def read(conn: db.AsyncConnection) -> str:
