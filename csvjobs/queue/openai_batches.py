@@ -188,7 +188,7 @@ class OpenAIBatchDriver:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # an outage _db rides out; anything else is told, and tried again
+            except Exception as exc:  # outages db_call rides out; anything else is told, and tried again
                 self.worker.say(f"OpenAI batch driver: {type(exc).__name__}: {redact(str(exc), self.worker.secrets)}")
                 busy = False
             if not busy:
