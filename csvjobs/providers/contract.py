@@ -11,13 +11,13 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, ImageStyle, trigger_text
+from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, trigger_text
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import IMAGES_BUCKET
 
 __all__ = [
     "Checkpoint", "GeneratedImage", "GeneratedPrompts", "JobLostError", "LogStep", "PermanentError", "Provider",
-    "ProviderAccessError", "RateLimiter", "RowContext", "RowOutcome", "StylePrompt", "TransientError",
+    "ProviderAccessError", "RateLimiter", "RowContext", "RowOutcome", "StylePrompt", "TransientError", "redo_styles",
 ]
 
 
@@ -68,6 +68,21 @@ class RowOutcome(BaseModel):
     tags: list[str]
     cost_usd: float = 0.0
     usage: dict[str, Any] | None = None
+
+    def as_result(self, job: ClaimedJob) -> JobResult:
+        """The completed result of the row, to report."""
+        return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
+                         trigger_text=self.trigger_text, generated_prompts=self.prompts,
+                         generated_images=[image.model_dump(mode="json") for image in self.images],
+                         generated_tags=self.tags, cost_usd=self.cost_usd, usage=self.usage)
+
+
+def redo_styles(checkpoint: dict[str, Any]) -> frozenset[str]:
+    """The styles the reviewer asked to redo (the row's checkpoint holds the request until the row completes)."""
+    request = checkpoint.get("regenerate")
+    if not isinstance(request, dict):
+        return frozenset()
+    return frozenset(style for style in request if style in {s.value for s in ImageStyle})
 
 
 class RateLimiter(Protocol):

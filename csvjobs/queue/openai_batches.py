@@ -39,7 +39,7 @@ from csvjobs import db
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, trigger_text
 from csvjobs.providers import pricing
-from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext
+from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, redo_styles
 from csvjobs.providers.openai import OpenAIProvider
 from csvjobs.providers.openai_batch import BatchAPI, BatchState, images_answer, parse_prompts
 from csvjobs.providers.photos import prepare_reference
@@ -102,9 +102,8 @@ def parse_custom_id(value: Any) -> tuple[int, int, str] | None:
 
 def styles_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:
     """The images a row with prompts still needs: those it has none of, and those the reviewer asked to redo."""
-    redo = checkpoint.get("regenerate")
-    return [style for style in ImageStyle
-            if f"image:{style.value}" not in checkpoint or (isinstance(redo, dict) and style.value in redo)]
+    redo = redo_styles(checkpoint)
+    return [style for style in ImageStyle if f"image:{style.value}" not in checkpoint or style.value in redo]
 
 
 @dataclass
@@ -318,13 +317,11 @@ class OpenAIBatchDriver:
                 job.checkpoint.update(data)
             return held
 
-        redo = frozenset(job.checkpoint["regenerate"]) if isinstance(job.checkpoint.get("regenerate"), dict) \
-            else frozenset()
         return RowContext(job=job, storage=self.worker.storage,
                           log=lambda op, message, details: self.worker.log_row(job, LogLevel.INFO, op, message,
                                                                               details),
                           save_checkpoint=checkpoint, rate_limiter=DatabaseRateLimiter(self.worker.db_call),
-                          redo=redo)
+                          redo=redo_styles(job.checkpoint))
 
     # preparing -> uploaded
 
@@ -401,15 +398,13 @@ class OpenAIBatchDriver:
         if sub.step == "prompts":
             body = self.provider.prompt_request(ctx, trigger, reference)
             return PROMPTS_ENDPOINT, [request_line(custom_id(job, "prompts"), PROMPTS_ENDPOINT, body)]
+        needed = styles_needed(job.checkpoint)
+        self.worker.prepare_redo(job)  # the reviewer's notes go into the prompts of the styles redone
         prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
         lines: list[bytes] = []
         endpoint = ""
-        for style in styles_needed(job.checkpoint):
-            prompt = prompts.for_style(style).prompt
-            note = ctx.redo_note(style)
-            if note:
-                prompt = f"{prompt} Changes the reviewer asked for: {note}"
-            endpoint, body = self.provider.image_request(style, prompt, reference)
+        for style in needed:
+            endpoint, body = self.provider.image_request(style, prompts.for_style(style).prompt, reference)
             lines.append(request_line(custom_id(job, style.value), endpoint, body))
         return endpoint, lines
 
@@ -560,12 +555,8 @@ class OpenAIBatchDriver:
         prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
         images = [GeneratedImage.model_validate(job.checkpoint[f"image:{style.value}"]) for style in ImageStyle]
         trigger = job.trigger_text or trigger_text(job.product)
-        outcome = self.provider.outcome(trigger, prompts, job.checkpoint.get("prompt_usage"), images,
-                                        price_factor=pricing.BATCH_PRICE_FACTOR)
-        return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
-                         trigger_text=outcome.trigger_text, generated_prompts=outcome.prompts,
-                         generated_images=[image.model_dump(mode="json") for image in outcome.images],
-                         generated_tags=outcome.tags, cost_usd=outcome.cost_usd, usage=outcome.usage)
+        return self.provider.outcome(trigger, prompts, job.checkpoint.get("prompt_usage"), images,
+                                     price_factor=pricing.BATCH_PRICE_FACTOR).as_result(job)
 
     def _failed(self, job: ClaimedJob, message: str) -> JobResult:
         return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED, error_message=message[:2000])

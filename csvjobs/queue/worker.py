@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError, JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
-from csvjobs.providers.contract import Provider, RowContext
+from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
+from csvjobs.providers.contract import Provider, RowContext, redo_styles
 from csvjobs.providers.openai import OpenAIProvider
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.providers.registry import load_provider
@@ -191,10 +191,8 @@ class Worker:
 
     def refuse(self, message: str) -> None:
         """The provider refused the key, account or model: the pool stops (see ProviderAccessError)."""
-        message = redact(message, self.secrets)
         if self.fatal is None:
-            self.fatal = message
-            say(f"worker {self.config.instance_id}: the pool stops: {message}")
+            self.fatal = redact(message, self.secrets)  # the supervisor tells it, once for the whole pool
         self.let_go()
 
     def forget(self, job_ids: list[int]) -> None:
@@ -276,7 +274,7 @@ class Worker:
         started = time.monotonic()
         ctx = RowContext(job=job, storage=self.storage, log=self._step_logger(job),
                          save_checkpoint=lambda data: self._checkpoint(job, data),
-                         rate_limiter=DatabaseRateLimiter(self.db_call), redo=self._prepare_redo(job))
+                         rate_limiter=DatabaseRateLimiter(self.db_call), redo=self.prepare_redo(job))
         result: JobResult
         try:
             shares = job.product.get("reuse_of_row") and "regenerate" not in job.checkpoint
@@ -287,12 +285,7 @@ class Worker:
                 self.finish(job, reused)
                 return
             outcome = await self._with_retries(ctx)
-            result = JobResult(
-                job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
-                trigger_text=outcome.trigger_text, generated_prompts=outcome.prompts,
-                generated_images=[image.model_dump(mode="json") for image in outcome.images],
-                generated_tags=outcome.tags, cost_usd=outcome.cost_usd, usage=outcome.usage,
-            )
+            result = outcome.as_result(job)
             self.stats.processed += 1
         except PermanentError as exc:
             result = JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
@@ -301,12 +294,10 @@ class Worker:
         except ProviderAccessError as exc:
             # Not this row's fault: every row would fail the same way. Stop the worker; the shutdown puts this
             # row and every other one in flight back to pending without counting a retry.
-            message = redact(str(exc), self.secrets)
             if self.fatal is None:
-                self.fatal = message
-                self.log_row(job, LogLevel.ERROR, "provider_refused", f"the pool stops: {message}", {})
+                self.log_row(job, LogLevel.ERROR, "provider_refused", f"the pool stops: {exc}", {})
             self._running.pop(job.job_id, None)
-            self.let_go()
+            self.refuse(str(exc))
             return
         except JobLostError as exc:
             say(f"worker {self.config.instance_id}: {exc}; dropping it")
@@ -325,13 +316,13 @@ class Worker:
         result.processing_time_seconds = round(time.monotonic() - started, 3)
         self.finish(job, result)
 
-    def _prepare_redo(self, job: ClaimedJob) -> frozenset[str]:
+    def prepare_redo(self, job: ClaimedJob) -> frozenset[str]:
         """The styles the merchant asked to redo: their saved image is forgotten (so it is made, and paid for,
         again) and the note, if any, is added to their saved prompt; everything else is reused."""
+        styles = redo_styles(job.checkpoint)
         request = job.checkpoint.get("regenerate")
-        if not isinstance(request, dict):
-            return frozenset()
-        styles = frozenset(style for style in request if style in {s.value for s in ImageStyle})
+        if not styles or not isinstance(request, dict):
+            return styles
         prompts = job.checkpoint.get("prompts")
         for style in styles:
             job.checkpoint.pop(f"image:{style}", None)
