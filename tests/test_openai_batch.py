@@ -194,6 +194,7 @@ def test_the_input_file_limits(tmp_path: Path) -> None:
     small = InputFile(50_000, 3 * len(line), tmp_path / "small.jsonl")
     small.add([line, line])
     assert small.fits([line]) and not small.fits([line, line])
+    assert small.fits([line, line], empty=True) and not small.fits([line] * 4, empty=True)
 
 
 def test_custom_ids_and_line_errors() -> None:

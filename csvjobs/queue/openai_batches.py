@@ -116,10 +116,11 @@ class InputFile:
     requests: int = 0
     size: int = 0
 
-    def fits(self, lines: list[bytes]) -> bool:
-        """Whether these lines (one row's) still fit."""
-        return (self.requests + len(lines) <= self.max_requests
-                and self.size + sum(len(line) for line in lines) <= self.max_bytes)
+    def fits(self, lines: list[bytes], *, empty: bool = False) -> bool:
+        """Whether these lines (one row's) still fit; with empty, whether they would fit in an empty file."""
+        requests, size = (0, 0) if empty else (self.requests, self.size)
+        return (requests + len(lines) <= self.max_requests
+                and size + sum(len(line) for line in lines) <= self.max_bytes)
 
     def add(self, lines: list[bytes]) -> None:
         """Append one row's lines (each ending in a newline)."""
@@ -357,7 +358,7 @@ class OpenAIBatchDriver:
                     if not lines:  # nothing left to ask for: the row is complete as it stands
                         done.append(self._completed(job))
                         continue
-                    if not InputFile(file.max_requests, file.max_bytes, file.path).fits(lines):
+                    if not file.fits(lines, empty=True):
                         # Too big for any input file on its own (a huge photo, or limits set very low).
                         failed.append((job, f"the row's requests ({sum(len(line) for line in lines)} bytes) do "
                                             "not fit in one OpenAI batch input file", True))
