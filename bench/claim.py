@@ -3,9 +3,10 @@
 
     python bench/claim.py [--jobs 20000] [--connections 1,4,16]
 
-Three ways through the functions: one job per call (claim_next_csv_row_job + update_csv_row_job_result, which
-updates the batch counters on every completion), and the set-based companions with 10 jobs per call (what
-`csvjobs work` uses). Target: the set-based rate at 4 connections at least 50% of the bare loop, no collapse at 16.
+Two ways through the functions: one job per call (claim_next_csv_row_job + update_csv_row_job_result, the
+contract's calls, as a worker written in another language makes them), and the set-based companions with 10 jobs
+per call (what `csvjobs work` uses). Every way keeps fencing, a log line per row and exact counters (checked at the
+end). Targets: one job per call at least 0.5 of the bare loop at 4 and at 16 connections; sets above it.
 """
 
 from __future__ import annotations

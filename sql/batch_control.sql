@@ -3,8 +3,9 @@
 -- that check ownership with auth.uid() exactly as the policies do, and change only what the action means.
 
 -- Internal: the batch, locked, if the caller owns it (or is the service role); otherwise "no such batch", the same
--- answer as for a batch that does not exist, so ids of other users' batches reveal nothing.
--- Locks: the batch row.
+-- answer as for a batch that does not exist, so ids of other users' batches reveal nothing. Its counter shards
+-- are folded in first, so the counters it returns (and the action then changes) are the whole count.
+-- Locks: the batch row, then its counter shards.
 CREATE OR REPLACE FUNCTION csv_lock_owned_batch(p_batch_id uuid)
 RETURNS public.csv_batches
 LANGUAGE plpgsql AS $$
@@ -15,6 +16,8 @@ BEGIN
     IF NOT FOUND OR (v_batch.user_id IS DISTINCT FROM auth.uid() AND NOT public.csv_caller_is_service()) THEN
         RAISE EXCEPTION 'no such batch: %', p_batch_id USING ERRCODE = 'P0002';
     END IF;
+    PERFORM public.csv_fold_batch_counters(p_batch_id, true);
+    SELECT * INTO v_batch FROM public.csv_batches b WHERE b.id = p_batch_id;
     RETURN v_batch;
 END
 $$;

@@ -43,12 +43,15 @@ $$;
 -- Does the batch have a pending job? Read from the pending index in its order: with statistics taken right after
 -- an upload (every row pending), an EXISTS lets the planner scan the table from the start instead, stepping over
 -- every finished row of a big batch on every claim (tests/test_queue_functions.py counts the scans). A scalar
--- subquery, because PostgreSQL drops ORDER BY and LIMIT inside EXISTS.
+-- subquery, because PostgreSQL drops ORDER BY and LIMIT inside EXISTS. PL/pgSQL, so that the session keeps its
+-- plan: PostgreSQL plans a SQL function's query again on every call it does not inline (every claim).
 CREATE OR REPLACE FUNCTION csv_batch_has_pending_jobs(p_batch_id uuid)
 RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT (SELECT p.id + 0 FROM csv_row_jobs p WHERE p.batch_id = p_batch_id AND p.status = 'pending'
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT p.id + 0 FROM csv_row_jobs p WHERE p.batch_id = p_batch_id AND p.status = 'pending'
             ORDER BY p.id + 0 LIMIT 1) IS NOT NULL;
+END
 $$;
 
 -- Claim up to p_limit pending jobs for a worker, fairly across batches: slots go one by one to the batch with
@@ -145,10 +148,11 @@ BEGIN
             WITH picked AS (
                 SELECT j.id FROM csv_row_jobs j
                 WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
-                  -- a row that reuses another's images waits until that row has finished
-                  AND (j.depends_on IS NULL OR NOT EXISTS (
-                      SELECT 1 FROM csv_row_jobs d
-                      WHERE d.id = j.depends_on AND d.status IN ('pending', 'claimed', 'processing')))
+                  -- a row that reuses another's images waits until that row has finished (a scalar lookup by
+                  -- key: a NOT EXISTS here is planned as a hashed subplan that reads the whole table)
+                  AND (j.depends_on IS NULL
+                       OR coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = j.depends_on), 'completed')
+                          NOT IN ('pending', 'claimed', 'processing'))
                 ORDER BY j.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
                 LIMIT v_want
                 FOR UPDATE SKIP LOCKED
@@ -187,7 +191,9 @@ END
 $$;
 
 -- The contract's single-job claim: the next pending job (optionally of one batch) or no row, with its claim
--- token (attempt).
+-- token (attempt). With one batch handing out work (the common case) it claims in statements of its own, whose
+-- constant LIMIT 1 lets PostgreSQL keep one plan for them: claim_csv_row_jobs' varying limit makes it plan its
+-- claim again on every call, which costs more than the claim itself. With several, it is claim_csv_row_jobs.
 -- Locks: as claim_csv_row_jobs.
 CREATE OR REPLACE FUNCTION claim_next_csv_row_job(
     p_worker_id text,
@@ -197,8 +203,64 @@ CREATE OR REPLACE FUNCTION claim_next_csv_row_job(
     job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
     trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
 )
-LANGUAGE sql AS $$
-    SELECT * FROM claim_csv_row_jobs(p_worker_id, p_batch_id, p_timeout_minutes, 1);
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_batch record;
+    v_job record;
+    v_batches integer := 0;
+BEGIN
+    IF p_worker_id IS NULL OR p_worker_id = '' THEN
+        RAISE EXCEPTION 'claim_next_csv_row_job: a worker id is required' USING ERRCODE = '22023';
+    END IF;
+    PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
+    FOR v_job IN
+        SELECT b.id, b.user_id, b.status, b.column_mapping FROM csv_batches b
+         WHERE b.status IN ('queued', 'processing') AND b.processing_mode = 'sync'
+           AND (p_batch_id IS NULL OR b.id = p_batch_id)
+           AND csv_batch_has_pending_jobs(b.id)
+         LIMIT 2
+    LOOP
+        v_batches := v_batches + 1;
+        v_batch := v_job;
+    END LOOP;
+    IF v_batches = 0 THEN
+        RETURN;
+    ELSIF v_batches > 1 THEN
+        RETURN QUERY SELECT * FROM claim_csv_row_jobs(p_worker_id, p_batch_id, p_timeout_minutes, 1);
+        RETURN;
+    END IF;
+
+    UPDATE csv_row_jobs j SET
+        status = 'claimed', claimed_by = p_worker_id, claimed_at = now(), attempt = j.attempt + 1, updated_at = now()
+    WHERE j.id = (
+        SELECT p.id FROM csv_row_jobs p
+        WHERE p.batch_id = v_batch.id AND p.status = 'pending'
+          AND (p.depends_on IS NULL
+               OR coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p.depends_on), 'completed')
+                  NOT IN ('pending', 'claimed', 'processing'))
+        ORDER BY p.id + 0
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.product, j.trigger_text, j.attempt, j.retry_count,
+              j.max_retries, j.checkpoint
+    INTO v_job;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF v_batch.status = 'queued' THEN
+        UPDATE csv_batches b
+           SET status = 'processing', started_at = coalesce(b.started_at, now()), updated_at = now()
+         WHERE b.id = v_batch.id AND b.status = 'queued';
+        IF FOUND THEN
+            INSERT INTO csv_processing_logs (batch_id, worker_instance, log_level, message, operation)
+            VALUES (v_batch.id, p_worker_id, 'INFO', 'batch processing started', 'batch_started');
+        END IF;
+    END IF;
+    RETURN QUERY SELECT v_job.id, v_job.batch_id, v_batch.user_id, v_job.row_number, v_job.row_data::jsonb,
+                        csv_row_job_product(v_job.row_data, v_job.product, v_batch.column_mapping),
+                        v_job.trigger_text, v_job.attempt, v_job.retry_count, v_job.max_retries, v_job.checkpoint;
+END
 $$;
 
 -- Mark claimed jobs as started: a row is 'processing' from the moment its worker starts on it. Fenced like a

@@ -1,5 +1,5 @@
--- progress.sql: a batch's progress, read from the counters the result functions keep (results.sql), never from a
--- count over all of the batch's jobs.
+-- progress.sql: a batch's progress, read from the counters the result functions keep (results.sql: the batch row
+-- plus its counter shards), never from a count over all of the batch's jobs.
 
 -- A batch's progress from its counters (never a count over the job table, except the handful of jobs in
 -- flight, read from their small partial index). Runs as the caller: row-level security hides other users'
@@ -13,8 +13,17 @@ RETURNS TABLE (
     completed_at timestamptz, updated_at timestamptz
 )
 LANGUAGE sql STABLE AS $$
-    WITH b AS (
-        SELECT * FROM csv_batches WHERE id = p_batch_id
+    WITH c AS (
+        -- the counts not yet folded into the batch row (at most 16 shard rows; see csv_batch_counters)
+        SELECT coalesce(sum(c.successful_rows), 0)::integer AS ok, coalesce(sum(c.failed_rows), 0)::integer AS bad,
+               coalesce(sum(c.cost_usd), 0) AS cost
+        FROM csv_batch_counters c WHERE c.batch_id = p_batch_id
+    ), b AS (
+        SELECT x.id, x.user_id, x.original_filename, x.status, x.total_rows,
+               x.processed_rows + c.ok + c.bad AS processed_rows, x.successful_rows + c.ok AS successful_rows,
+               x.failed_rows + c.bad AS failed_rows, x.skipped_rows, x.cost_usd + c.cost AS cost_usd,
+               x.created_at, x.started_at, x.completed_at, x.updated_at
+        FROM csv_batches x CROSS JOIN c WHERE x.id = p_batch_id
     ), f AS (
         SELECT count(*)::integer AS in_flight, count(DISTINCT j.claimed_by)::integer AS workers
         FROM csv_row_jobs j

@@ -3,11 +3,63 @@
 -- counters in the same transaction; the last row completes the batch. Also: step checkpoints, and putting jobs
 -- back to pending (a retry, a shutdown, a dead worker).
 --
--- Lock order, shared with claim.sql: job rows first, then batch rows in ascending id order
--- (csv_add_batch_results is only ever called in that order).
+-- Lock order, shared with claim.sql: job rows first, then batch rows in ascending id order (csv_add_batch_results
+-- is only ever called in that order), then a batch's counter shards.
 
--- Internal: add finished rows to a batch's counters, complete the batch when every row is done, and tell watchers.
--- Locks: the batch row (FOR NO KEY UPDATE through UPDATE) until the caller's transaction ends.
+-- Internal: fold a batch's counter shards (csv_batch_counters) into its row, and tell watchers. The caller holds
+-- the batch row (FOR NO KEY UPDATE). p_wait false leaves out shards another transaction is writing (the periodic
+-- fold must never wait); true waits for them (a user's action, which then changes the counters itself).
+-- Locks: the batch's counter shards.
+CREATE OR REPLACE FUNCTION csv_fold_batch_counters(p_batch_id uuid, p_wait boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_shards smallint[];
+BEGIN
+    IF p_wait THEN
+        SELECT array_agg(c.shard) INTO v_shards FROM (
+            SELECT c.shard FROM csv_batch_counters c WHERE c.batch_id = p_batch_id ORDER BY c.shard FOR UPDATE
+        ) c;
+    ELSE
+        SELECT array_agg(c.shard) INTO v_shards FROM (
+            SELECT c.shard FROM csv_batch_counters c WHERE c.batch_id = p_batch_id ORDER BY c.shard
+            FOR UPDATE SKIP LOCKED
+        ) c;
+    END IF;
+    WITH gone AS (
+        DELETE FROM csv_batch_counters c
+        WHERE c.batch_id = p_batch_id AND c.shard = ANY (coalesce(v_shards, '{}'))
+        RETURNING c.successful_rows, c.failed_rows, c.cost_usd
+    ), s AS (
+        SELECT coalesce(sum(g.successful_rows), 0)::integer AS ok, coalesce(sum(g.failed_rows), 0)::integer AS bad,
+               coalesce(sum(g.cost_usd), 0) AS cost
+        FROM gone g
+    )
+    UPDATE csv_batches b SET
+        successful_rows = b.successful_rows + s.ok,
+        failed_rows = b.failed_rows + s.bad,
+        processed_rows = b.processed_rows + s.ok + s.bad,
+        cost_usd = b.cost_usd + s.cost,
+        processing_rate_rows_per_minute = CASE
+            WHEN b.started_at IS NULL OR clock_timestamp() <= b.started_at THEN 0
+            ELSE round((b.processed_rows + s.ok + s.bad) / (extract(epoch FROM clock_timestamp() - b.started_at) / 60.0), 2)
+        END,
+        updated_at = now()
+    FROM s
+    WHERE b.id = p_batch_id;
+    PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
+END
+$$;
+
+-- Internal: add finished rows to a batch's counters and complete the batch when its last row is done.
+-- While rows of the batch are still waiting, the counts go to this backend's counter shard, so finishing workers
+-- never queue on the batch row; about once a second one of them folds the shards into it. The end is exact: a
+-- finisher that sees no waiting row takes the batch row, so the last few finishers go one at a time, and each
+-- looks at the other rows only once those before it have committed; the one that finds every row done completes
+-- the batch. A waiting row that another transaction is claiming does not count as waiting (SKIP LOCKED): that
+-- claim's row may finish, and its finisher look, before this transaction commits.
+-- Locks: a waiting job row (FOR KEY SHARE, skipping locked ones), then either this backend's counter shard, or
+-- the batch row (FOR NO KEY UPDATE) and then its counter shards, until the caller's transaction ends.
 CREATE OR REPLACE FUNCTION csv_add_batch_results(
     p_batch_id uuid,
     p_successful integer,
@@ -17,34 +69,46 @@ CREATE OR REPLACE FUNCTION csv_add_batch_results(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_batch csv_batches;
-    v_was text;
 BEGIN
-    SELECT b.status INTO v_was FROM csv_batches b WHERE b.id = p_batch_id FOR NO KEY UPDATE;
+    PERFORM 1 FROM csv_row_jobs p WHERE p.batch_id = p_batch_id AND p.status = 'pending'
+     ORDER BY p.id + 0 LIMIT 1 FOR KEY SHARE SKIP LOCKED;
+    IF FOUND THEN
+        INSERT INTO csv_batch_counters AS c (batch_id, shard, successful_rows, failed_rows, cost_usd)
+        VALUES (p_batch_id, (pg_backend_pid() % 16)::smallint, p_successful, p_failed, coalesce(p_cost_usd, 0))
+        ON CONFLICT (batch_id, shard) DO UPDATE SET
+            successful_rows = c.successful_rows + excluded.successful_rows,
+            failed_rows = c.failed_rows + excluded.failed_rows,
+            cost_usd = c.cost_usd + excluded.cost_usd;
+        -- Fold about once a second, by whoever gets the batch row without waiting for it.
+        PERFORM 1 FROM csv_batches b
+         WHERE b.id = p_batch_id AND b.updated_at < now() - interval '1 second'
+           FOR NO KEY UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            PERFORM csv_fold_batch_counters(p_batch_id, false);
+        END IF;
+        RETURN;
+    END IF;
+
+    PERFORM 1 FROM csv_batches b WHERE b.id = p_batch_id FOR NO KEY UPDATE;
     UPDATE csv_batches b SET
-        processed_rows = b.processed_rows + p_successful + p_failed,
         successful_rows = b.successful_rows + p_successful,
         failed_rows = b.failed_rows + p_failed,
+        processed_rows = b.processed_rows + p_successful + p_failed,
         cost_usd = b.cost_usd + coalesce(p_cost_usd, 0),
-        processing_rate_rows_per_minute = CASE
-            WHEN b.started_at IS NULL OR clock_timestamp() <= b.started_at THEN 0
-            ELSE round((b.processed_rows + p_successful + p_failed)
-                       / (extract(epoch FROM clock_timestamp() - b.started_at) / 60.0), 2)
-        END,
-        status = CASE
-            WHEN b.processed_rows + p_successful + p_failed >= b.total_rows
-                 AND b.status IN ('queued', 'processing', 'paused') THEN 'completed'
-            ELSE b.status
-        END,
-        completed_at = CASE
-            WHEN b.processed_rows + p_successful + p_failed >= b.total_rows AND b.completed_at IS NULL
-                 THEN now()
-            ELSE b.completed_at
-        END,
         updated_at = now()
-    WHERE b.id = p_batch_id
+    WHERE b.id = p_batch_id;
+    IF csv_batch_has_pending_jobs(p_batch_id)
+       OR EXISTS (SELECT 1 FROM csv_row_jobs f
+                  WHERE f.batch_id = p_batch_id AND f.status IN ('claimed', 'processing')) THEN
+        PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
+        RETURN;
+    END IF;
+    -- Every row is done and every finisher has committed: the shards hold their final counts.
+    PERFORM csv_fold_batch_counters(p_batch_id, true);
+    UPDATE csv_batches b SET status = 'completed', completed_at = coalesce(b.completed_at, now())
+     WHERE b.id = p_batch_id AND b.status IN ('queued', 'processing', 'paused')
     RETURNING * INTO v_batch;
-
-    IF v_batch.status = 'completed' AND v_was IS DISTINCT FROM 'completed' THEN
+    IF FOUND THEN
         INSERT INTO csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO',
                 format('batch completed: %s of %s rows succeeded, %s failed',
@@ -54,7 +118,6 @@ BEGIN
                                    'failed_rows', v_batch.failed_rows,
                                    'cost_usd', v_batch.cost_usd));
     END IF;
-    PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
 END
 $$;
 
@@ -171,8 +234,10 @@ BEGIN
     ), held AS (
         -- Each job as it was before this update (the update clears claimed_by, replaces images): for the log
         -- line, and to keep an image a new version replaces.
+        -- (= ANY of an array, not a join with input: the planner, guessing 100 input rows, hashes the whole
+        -- job table for a join)
         SELECT j.id, j.claimed_by, j.generated_images, j.review, j.checkpoint -> 'regenerate' AS regenerate
-        FROM csv_row_jobs j JOIN input i ON i.job_id = j.id
+        FROM csv_row_jobs j WHERE j.id = ANY (ARRAY(SELECT i.job_id FROM input i))
     ), upd AS (
         UPDATE csv_row_jobs j SET
             status = CASE

@@ -57,6 +57,14 @@ CREATE POLICY csv_openai_batches_select_own ON csv_openai_batches FOR SELECT TO 
 DROP POLICY IF EXISTS csv_openai_batches_service ON csv_openai_batches;
 CREATE POLICY csv_openai_batches_service ON csv_openai_batches FOR ALL TO service_role USING (true) WITH CHECK (true);
 
+ALTER TABLE csv_batch_counters ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS csv_batch_counters_select_own ON csv_batch_counters;
+CREATE POLICY csv_batch_counters_select_own ON csv_batch_counters FOR SELECT TO authenticated
+    USING (EXISTS (SELECT 1 FROM csv_batches b WHERE b.id = csv_batch_counters.batch_id
+                                                 AND b.user_id = (SELECT auth.uid())));
+DROP POLICY IF EXISTS csv_batch_counters_service ON csv_batch_counters;
+CREATE POLICY csv_batch_counters_service ON csv_batch_counters FOR ALL TO service_role USING (true) WITH CHECK (true);
+
 ALTER TABLE csv_rate_limits ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS csv_rate_limits_service ON csv_rate_limits;
 CREATE POLICY csv_rate_limits_service ON csv_rate_limits FOR ALL TO service_role USING (true) WITH CHECK (true);
@@ -87,14 +95,15 @@ GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 -- Privileges, stated whole, so that a Supabase project's default privileges (ALL on every new table, sequence and
 -- function in public, for anon, authenticated and service_role) leave nothing open that was not meant to be.
 REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_logs, csv_rate_limits, csv_image_versions,
-    csv_openai_batches FROM PUBLIC, anon, authenticated;
+    csv_openai_batches, csv_batch_counters FROM PUBLIC, anon, authenticated;
 GRANT SELECT, INSERT, DELETE ON csv_batches TO authenticated;
-GRANT SELECT ON csv_row_jobs, csv_processing_logs, csv_image_versions, csv_openai_batches TO authenticated;
+GRANT SELECT ON csv_row_jobs, csv_processing_logs, csv_image_versions, csv_openai_batches, csv_batch_counters
+    TO authenticated;
 -- No TRUNCATE for anyone: it skips row-level security and the delete trigger that removes a batch's jobs.
 REVOKE ALL ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs, csv_rate_limits,
-    csv_image_versions, csv_openai_batches FROM service_role;
+    csv_image_versions, csv_openai_batches, csv_batch_counters FROM service_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON csv_batches, csv_row_jobs, csv_processing_workers, csv_processing_logs,
-    csv_rate_limits, csv_image_versions, csv_openai_batches TO service_role;
+    csv_rate_limits, csv_image_versions, csv_openai_batches, csv_batch_counters TO service_role;
 -- Identity columns draw their ids without any privilege on the sequence; nobody needs one, and setval by a
 -- client would make every later insert fail.
 REVOKE ALL ON SEQUENCE csv_row_jobs_id_seq, csv_processing_logs_id_seq, csv_image_versions_id_seq,
@@ -127,12 +136,12 @@ BEGIN
               'csv_batches_needing_dedicated_workers', 'write_csv_processing_logs', 'acquire_csv_rate_limit',
               'pause_csv_rate_limit', 'csv_rate_limit_pause_remaining', 'csv_lock_owned_batch',
               'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
-              'csv_delete_jobs_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
+              'csv_delete_rows_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
               'start_csv_row_jobs', 'get_csv_workers', 'csv_batch_has_pending_jobs', 'csv_review_target_rows',
               'review_csv_images', 'request_csv_image_regeneration', 'csv_openai_batch_holder',
               'csv_openai_batch_take_rows', 'open_csv_openai_batch', 'lease_csv_openai_batches',
               'update_csv_openai_batch', 'split_csv_openai_batch', 'release_csv_openai_batch_rows',
-              'finish_csv_openai_batch', 'release_csv_openai_batch_leases'])
+              'finish_csv_openai_batch', 'release_csv_openai_batch_leases', 'csv_fold_batch_counters'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -141,6 +150,7 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     csv_add_batch_results(uuid, integer, integer, numeric),
+    csv_fold_batch_counters(uuid, boolean),
     csv_release_jobs(bigint[], boolean, text),
     csv_reclaim_timed_out_jobs(numeric),
     csv_batch_has_pending_jobs(uuid),

@@ -134,9 +134,13 @@ CREATE TABLE IF NOT EXISTS csv_processing_workers (
 CREATE INDEX IF NOT EXISTS csv_processing_workers_live_idx ON csv_processing_workers (last_heartbeat)
     WHERE status <> 'stopped';
 
+-- batch_id has no foreign key: its check locks the batch row (FOR KEY SHARE) on every log line, and with every
+-- worker logging at once those locks pile up as multixacts on the one row each batch has (bench/claim.py: a third
+-- of the throughput at 16 connections). Only csvjobs' functions, as the service role, write logs; deleting a
+-- batch deletes its logs through the statement trigger below.
 CREATE TABLE IF NOT EXISTS csv_processing_logs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    batch_id        uuid REFERENCES csv_batches (id) ON DELETE CASCADE,
+    batch_id        uuid,
     row_job_id      bigint,
     row_number      integer,
     worker_instance text,
@@ -164,13 +168,29 @@ DROP TRIGGER IF EXISTS csv_processing_logs_notify ON csv_processing_logs;
 CREATE TRIGGER csv_processing_logs_notify AFTER INSERT ON csv_processing_logs
     FOR EACH STATEMENT EXECUTE FUNCTION csv_notify_new_logs();
 
--- Deleting a batch deletes its jobs (there is no foreign key to cascade; see csv_row_jobs). It runs as the table
--- owner, as a foreign key's cascade does, so a user deleting their own batch also removes its jobs although they
--- may not delete jobs themselves.
-CREATE OR REPLACE FUNCTION csv_delete_jobs_of_deleted_batches() RETURNS trigger
+-- A batch's counters while its rows finish, spread over a few rows: each finishing transaction adds to the
+-- shard its backend picks (csv_add_batch_results in results.sql) instead of updating the batch's one row, on which
+-- every worker would queue. They are deltas: the batch's counts are csv_batches' own plus these, which
+-- get_csv_batch_progress adds up (at most 16 rows a batch). They are folded into csv_batches about once a second,
+-- when the batch completes and before a user's action changes its counters.
+CREATE TABLE IF NOT EXISTS csv_batch_counters (
+    batch_id        uuid NOT NULL,
+    shard           smallint NOT NULL,
+    successful_rows integer NOT NULL DEFAULT 0,
+    failed_rows     integer NOT NULL DEFAULT 0,
+    cost_usd        numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, shard)
+);
+
+-- Deleting a batch deletes its jobs, logs and counter shards (there is no foreign key to cascade; see csv_row_jobs
+-- and csv_processing_logs). It runs as the table owner, as a foreign key's cascade does, so a user deleting their
+-- own batch also removes its rows although they may not delete them themselves.
+CREATE OR REPLACE FUNCTION csv_delete_rows_of_deleted_batches() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     DELETE FROM public.csv_row_jobs j USING deleted_batches d WHERE j.batch_id = d.id;
+    DELETE FROM public.csv_processing_logs l USING deleted_batches d WHERE l.batch_id = d.id;
+    DELETE FROM public.csv_batch_counters c USING deleted_batches d WHERE c.batch_id = d.id;
     RETURN NULL;
 END
 $$;
@@ -178,7 +198,7 @@ $$;
 DROP TRIGGER IF EXISTS csv_batches_delete_jobs ON csv_batches;
 CREATE TRIGGER csv_batches_delete_jobs AFTER DELETE ON csv_batches
     REFERENCING OLD TABLE AS deleted_batches
-    FOR EACH STATEMENT EXECUTE FUNCTION csv_delete_jobs_of_deleted_batches();
+    FOR EACH STATEMENT EXECUTE FUNCTION csv_delete_rows_of_deleted_batches();
 
 -- A batch a user creates starts as an upload in progress: status, counters, cost and times are the system's to
 -- set (queue_csv_batch and the result functions, as the service role), not the INSERT's.

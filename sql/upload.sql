@@ -37,15 +37,18 @@ END
 $$;
 
 -- The whole product of a job: its stored fields, else the row_data column the batch maps the field from, else ''.
--- Jobs whose product holds every field (written before the lean layout) come out unchanged.
+-- Jobs whose product holds every field (written before the lean layout) come out unchanged. PL/pgSQL, so that
+-- the session keeps its plan (a SQL function with an aggregate is planned again on every call).
 CREATE OR REPLACE FUNCTION csv_row_job_product(p_row_data json, p_product jsonb, p_column_mapping jsonb)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT jsonb_object_agg(f.name, coalesce(p_product ->> f.name,
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT jsonb_object_agg(f.name, coalesce(p_product ->> f.name,
                                              p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> f.name),
                                              ''))
            -- the earlier row whose images this one reuses (see csv_row_jobs.depends_on), when there is one
            || CASE WHEN p_product ? 'reuse_of_row' THEN jsonb_build_object('reuse_of_row', p_product ->> 'reuse_of_row')
                    ELSE '{}'::jsonb END
-    FROM unnest(ARRAY['country', 'product_type', 'size', 'mpn', 'description', 'title', 'image_url']) AS f(name);
+    FROM unnest(ARRAY['country', 'product_type', 'size', 'mpn', 'description', 'title', 'image_url']) AS f(name));
+END
 $$;

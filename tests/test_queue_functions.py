@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -363,3 +364,92 @@ def test_a_row_that_reuses_another_waits_for_it_and_its_finish_wakes_the_workers
         woken = list(listener.notifies(timeout=5, stop_after=1))
     assert woken, "finishing a row that others wait for must wake the workers"
     assert sorted(j["row_number"] for j in claim(conn, "w", limit=10)) == [2, 3]
+
+
+def test_the_one_job_calls_keep_counters_and_completion_exact_under_concurrency(
+    database_url: str, conn: psycopg.Connection
+) -> None:
+    """Sixteen connections through the contract's one-job calls over many small batches, so that batches keep
+    ending while other rows still finish: each batch completes exactly once, only when its last row is done (a
+    watcher checks progress all along), with counters, cost and logs equal to what the rows say."""
+    batches = [make_batch(conn, 9, max_retries=1) for _ in range(14)]
+    wrong: list[str] = []
+    running = threading.Event()
+    running.set()
+
+    def watcher() -> None:
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+            while running.is_set():
+                for batch in batches:
+                    p = c.execute("SELECT * FROM get_csv_batch_progress(%s)", [batch]).fetchone()
+                    assert p is not None
+                    if p["processed_rows"] > p["total_rows"] or (
+                            p["status"] == "completed" and (p["processed_rows"], p["in_flight_rows"], p["pending_rows"])
+                            != (p["total_rows"], 0, 0)):
+                        wrong.append(f"{batch}: {p}")
+
+    def worker(name: str, seed: int) -> None:
+        rng = random.Random(seed)
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+            as_service(c)
+            while True:
+                job = c.execute("SELECT job_id, attempt FROM claim_next_csv_row_job(%s)", [name]).fetchone()
+                if job is None:
+                    left = c.execute("SELECT count(*) AS n FROM csv_row_jobs"
+                                     " WHERE status IN ('pending', 'claimed', 'processing')").fetchone()
+                    if left == {"n": 0}:
+                        return
+                    time.sleep(0.005)  # rows still in flight may come back for a retry
+                    continue
+                status = rng.choice(["completed", "completed", "failed", "pending"])
+                assert c.execute(
+                    "SELECT update_csv_row_job_result(%s, %s, p_error_message => 'boom', p_worker_id => %s,"
+                    " p_attempt => %s) AS ok", [job["job_id"], status, name, job["attempt"]]).fetchone() == {"ok": True}
+
+    watching = threading.Thread(target=watcher)
+    watching.start()
+    threads = [threading.Thread(target=worker, args=(f"w{i}", i)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    running.clear()
+    watching.join()
+    assert wrong == []
+    for batch in batches:
+        row = batch_row(conn, batch)
+        counts = job_counts(conn, batch)
+        assert row["status"] == "completed"
+        assert (row["successful_rows"], row["failed_rows"], row["processed_rows"]) == (
+            counts.get("completed", 0), counts.get("failed", 0), 9)
+        completions = conn.execute("SELECT details FROM csv_processing_logs"
+                                   " WHERE batch_id = %s AND operation = 'batch_completed'", [batch]).fetchall()
+        assert [c["details"]["successful_rows"] for c in completions] == [row["successful_rows"]]
+    assert conn.execute("SELECT count(*) AS n FROM csv_batch_counters").fetchone() == {"n": 0}
+
+
+def test_counts_wait_in_shards_until_folded_and_a_users_action_folds_them_first(conn: psycopg.Connection) -> None:
+    """Finished rows of a batch with work left go to counter shards: progress adds them up at once, and retrying
+    failed rows (which takes them off the counters) folds them in before it subtracts."""
+    batch = make_batch(conn, 5)
+    # The periodic fold waits for the batch row to be a second old; keep it younger for the whole test.
+    conn.execute("UPDATE csv_batches SET updated_at = now() + interval '1 hour' WHERE id = %s", [batch])
+    jobs = claim(conn, "w", limit=4)
+    report(conn, "w", [{"job_id": j["job_id"], "attempt": j["attempt"], "status": s, "cost_usd": 0.25}
+                       for j, s in zip(jobs, ["completed", "failed", "failed", "completed"], strict=True)])
+    assert batch_row(conn, batch)["processed_rows"] == 0
+    assert conn.execute("SELECT count(*) AS n FROM csv_batch_counters WHERE batch_id = %s", [batch]).fetchone() != {
+        "n": 0}
+    p = conn.execute("SELECT * FROM get_csv_batch_progress(%s)", [batch]).fetchone()
+    assert p is not None
+    assert (p["processed_rows"], p["successful_rows"], p["failed_rows"], float(p["cost_usd"])) == (4, 2, 2, 1.0)
+    assert conn.execute("SELECT retry_csv_batch_rows(%s) AS n", [batch]).fetchone() == {"n": 2}
+    row = batch_row(conn, batch)
+    assert (row["processed_rows"], row["successful_rows"], row["failed_rows"], float(row["cost_usd"])) == (
+        2, 2, 0, 1.0)
+    assert conn.execute("SELECT count(*) AS n FROM csv_batch_counters WHERE batch_id = %s", [batch]).fetchone() == {
+        "n": 0}
+    while jobs := claim(conn, "w", limit=5):
+        report(conn, "w", [{"job_id": j["job_id"], "attempt": j["attempt"], "status": "completed"} for j in jobs])
+    row = batch_row(conn, batch)
+    assert (row["status"], row["processed_rows"], row["successful_rows"]) == ("completed", 5, 5)
