@@ -59,7 +59,9 @@ $$;
 -- its rows in flight at once instead of waiting behind it. Optionally only one batch (dedicated workers) or one
 -- user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled, paused,
 -- completed). p_mode picks the batches by processing mode: 'sync' (the default, and the only one the single-job
--- claim sees) or 'openai_batch' (the OpenAI batch driver's claim). Reclaims timed-out claims first. The first claim moves a batch to processing.
+-- claim sees) or 'openai_batch' (the OpenAI batch driver's claim). p_start: the caller starts on every row at once,
+-- so they are 'processing' from the claim on (one update a row instead of a claim and then a start_csv_row_jobs).
+-- Reclaims timed-out claims first. The first claim moves a batch to processing.
 -- Locks: the claimed job rows (FOR UPDATE SKIP LOCKED, so claimers never wait on each other); a batch row only
 -- on its first claim.
 CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
@@ -68,7 +70,8 @@ CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
     p_timeout_minutes numeric DEFAULT 5,
     p_limit integer DEFAULT 1,
     p_user_id uuid DEFAULT NULL,
-    p_mode text DEFAULT 'sync'
+    p_mode text DEFAULT 'sync',
+    p_start boolean DEFAULT false
 ) RETURNS TABLE (
     job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
     trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
@@ -158,7 +161,7 @@ BEGIN
                 FOR UPDATE SKIP LOCKED
             ), claimed AS (
                 UPDATE csv_row_jobs j SET
-                    status = 'claimed',
+                    status = CASE WHEN p_start THEN 'processing' ELSE 'claimed' END,
                     claimed_by = p_worker_id,
                     claimed_at = now(),
                     attempt = j.attempt + 1,

@@ -154,7 +154,7 @@ GRANT EXECUTE ON FUNCTION
     csv_release_jobs(bigint[], boolean, text),
     csv_reclaim_timed_out_jobs(numeric),
     csv_batch_has_pending_jobs(uuid),
-    claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text),
+    claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text, boolean),
     claim_next_csv_row_job(text, uuid, numeric),
     update_csv_row_job_results(text, jsonb),
     update_csv_row_job_result(bigint, text, text, jsonb, jsonb, jsonb, numeric, text, text, integer),

@@ -13,8 +13,8 @@ from typing import Any
 from csvjobs import db
 from csvjobs.models import ClaimedJob, CleanupReport, JobResult
 
-CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid, %s)"
-START_SQL = "SELECT start_csv_row_jobs(%s, %s::bigint[])"
+# The worker starts on every row it claims at once, so the claim marks them processing (p_start).
+CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid, %s, true)"
 REPORT_SQL = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
 HEARTBEAT_SQL = (
     "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s::integer, %s::integer, %s::integer, %s::integer,"

@@ -244,15 +244,10 @@ class Worker:
     async def claim(self, conn: db.AsyncConnection, limit: int, mode: str = "sync") -> list[ClaimedJob]:
         """Claim up to limit rows of batches in this processing mode, and start them."""
         cfg = self.config
-        async with conn.transaction():
-            cur = await conn.execute(
-                queries.CLAIM_SQL,
-                [cfg.instance_id, cfg.batch_id, cfg.settings.claim_timeout_minutes, limit, cfg.user_id, mode],
-            )
-            jobs = queries.parse_claims(await cur.fetchall())
-            if jobs:
-                # This worker starts on every row it claims at once, so they are 'processing' from here on.
-                await conn.execute(queries.START_SQL, [cfg.instance_id, [job.job_id for job in jobs]])
+        # One statement, so one round trip and no BEGIN/COMMIT of its own (a transaction would be three).
+        cur = await conn.execute(queries.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.settings.claim_timeout_minutes,
+                                                     limit, cfg.user_id, mode])
+        jobs = queries.parse_claims(await cur.fetchall())
         for job in jobs:
             self._unreported[job.job_id] = job
         return jobs
@@ -433,11 +428,13 @@ class Worker:
         logs, self._logs = self._logs, []
 
         async def report(conn: db.AsyncConnection) -> list[dict[str, Any]]:
+            if not logs:  # one statement is its own transaction: no BEGIN and COMMIT round trips
+                cur = await conn.execute(queries.REPORT_SQL, [self.config.instance_id, queries.results_json(results)])
+                return await cur.fetchall()
             async with conn.transaction():
                 rows: list[dict[str, Any]] = []
                 # Step logs first: they happened before the results, and log ids are the order of events.
-                if logs:
-                    await conn.execute(queries.WRITE_LOGS_SQL, [self.config.instance_id, json.dumps(logs)])
+                await conn.execute(queries.WRITE_LOGS_SQL, [self.config.instance_id, json.dumps(logs)])
                 if results:
                     cur = await conn.execute(queries.REPORT_SQL, [self.config.instance_id,
                                                                 queries.results_json(results)])

@@ -2,8 +2,9 @@
 -- batch's one row; get_csv_batch_progress adds them up; they are folded into csv_batches about once a second, at
 -- completion and before a user's action; the batch completes exactly when its last row is done. The log table
 -- loses its foreign key (a key-share lock on the batch row per log line) for the delete trigger. The single-job
--- claim has statements of its own that keep their plan; helpers that were planned on every call are PL/pgSQL; a
--- report no longer hashes the whole job table; a row's wait for the row it reuses no longer reads the whole table.
+-- claim has statements of its own that keep their plan; the pool's claim can start its rows (p_start); helpers
+-- that were planned on every call are PL/pgSQL; a report no longer hashes the whole job table; a row's wait for
+-- the row it reuses no longer reads the whole table.
 
 ALTER TABLE csv_processing_logs DROP CONSTRAINT IF EXISTS csv_processing_logs_batch_id_fkey;
 
@@ -67,12 +68,15 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION IF EXISTS claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text);
 -- Claim up to p_limit pending jobs for a worker, fairly across batches: slots go one by one to the batch with
 -- the fewest jobs in flight (counting the slots already given), so a small batch uploaded beside a huge one gets
 -- its rows in flight at once instead of waiting behind it. Optionally only one batch (dedicated workers) or one
 -- user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled, paused,
 -- completed). p_mode picks the batches by processing mode: 'sync' (the default, and the only one the single-job
--- claim sees) or 'openai_batch' (the OpenAI batch driver's claim). Reclaims timed-out claims first. The first claim moves a batch to processing.
+-- claim sees) or 'openai_batch' (the OpenAI batch driver's claim). p_start: the caller starts on every row at once,
+-- so they are 'processing' from the claim on (one update a row instead of a claim and then a start_csv_row_jobs).
+-- Reclaims timed-out claims first. The first claim moves a batch to processing.
 -- Locks: the claimed job rows (FOR UPDATE SKIP LOCKED, so claimers never wait on each other); a batch row only
 -- on its first claim.
 CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
@@ -81,7 +85,8 @@ CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
     p_timeout_minutes numeric DEFAULT 5,
     p_limit integer DEFAULT 1,
     p_user_id uuid DEFAULT NULL,
-    p_mode text DEFAULT 'sync'
+    p_mode text DEFAULT 'sync',
+    p_start boolean DEFAULT false
 ) RETURNS TABLE (
     job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
     trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
@@ -171,7 +176,7 @@ BEGIN
                 FOR UPDATE SKIP LOCKED
             ), claimed AS (
                 UPDATE csv_row_jobs j SET
-                    status = 'claimed',
+                    status = CASE WHEN p_start THEN 'processing' ELSE 'claimed' END,
                     claimed_by = p_worker_id,
                     claimed_at = now(),
                     attempt = j.attempt + 1,
@@ -625,6 +630,7 @@ CREATE POLICY csv_batch_counters_service ON csv_batch_counters FOR ALL TO servic
 REVOKE ALL ON csv_batch_counters FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON csv_batch_counters TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON csv_batch_counters TO service_role;
-REVOKE ALL ON FUNCTION csv_fold_batch_counters(uuid, boolean), csv_delete_rows_of_deleted_batches()
-    FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION csv_fold_batch_counters(uuid, boolean) TO service_role;
+REVOKE ALL ON FUNCTION csv_fold_batch_counters(uuid, boolean), csv_delete_rows_of_deleted_batches(),
+    claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text, boolean) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION csv_fold_batch_counters(uuid, boolean),
+    claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text, boolean) TO service_role;
