@@ -145,3 +145,17 @@ def test_every_package_is_installed() -> None:
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
     assert packages <= listed, f"add to [tool.setuptools] packages: {sorted(packages - listed)}"
+
+
+def test_a_worker_without_the_openai_provider_never_loads_the_openai_sdk() -> None:
+    """The SDK costs each worker process about a second of CPU at start; only the openai provider needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, csvjobs.cli, csvjobs.queue.worker, csvjobs.queue.supervisor\n"
+            "from csvjobs.config import Settings\n"
+            "from csvjobs.providers.registry import load_provider\n"
+            "load_provider('noop', Settings())\n"
+            "print(sorted(m for m in sys.modules if m == 'openai' or m.startswith('openai.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,13 +25,14 @@ from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError, JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus, trigger_text
 from csvjobs.providers.contract import Provider, RowContext, redo_styles
-from csvjobs.providers.openai import OpenAIProvider
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.providers.registry import load_provider
 from csvjobs.queue import queries
-from csvjobs.queue.openai_batches import OpenAIBatchDriver
 from csvjobs.queue.rate_limits import DatabaseRateLimiter
 from csvjobs.storage.registry import open_storage
+
+if TYPE_CHECKING:
+    from csvjobs.queue.openai_batches import OpenAIBatchDriver
 
 T = TypeVar("T")
 # A worker's exit code when the provider refused the account, key or model: the supervisor stops the whole pool.
@@ -159,7 +160,12 @@ class Worker:
         await self._heartbeat(WorkerStatus.IDLE)
         helpers = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._reporter_loop()),
                    asyncio.create_task(self._listen_loop())]
-        if isinstance(self.provider, OpenAIProvider):
+        # The openai SDK takes a second of CPU to import; a worker whose provider is not OpenAI's never loads it
+        # (its module is loaded exactly when the provider is an OpenAIProvider).
+        openai_provider = sys.modules.get("csvjobs.providers.openai")
+        if openai_provider is not None and isinstance(self.provider, openai_provider.OpenAIProvider):
+            from csvjobs.queue.openai_batches import OpenAIBatchDriver
+
             self._driver = OpenAIBatchDriver(self, self.provider)
             helpers.append(asyncio.create_task(self._driver.run()))
         elif await self.db_call(functools.partial(self._outstanding, mode="openai_batch")):
