@@ -40,6 +40,25 @@ def test_format_detection(tmp_path: Path, data: bytes, encoding: str, delimiter:
     assert (fmt.encoding, fmt.delimiter) == (encoding, delimiter)
 
 
+def test_format_detection_reads_the_whole_file_and_chunk_edges(tmp_path: Path) -> None:
+    """Megabytes of ASCII (chunks it does not decode) then a character the file's encoding decides: a UTF-8
+    character split across two chunks is still UTF-8, a Windows-1252 byte makes it cp1252, and a NUL byte far
+    into the file is reported on its line."""
+    ascii_lines = b"title,description\n" + b"Mug,A plain white mug\n" * 100_000  # 2.2 MB, 100,001 lines
+    for pad in range(7, 12):  # the 3-byte euro sign before, across (9, 10) and after the 1 MiB chunk edge
+        data = b"title,description\n" + b"x" * (1024 * 1024 - 18 - pad) + b",\n" + "Caf\u00e9 \u20ac\n".encode()
+        path = tmp_path / f"edge{pad}.csv"
+        path.write_bytes(data + ascii_lines[18:])
+        assert detect_format(path).encoding == "utf-8"
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_bytes(ascii_lines + "Th\u00e9,Cr\u00e8me\n".encode("cp1252"))
+    assert detect_format(legacy).encoding == "cp1252"
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(ascii_lines + b"Mug,bro\x00ken\n")
+    with pytest.raises(InputError, match="line 100002: the file contains a NUL byte"):
+        detect_format(nul)
+
+
 def test_format_detection_refuses_what_is_not_a_csv(tmp_path: Path) -> None:
     xlsx = tmp_path / "f.xlsx"
     xlsx.write_bytes(b"PK\x03\x04" + b"\x00" * 40)

@@ -81,6 +81,16 @@ def detect_format(path: Path, delimiter: str | None = None, encoding: str | None
     return CsvFormat(chosen, delimiter)
 
 
+def _lines_before(path: Path, size: int) -> int:
+    """How many line breaks the first size bytes of the file hold."""
+    count = 0
+    with path.open("rb") as f:
+        while size > 0 and (chunk := f.read(min(_CHUNK, size))):
+            count += chunk.count(b"\n")
+            size -= len(chunk)
+    return count
+
+
 def _detect_encoding(path: Path, head: bytes) -> str:
     if head.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
@@ -90,20 +100,22 @@ def _detect_encoding(path: Path, head: bytes) -> str:
         encoding = "utf-8"
     # One streamed pass over the whole file: a file can be valid UTF-8 for megabytes and then not, and a NUL
     # byte means a binary file (or UTF-16 without a BOM), which the csv module would choke on mid-way.
+    # It runs before the upload starts, so it is kept to fast scans: the line number is counted only for an error,
+    # and a chunk of plain ASCII (with no multi-byte character left open before it) is valid without decoding it.
     decoder = codecs.getincrementaldecoder("utf-8")()
     valid_utf8 = True
-    line = 1
+    offset = 0
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             nul = chunk.find(b"\x00")
             if nul >= 0:
-                line += chunk.count(b"\n", 0, nul)
+                line = 1 + _lines_before(path, offset) + chunk.count(b"\n", 0, nul)
                 raise InputError(
                     f"{path}, line {line}: the file contains a NUL byte, so it is binary or UTF-16 without a "
                     "byte-order mark, not a CSV text file; re-export it as CSV UTF-8"
                 )
-            line += chunk.count(b"\n")
-            if valid_utf8:
+            offset += len(chunk)
+            if valid_utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError:
