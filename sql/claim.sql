@@ -76,7 +76,12 @@ CREATE OR REPLACE FUNCTION claim_csv_row_jobs(
     job_id bigint, batch_id uuid, user_id uuid, row_number integer, row_data jsonb, product jsonb,
     trigger_text text, attempt integer, retry_count integer, max_retries integer, checkpoint jsonb
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Its statements take parameters (the limit, the batch) whose values would make PostgreSQL plan each one afresh
+-- on every call (a custom plan looks cheaper than the generic one for a limit of 10): planning cost more than
+-- the claim. Their generic plans read the pending index in order and the picked rows by key.
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     v_batches uuid[];
@@ -148,26 +153,25 @@ BEGIN
             v_want := CASE WHEN v_pass = 1 THEN least(v_share[i], v_remaining) ELSE v_remaining END;
             CONTINUE WHEN v_want <= 0;
             RETURN QUERY
-            WITH picked AS (
-                SELECT j.id FROM csv_row_jobs j
-                WHERE j.batch_id = v_batches[i] AND j.status = 'pending'
-                  -- a row that reuses another's images waits until that row has finished (a scalar lookup by
-                  -- key: a NOT EXISTS here is planned as a hashed subplan that reads the whole table)
-                  AND (j.depends_on IS NULL
-                       OR coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = j.depends_on), 'completed')
-                          NOT IN ('pending', 'claimed', 'processing'))
-                ORDER BY j.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
-                LIMIT v_want
-                FOR UPDATE SKIP LOCKED
-            ), claimed AS (
+            WITH claimed AS (
                 UPDATE csv_row_jobs j SET
                     status = CASE WHEN p_start THEN 'processing' ELSE 'claimed' END,
                     claimed_by = p_worker_id,
                     claimed_at = now(),
                     attempt = j.attempt + 1,
                     updated_at = now()
-                FROM picked
-                WHERE j.id = picked.id
+                -- (= ANY of the picked ids, not a join: the generic plan then reads them by key)
+                WHERE j.id = ANY (ARRAY(
+                    SELECT p.id FROM csv_row_jobs p
+                    WHERE p.batch_id = v_batches[i] AND p.status = 'pending'
+                      -- a row that reuses another's images waits until that row has finished (a scalar lookup
+                      -- by key: a NOT EXISTS here is planned as a hashed subplan that reads the whole table)
+                      AND (p.depends_on IS NULL
+                           OR coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p.depends_on), 'completed')
+                              NOT IN ('pending', 'claimed', 'processing'))
+                    ORDER BY p.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
+                    LIMIT v_want
+                    FOR UPDATE SKIP LOCKED))
                 RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.product, j.trigger_text, j.attempt,
                           j.retry_count, j.max_retries, j.checkpoint
             )
