@@ -37,18 +37,21 @@ END
 $$;
 
 -- The whole product of a job: its stored fields, else the row_data column the batch maps the field from, else ''.
--- Jobs whose product holds every field (written before the lean layout) come out unchanged. PL/pgSQL, so that
--- the session keeps its plan (a SQL function with an aggregate is planned again on every call).
+-- Jobs whose product holds every field (written before the lean layout) come out unchanged. One expression, field
+-- by field, and STABLE as jsonb_build_object is, so that PostgreSQL inlines it into the query that calls it (the
+-- claim, for every row it hands out) instead of calling a function per row.
 CREATE OR REPLACE FUNCTION csv_row_job_product(p_row_data json, p_product jsonb, p_column_mapping jsonb)
 RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-BEGIN
-    RETURN (SELECT jsonb_object_agg(f.name, coalesce(p_product ->> f.name,
-                                             p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> f.name),
-                                             ''))
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'country', coalesce(p_product ->> 'country', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'country'), ''),
+        'product_type', coalesce(p_product ->> 'product_type', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'product_type'), ''),
+        'size', coalesce(p_product ->> 'size', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'size'), ''),
+        'mpn', coalesce(p_product ->> 'mpn', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'mpn'), ''),
+        'description', coalesce(p_product ->> 'description', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'description'), ''),
+        'title', coalesce(p_product ->> 'title', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'title'), ''),
+        'image_url', coalesce(p_product ->> 'image_url', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'image_url'), ''))
            -- the earlier row whose images this one reuses (see csv_row_jobs.depends_on), when there is one
            || CASE WHEN p_product ? 'reuse_of_row' THEN jsonb_build_object('reuse_of_row', p_product ->> 'reuse_of_row')
-                   ELSE '{}'::jsonb END
-    FROM unnest(ARRAY['country', 'product_type', 'size', 'mpn', 'description', 'title', 'image_url']) AS f(name));
-END
+                   ELSE '{}'::jsonb END;
 $$;
