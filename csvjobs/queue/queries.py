@@ -5,10 +5,11 @@ helpers below."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from csvjobs import db
 from csvjobs.models import ClaimedJob, CleanupReport, JobResult
@@ -53,14 +54,19 @@ HELD_ROWS_SQL = (
 JOBS_CHANNEL = "csv_row_jobs"
 
 
+# Whole lists at once: pydantic-core then validates and writes JSON without a Python step per row.
+_RESULTS = TypeAdapter(list[JobResult])
+_CLAIMS = TypeAdapter(list[ClaimedJob])
+
+
 def results_json(results: Sequence[JobResult]) -> str:
     """The p_results array for update_csv_row_job_results."""
-    return json.dumps([r.model_dump(mode="json", exclude_none=True) for r in results])
+    return _RESULTS.dump_json(list(results), exclude_none=True).decode()
 
 
 def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
     """Claimed rows as models."""
-    return [ClaimedJob.model_validate(row) for row in rows]
+    return _CLAIMS.validate_python(rows)
 
 
 def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> CleanupReport:

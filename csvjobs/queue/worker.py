@@ -78,6 +78,14 @@ class _Stats:
 
 
 @dataclass
+class _Lane:
+    """One database connection of a worker, used by one operation at a time."""
+
+    conn: db.AsyncConnection | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
 class Worker:
     """The worker loop of one process."""
 
@@ -86,8 +94,11 @@ class Worker:
     stats: _Stats = field(default_factory=_Stats)
 
     def __post_init__(self) -> None:
-        self._conn: db.AsyncConnection | None = None
-        self._lock = asyncio.Lock()
+        # Two connections: claims, checkpoints and everything else in order on one; reports of finished rows on
+        # the other, so that a report and the next claim are in flight at once (a row's checkpoints are saved
+        # before it finishes, so they still come before its report).
+        self._main = _Lane()
+        self._reports = _Lane()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._unreported: dict[int, ClaimedJob] = {}
         self._results: list[JobResult] = []
@@ -105,38 +116,42 @@ class Worker:
 
     # --- database access, with reconnection -------------------------------------------------------------------
 
-    async def _connect(self) -> db.AsyncConnection:
+    async def _connect(self, lane: _Lane) -> db.AsyncConnection:
         conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker")
         await db.become_service_session(conn)
-        if self._resync:
+        if self._resync and lane is self._main:
             # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
             keep = list(self._unreported)
             await conn.execute(queries.RELEASE_SQL_KEEP, [self.config.instance_id, False, keep])
             self._resync = False
         return conn
 
-    # Written by hand rather than with psycopg_pool: this process uses exactly one connection, under a lock, so
-    # that its claims, checkpoints and reports stay in order. A pool of one would still need this retry loop (a
-    # pool replaces a broken connection but does not retry the operation that broke), and its reconnect policy
-    # gives up after reconnect_timeout (5 minutes by default), while a worker must outlast any outage and then
-    # resync its claims (see _connect). test_lost_database_connections_are_survived covers the behaviour.
-    async def db_call(self, operation: Callable[[db.AsyncConnection], Awaitable[T]], *, give_up: bool = False) -> T:
-        """Run one database operation, reconnecting with backoff while the database is away."""
+    # Written by hand rather than with psycopg_pool: each of this process's two connections serves one operation
+    # at a time, under a lock, so that its claims and checkpoints stay in order. A pool would still need this
+    # retry loop (a pool replaces a broken connection but does not retry the operation that broke), and its
+    # reconnect policy gives up after reconnect_timeout (5 minutes by default), while a worker must outlast any
+    # outage and then resync its claims (see _connect). test_lost_database_connections_are_survived covers it.
+    async def db_call(self, operation: Callable[[db.AsyncConnection], Awaitable[T]], *, give_up: bool = False,
+                      reports: bool = False) -> T:
+        """Run one database operation (on the reports connection if asked), reconnecting with backoff while the
+        database is away."""
+        lane = self._reports if reports else self._main
         attempt = 0
         while True:
             try:
-                async with self._lock:
-                    if self._conn is None or self._conn.closed:
-                        self._conn = await self._connect()
-                    return await operation(self._conn)
+                async with lane.lock:
+                    if lane.conn is None or lane.conn.closed:
+                        lane.conn = await self._connect(lane)
+                    return await operation(lane.conn)
             except Exception as exc:
                 if not (db.is_retryable(exc) or isinstance(exc, DatabaseError)):
                     raise
-                if self._conn is not None:
+                if lane.conn is not None:
                     with contextlib.suppress(Exception):
-                        await self._conn.close()
-                    self._conn = None
-                    self._resync = True
+                        await lane.conn.close()
+                    lane.conn = None
+                    # A claim's answer may have been lost with it (a report is simply sent again).
+                    self._resync = self._resync or lane is self._main
                 if give_up and attempt >= 2:
                     raise
                 delay = min(self.config.settings.backoff_cap_seconds, 0.5 * 2**attempt)
@@ -448,7 +463,7 @@ class Worker:
                 return rows
 
         try:
-            rows = await self.db_call(report, give_up=give_up)
+            rows = await self.db_call(report, give_up=give_up, reports=True)
         except Exception:
             self._results = results + self._results
             self._logs = logs + self._logs
@@ -533,8 +548,9 @@ class Worker:
         finally:
             if self.provider is not None:
                 await self.provider.aclose()
-            if self._conn is not None:
-                await self._conn.close()
+            for lane in (self._main, self._reports):
+                if lane.conn is not None:
+                    await lane.conn.close()
 
 
 def run_worker(config: WorkerConfig, on_fatal: Callable[[str], None] | None = None) -> int:
