@@ -123,7 +123,15 @@ BEGIN
     IF p_limit IS NULL OR p_limit < 1 THEN
         RETURN;
     END IF;
-    PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
+    -- Reclaim only when some claim is old enough (a look at the in-flight index by claim time): usually none is,
+    -- and the call costs more than the look. A negative timeout goes to the call, which refuses it.
+    IF p_timeout_minutes < 0
+       OR EXISTS (SELECT 1 FROM csv_row_jobs j
+                  WHERE j.status IN ('claimed', 'processing')
+                    AND j.claimed_at < now() - make_interval(
+                        secs => (coalesce(p_timeout_minutes, 5) * 60)::double precision)) THEN
+        PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
+    END IF;
 
     -- Batches that can hand out work (a short list, from csv_batches_active_idx).
     SELECT array_agg(b.id ORDER BY b.created_at, b.id), array_agg(b.user_id ORDER BY b.created_at, b.id),
@@ -134,7 +142,9 @@ BEGIN
        AND (p_batch_id IS NULL OR b.id = p_batch_id)
        AND (p_user_id IS NULL OR b.user_id = p_user_id)
        AND b.processing_mode = coalesce(p_mode, 'sync')
-       AND csv_batch_has_pending_jobs(b.id);
+       -- csv_batch_has_pending_jobs, written out: a function call per batch costs more than its query
+       AND (SELECT p.id + 0 FROM csv_row_jobs p WHERE p.batch_id = b.id AND p.status = 'pending'
+            ORDER BY p.id + 0 LIMIT 1) IS NOT NULL;
     IF v_batches IS NULL THEN
         RETURN;
     END IF;
