@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain, repeat
 from operator import itemgetter
 
@@ -92,7 +92,9 @@ class _ChunkPlan:
                  country: int | None, product_end: bytes, headers: list[str]) -> None:
         self.encoder = encoder
         self.width = width
-        self.columns = [itemgetter(i) for i in columns]
+        # The mapped values of a row as one tuple (itemgetter gives a bare value for a single index).
+        self.columns: Callable[[list[str]], tuple[str, ...]] = (
+            itemgetter(*columns) if len(columns) > 1 else lambda row: tuple(row[i] for i in columns))
         self.describing = [itemgetter(i) for i in describing]
         self.country = itemgetter(country) if country is not None else None
         self.product_end = product_end
@@ -135,7 +137,7 @@ class _ChunkPlan:
     def encode(self, rows: list[list[str]], first_row_number: int) -> bytes | None:
         if set(map(len, rows)) != {self.width}:
             return None
-        if not _plain_values(chain.from_iterable(map(column, rows) for column in self.columns)):
+        if not _plain_values(map("\x00".join, map(self.columns, rows))):
             return None
         # Every row has something to describe: any() over each row's describing values.
         if not all(map(any, zip(*(map(column, rows) for column in self.describing), strict=True))):
@@ -157,7 +159,11 @@ def _json_object_template(headers: list[str]) -> str:
 def _plain_values(values: Iterable[str]) -> bool:
     """Whether every value is text that strip() and whitespace normalisation leave alone, with no HTML markup."""
     text = "\x00".join(values)  # the CSV reader never returns NUL, so it separates values unambiguously
-    if "  " in text or "\x00 " in text or " \x00" in text or text.startswith(" ") or text.endswith(" "):
+    if text.startswith(" ") or text.endswith(" "):
+        return False
+    # A space beside a space or a separator, found with one scan where the text allows: with separators made
+    # spaces, none of them can hide; only when one shows (an empty value also makes two) are they told apart.
+    if "  " in text.replace("\x00", " ") and ("  " in text or "\x00 " in text or " \x00" in text):
         return False
     if text.isascii():
         # One pass for every refused byte: the markup characters and the controls (which include all whitespace
