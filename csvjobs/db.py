@@ -36,7 +36,6 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"csvjobs\x00", "big") >> 1
 EMBEDDED_SYSTEM_USER = "embedded_postgres"
 
 
-
 def _json_loads(data: str | bytes) -> Any:
     """json and jsonb values as Python objects: orjson (several times faster than the json module, and every
     claimed row carries three such values), or the json module for what orjson refuses (integers past 64 bits)."""

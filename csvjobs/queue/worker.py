@@ -268,7 +268,13 @@ class Worker:
         # One statement, so one round trip and no BEGIN/COMMIT of its own (a transaction would be three).
         cur = await conn.execute(queries.CLAIM_SQL, [cfg.instance_id, cfg.batch_id, cfg.settings.claim_timeout_minutes,
                                                      limit, cfg.user_id, mode])
-        jobs = queries.parse_claims(await cur.fetchall())
+        rows = await cur.fetchall()
+        try:
+            jobs = queries.parse_claims(rows)
+        except Exception:
+            # The claim has committed: give its rows back (every row this worker holds but does not know of).
+            await conn.execute(queries.RELEASE_SQL_KEEP, [cfg.instance_id, False, list(self._unreported)])
+            raise
         for job in jobs:
             self._unreported[job.job_id] = job
         return jobs
