@@ -54,6 +54,31 @@ BEGIN
 END
 $$;
 
+-- Internal: has the row a pending row waits for (csv_row_jobs.depends_on: it reuses that row's images) finished?
+-- A lookup by key: a NOT EXISTS in the claim is planned as a hashed subplan that reads the whole table.
+CREATE OR REPLACE FUNCTION csv_dependency_done(p_depends_on bigint)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p_depends_on), 'completed')
+           NOT IN ('pending', 'claimed', 'processing');
+$$;
+
+-- Internal: a queued batch's first claim moves it to processing, and says so in its log.
+-- Locks: the batch row.
+CREATE OR REPLACE FUNCTION csv_start_batch(p_batch_id uuid, p_worker_id text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE csv_batches b
+       SET status = 'processing', started_at = coalesce(b.started_at, now()), updated_at = now()
+     WHERE b.id = p_batch_id AND b.status = 'queued';
+    IF FOUND THEN
+        INSERT INTO csv_processing_logs (batch_id, worker_instance, log_level, message, operation)
+        VALUES (p_batch_id, p_worker_id, 'INFO', 'batch processing started', 'batch_started');
+    END IF;
+END
+$$;
+
 -- Claim up to p_limit pending jobs for a worker, fairly across batches: slots go one by one to the batch with
 -- the fewest jobs in flight (counting the slots already given), so a small batch uploaded beside a huge one gets
 -- its rows in flight at once instead of waiting behind it. Optionally only one batch (dedicated workers) or one
@@ -87,6 +112,7 @@ DECLARE
     v_batches uuid[];
     v_owners uuid[];
     v_mappings jsonb[];
+    v_queued boolean[];
     v_load integer[];
     v_available integer[];
     v_share integer[];
@@ -117,8 +143,9 @@ BEGIN
 
     -- Batches that can hand out work (a short list, from csv_batches_active_idx).
     SELECT array_agg(b.id ORDER BY b.created_at, b.id), array_agg(b.user_id ORDER BY b.created_at, b.id),
-           array_agg(b.column_mapping ORDER BY b.created_at, b.id)
-      INTO v_batches, v_owners, v_mappings
+           array_agg(b.column_mapping ORDER BY b.created_at, b.id),
+           array_agg(b.status = 'queued' ORDER BY b.created_at, b.id)
+      INTO v_batches, v_owners, v_mappings, v_queued
       FROM csv_batches b
      WHERE b.status IN ('queued', 'processing')
        AND (p_batch_id IS NULL OR b.id = p_batch_id)
@@ -174,11 +201,8 @@ BEGIN
                 WHERE j.id = ANY (ARRAY(
                     SELECT p.id FROM csv_row_jobs p
                     WHERE p.batch_id = v_batches[i] AND p.status = 'pending'
-                      -- a row that reuses another's images waits until that row has finished (a scalar lookup
-                      -- by key: a NOT EXISTS here is planned as a hashed subplan that reads the whole table)
-                      AND (p.depends_on IS NULL
-                           OR coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p.depends_on), 'completed')
-                              NOT IN ('pending', 'claimed', 'processing'))
+                      -- a row that reuses another's images waits until that row has finished
+                      AND (p.depends_on IS NULL OR csv_dependency_done(p.depends_on))
                     ORDER BY p.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
                     LIMIT v_want
                     FOR UPDATE SKIP LOCKED))
@@ -191,12 +215,8 @@ BEGIN
             FROM claimed c ORDER BY c.id;
             GET DIAGNOSTICS v_got = ROW_COUNT;
             IF v_got > 0 THEN
-                UPDATE csv_batches b
-                   SET status = 'processing', started_at = coalesce(b.started_at, now()), updated_at = now()
-                 WHERE b.id = v_batches[i] AND b.status = 'queued';
-                IF FOUND THEN
-                    INSERT INTO csv_processing_logs (batch_id, worker_instance, log_level, message, operation)
-                    VALUES (v_batches[i], p_worker_id, 'INFO', 'batch processing started', 'batch_started');
+                IF v_queued[i] THEN
+                    PERFORM csv_start_batch(v_batches[i], p_worker_id);
                 END IF;
                 v_remaining := v_remaining - v_got;
             END IF;
@@ -208,9 +228,9 @@ END
 $$;
 
 -- The contract's single-job claim: the next pending job (optionally of one batch) or no row, with its claim
--- token (attempt). With one batch handing out work (the common case) it claims in statements of its own, whose
--- constant LIMIT 1 lets PostgreSQL keep one plan for them: claim_csv_row_jobs' varying limit makes it plan its
--- claim again on every call, which costs more than the claim itself. With several, it is claim_csv_row_jobs.
+-- token (attempt). With one batch handing out work (the common case) it claims the row in one statement of its
+-- own, without claim_csv_row_jobs' sharing out of slots among batches (with one batch there is nothing to share,
+-- and a worker calling once a row pays it once a row). With several, it is claim_csv_row_jobs.
 -- Locks: as claim_csv_row_jobs.
 CREATE OR REPLACE FUNCTION claim_next_csv_row_job(
     p_worker_id text,
@@ -253,9 +273,7 @@ BEGIN
     WHERE j.id = (
         SELECT p.id FROM csv_row_jobs p
         WHERE p.batch_id = v_batch.id AND p.status = 'pending'
-          AND (p.depends_on IS NULL
-               OR coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p.depends_on), 'completed')
-                  NOT IN ('pending', 'claimed', 'processing'))
+          AND (p.depends_on IS NULL OR csv_dependency_done(p.depends_on))
         ORDER BY p.id + 0
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
@@ -266,13 +284,7 @@ BEGIN
         RETURN;
     END IF;
     IF v_batch.status = 'queued' THEN
-        UPDATE csv_batches b
-           SET status = 'processing', started_at = coalesce(b.started_at, now()), updated_at = now()
-         WHERE b.id = v_batch.id AND b.status = 'queued';
-        IF FOUND THEN
-            INSERT INTO csv_processing_logs (batch_id, worker_instance, log_level, message, operation)
-            VALUES (v_batch.id, p_worker_id, 'INFO', 'batch processing started', 'batch_started');
-        END IF;
+        PERFORM csv_start_batch(v_batch.id, p_worker_id);
     END IF;
     RETURN QUERY SELECT v_job.id, v_job.batch_id, v_batch.user_id, v_job.row_number, v_job.row_data::jsonb,
                         csv_row_job_product(v_job.row_data, v_job.product, v_batch.column_mapping),

@@ -141,7 +141,8 @@ BEGIN
               'review_csv_images', 'request_csv_image_regeneration', 'csv_openai_batch_holder',
               'csv_openai_batch_take_rows', 'open_csv_openai_batch', 'lease_csv_openai_batches',
               'update_csv_openai_batch', 'split_csv_openai_batch', 'release_csv_openai_batch_rows',
-              'finish_csv_openai_batch', 'release_csv_openai_batch_leases', 'csv_fold_batch_counters'])
+              'finish_csv_openai_batch', 'release_csv_openai_batch_leases', 'csv_fold_batch_counters',
+              'csv_dependency_done', 'csv_start_batch'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -151,6 +152,8 @@ $$;
 GRANT EXECUTE ON FUNCTION
     csv_add_batch_results(uuid, integer, integer, numeric),
     csv_fold_batch_counters(uuid, boolean),
+    csv_dependency_done(bigint),
+    csv_start_batch(uuid, text),
     csv_release_jobs(bigint[], boolean, text),
     csv_reclaim_timed_out_jobs(numeric),
     csv_batch_has_pending_jobs(uuid),
