@@ -360,7 +360,8 @@ def upload_rows(conn: psycopg.Connection) -> list[tuple]:
 
 
 @pytest.mark.slow  # starts a parser process
-@pytest.mark.parametrize("long_text", ["", "x" * 1500])  # long: chunks bigger than the pipe's buffer
+# long: chunks bigger than the pipe's buffer; longer: each chunk bigger than all the parent reads ahead
+@pytest.mark.parametrize("long_text", ["", "x" * 1500, "y" * 26_000])
 def test_parsing_in_a_child_process_uploads_the_same_rows(settings, conn, tmp_path, long_text) -> None:
     rows = [f"US,Shoes,{i % 40},SKU-{i},Runner {i},{'<p>Fast</p>' if i % 5 else 'Fast  shoe'}{long_text}"
             for i in range(3000)]

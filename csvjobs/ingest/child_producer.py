@@ -31,7 +31,7 @@ from csvjobs.errors import CsvJobsError, InputError
 
 _HEADER = struct.Struct(">IQ")  # payload length, progress position
 _PIPE_BYTES = 1024 * 1024  # a bigger pipe than Linux's 64 KiB default means fewer stalls on either side
-_READ_AHEAD = 24  # chunks read ahead of the server (a chunk is about 0.3 MB for 1,000 rows of 300 bytes)
+_READ_AHEAD_BYTES = 24 * 1024 * 1024  # read ahead of the server (a chunk of 1,000 rows of 300 bytes is 0.3 MB)
 
 # What a child's producer yields: (chunk, progress position); it returns a JSON-serialisable summary.
 Produce = Generator[tuple[bytes, int], None, Any]
@@ -70,29 +70,36 @@ class ChildProducer:
     def chunks(self) -> Iterator[bytes | memoryview]:
         """The chunks in the order the child produced them; each is valid only until the next is asked for.
 
-        A thread reads ahead into a few recycled buffers (_READ_AHEAD of them): the child and the server take turns
-        being the slower one, and with only the pipe between them each waited for the other (measured: the parent
-        spent as long waiting for the child as for the server). Recycled, because allocating a buffer a chunk
-        cost more than moving the bytes.
+        A thread reads ahead, up to _READ_AHEAD_BYTES (and one chunk more), into recycled buffers: the child and
+        the server take turns being the slower one, and with only the pipe between them each waited for the other
+        (measured: the parent spent as long waiting for the child as for the server). Recycled, because allocating
+        a buffer a chunk cost more than moving the bytes.
         """
-        free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(_READ_AHEAD):
-            free.put(bytearray(_PIPE_BYTES))
-        ready: queue.Queue[tuple[bytearray, int, int] | BaseException | None] = queue.Queue()
+        spare: list[bytearray] = []  # buffers of _PIPE_BYTES to reuse
+        held = 0  # bytes in chunks read ahead and not yet done with
+        room = threading.Condition()
         stop = threading.Event()
+        ready: queue.Queue[tuple[bytearray, int, int] | BaseException | None] = queue.Queue()
 
         def read_ahead() -> None:
+            nonlocal held
             header = bytearray(_HEADER.size)
             try:
-                while not stop.is_set():
-                    buffer = free.get()
+                while True:
+                    with room:
+                        while held >= _READ_AHEAD_BYTES and not stop.is_set():
+                            room.wait()
+                        if stop.is_set():
+                            return
                     self._read_into(memoryview(header))
                     size, position = _HEADER.unpack(header)
                     if not size:
                         ready.put(None)
                         return
-                    if size > len(buffer):
-                        buffer = bytearray(size)  # a chunk of unusually long rows
+                    with room:
+                        # a chunk of unusually long rows gets a buffer of its own, used once
+                        buffer = spare.pop() if spare and size <= _PIPE_BYTES else bytearray(max(size, _PIPE_BYTES))
+                        held += len(buffer)
                     self._read_into(memoryview(buffer)[:size])
                     ready.put((buffer, size, position))
             except BaseException as exc:  # handed to the consumer, which raises it
@@ -106,10 +113,15 @@ class ChildProducer:
                     raise item
                 buffer, size, self.position = item
                 yield memoryview(buffer)[:size]
-                free.put(buffer)
+                with room:
+                    held -= len(buffer)
+                    if len(buffer) == _PIPE_BYTES:
+                        spare.append(buffer)
+                    room.notify()
         finally:
-            stop.set()
-            free.put(bytearray(0))  # wake a reader waiting for a buffer, so that it sees stop
+            with room:
+                stop.set()
+                room.notify()
 
     def result(self) -> Any:
         """The producer's summary; re-raises its InputError, and raises ChildProcessFailed if it failed so."""
