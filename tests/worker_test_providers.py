@@ -41,3 +41,42 @@ def _flaky(_row: int, call: int) -> None:
 def flaky(settings: Any) -> _Scripted:
     """Every row fails twice with a transient error, then succeeds."""
     return _Scripted(_flaky)
+
+
+class _Counting(NoopProvider):
+    """Sleeps like noop:0.1 and keeps, in files named by CSVJOBS_TEST_COUNT_FILE, how many rows every worker
+    process of the pool is processing at this moment and the most there ever were (under an exclusive lock)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(0.1)
+        self.path = path
+
+    def _add(self, delta: int) -> None:
+        import fcntl
+        import os
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            text = os.read(fd, 100).decode() or "0 0"
+            now, peak = (int(v) for v in text.split())
+            now += delta
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{now} {max(now, peak)}".encode())
+        finally:
+            os.close(fd)
+
+    async def process(self, ctx: RowContext) -> RowOutcome:
+        self._add(1)
+        try:
+            return await super().process(ctx)
+        finally:
+            self._add(-1)
+
+
+def counting(settings: Any) -> _Counting:
+    """noop:0.1 that counts the rows being processed at once across the pool's processes."""
+    import os
+
+    return _Counting(os.environ["CSVJOBS_TEST_COUNT_FILE"])

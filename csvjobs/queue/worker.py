@@ -243,7 +243,10 @@ class Worker:
         while not self._stopping:
             # Cleared before looking at the state, so a wake-up that arrives after the look is never lost.
             self._wake.clear()
-            free = cfg.concurrency - len(self._running)
+            # A finished row stays held in the database until its report lands (on the other connection);
+            # claiming goes on meanwhile, but never past a full report's worth of finished rows held.
+            held = cfg.concurrency + cfg.settings.report_batch_size
+            free = min(cfg.concurrency - len(self._running), held - len(self._unreported))
             if free <= 0:
                 await self._wait(cfg.settings.poll_seconds)
                 continue
@@ -474,6 +477,8 @@ class Worker:
             self._results = results + self._results
             self._logs = logs + self._logs
             raise
+        if rows:
+            self._wake.set()  # the claim loop may be waiting for held rows to be reported
         for row in rows:
             self._unreported.pop(row["job_id"], None)
             if not row["applied"]:
