@@ -128,6 +128,9 @@ def test_review_with_the_keyboard_and_redo_while_a_worker_runs(env, batch, revie
         page.keyboard.press("r")
         wait(lambda: (review_of(1)["review"] or {}).get("single_white_background", {}).get("state") == "rejected",
              "row 1's white image rejected")
+        # The page redraws after the change and puts the focus back on row 1's white image: let it, before
+        # moving the focus on (else the redraw can take it back just before the key press).
+        page.wait_for_selector('.row[data-row="1"] figure.rejected[data-style="single_white_background"]')
 
         page.on("dialog", lambda dialog: dialog.accept("warmer light, no people"))
         page.locator('.row[data-row="2"] figure[data-style="lifestyle_emotional"]').focus()
