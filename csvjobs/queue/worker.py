@@ -108,7 +108,6 @@ class Worker:
         self._stopping = False
         self._hard_stop = asyncio.Event()
         self._resync = False
-        self._waiting_for_reports = False  # the claim loop holds all the finished rows it may (see _claim_loop)
         self.storage = open_storage(self.config.settings)
         self.fatal: str | None = None
         self._driver: OpenAIBatchDriver | None = None
@@ -249,7 +248,6 @@ class Worker:
             # report's worth, reports came smaller and the pool ran 10-15% slower).
             held = cfg.concurrency + 4 * cfg.settings.report_batch_size
             free = min(cfg.concurrency - len(self._running), held - len(self._unreported))
-            self._waiting_for_reports = len(self._unreported) >= held
             if free <= 0:
                 await self._wait(cfg.settings.poll_seconds)
                 continue
@@ -480,8 +478,8 @@ class Worker:
             self._results = results + self._results
             self._logs = logs + self._logs
             raise
-        if rows and self._waiting_for_reports:
-            self._wake.set()  # the claim loop waits for held rows to be reported
+        if rows:
+            self._wake.set()  # the claim loop may wait for held rows to be reported (or, at the end, to exit)
         for row in rows:
             self._unreported.pop(row["job_id"], None)
             if not row["applied"]:
