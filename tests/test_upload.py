@@ -179,18 +179,22 @@ def test_real_shopify_template_export(run_cli, conn) -> None:
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
-def test_real_brazilian_woocommerce_export_with_bom_needs_map(run_cli, conn) -> None:
+def test_real_brazilian_woocommerce_export_with_bom_uploads_without_map(run_cli, conn) -> None:
     path = str(REAL_DATA / "woocommerce_ptbr_products.csv")
-    refused = run_cli("upload", path)
-    assert refused.code == 2 and "--map" in refused.stderr and "'Nome'" in refused.stderr
-    result = run_cli("upload", path, "--map", "title=Nome", "--map", "description=Descrição",
-                     "--map", "product_type=Categorias", "--map", "mpn=REF", "--country", "BR", "--json")
+    result = run_cli("upload", path, "--country", "BR", "--json")
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["total_rows"] == 11
+    assert "preset: woocommerce" in run_cli("upload", path, "--dry-run").stdout
     rows = jobs(conn)
     assert rows[0]["row_data"]["ID"] == "65"  # the BOM is not part of the first header
     assert rows[0]["product"]["title"] == "Single date registration"
     assert rows[0]["product"]["description"].startswith("Lorem ipsum")
+    assert rows[0]["product"]["mpn"] == "" and rows[0]["product"]["product_type"] == "Sem categoria"
+    # A variation (Produto ascendente id:65) is described by its parent's fields, not by its country alone.
+    assert rows[1]["product"]["product_type"] == "Sem categoria" and rows[1]["product"]["description"]
+    mapped = run_cli("upload", path, "--map", "title=Nome", "--map", "description=Descrição",
+                     "--map", "product_type=Categorias", "--map", "mpn=REF", "--country", "BR", "--json")
+    assert mapped.code == 0, mapped.stderr
 
 
 def test_dry_run_validates_and_writes_nothing(run_cli, conn, settings, tmp_path) -> None:

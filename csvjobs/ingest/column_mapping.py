@@ -13,21 +13,20 @@ from html.parser import HTMLParser
 from typing import Any, Literal
 
 from csvjobs.errors import InputError
+from csvjobs.ingest.shop_columns import canonical_index, normalise_header, woocommerce_language
 from csvjobs.models import PIPELINE_FIELDS
 
 Preset = Literal["auto", "shopify", "woocommerce", "plain"]
 PRESETS: tuple[str, ...] = ("auto", "shopify", "woocommerce", "plain")
 
-_SPACES = re.compile(r"[\s_\-]+")
 _SIZE_NAMES = re.compile(r"^(size|sizes|tamanho|talla|taille|gr[öo](ss|ß)e|taglia|maat|dimensions?)$", re.I)
 
 
-def normalise_header(header: str) -> str:
-    """Headers compare case- and space-insensitively ("Body (HTML)" == "body  (html)" == "BODY_(HTML)")."""
-    return _SPACES.sub(" ", header.replace("\ufeff", "")).strip().lower()
+__all__ = ["ColumnMapping", "RowMapper", "build_mapping", "detect_preset", "normalise_header"]
 
 
-# For each pipeline field, the preset's columns in order of preference (the first non-empty value wins).
+# For each pipeline field, the preset's columns in order of preference (the first non-empty value wins), by their
+# canonical names (shop_columns: Shopify's legacy names, WooCommerce's English ones).
 _SHOPIFY: dict[str, tuple[str, ...]] = {
     "title": ("Title",),
     "description": ("Body (HTML)", "SEO Description"),
@@ -54,10 +53,12 @@ _PLAIN: dict[str, tuple[str, ...]] = {name: (name,) for name in PIPELINE_FIELDS}
 def detect_preset(headers: list[str]) -> str:
     """Pick the preset whose signature columns the headers have."""
     names = {normalise_header(h) for h in headers}
-    if {"handle", "title", "body (html)"} <= names:
-        return "shopify"
+    if {"handle", "title", "body (html)"} <= names or {"url handle", "title"} <= names:
+        return "shopify"  # the legacy export, or today's
     if {"sku", "name"} <= names and ({"regular price", "categories", "type"} & names):
         return "woocommerce"
+    if woocommerce_language(headers) is not None:
+        return "woocommerce"  # an export in the shop's language
     return "plain"
 
 
@@ -112,9 +113,7 @@ def build_mapping(headers: list[str], preset: str, explicit: dict[str, str]) -> 
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     chosen = detect_preset(headers) if preset == "auto" else preset
-    index: dict[str, int] = {}
-    for i, header in enumerate(headers):
-        index.setdefault(normalise_header(header), i)
+    index = canonical_index(headers, chosen)
     table = {"shopify": _SHOPIFY, "woocommerce": _WOOCOMMERCE}.get(chosen, _PLAIN)
     mapping = ColumnMapping(headers=headers, preset=chosen, explicit=explicit)
     for name in PIPELINE_FIELDS:
@@ -230,8 +229,7 @@ class RowMapper:
     def __init__(self, mapping: ColumnMapping, default_country: str = "") -> None:
         self.mapping = mapping
         self.default_country = default_country
-        idx = {normalise_header(h): i for i, h in reversed(list(enumerate(mapping.headers)))}
-        self._idx = idx
+        self._idx = canonical_index(mapping.headers, mapping.preset)
         self._shopify_product: dict[str, str] = {}
         self._shopify_handle: str | None = None
         self._shopify_option_names: list[str] = []
