@@ -683,6 +683,23 @@ def export(
         bool, typer.Option("--all", help="Shop formats: every current image, even after a review (default: once "
                            "any image is reviewed, approved images only).")
     ] = False,
+    replace_images: Annotated[
+        bool, typer.Option("--replace-images", help="Shop formats: write the file even though the source did not "
+                           "list the shop's current images, accepting that the import replaces them.")
+    ] = False,
+    include_placeholders: Annotated[
+        bool, typer.Option("--include-placeholders", help="Shop formats: let the offline provider's placeholder "
+                           "images into the file (refused by default).")
+    ] = False,
+    variant_images: Annotated[
+        bool, typer.Option("--variant-images/--no-variant-images", help="Shop formats: set each variant's image "
+                           "to its new white image (lists every variant as the source export lists them). "
+                           "Default: off, so no variant is touched.")
+    ] = False,
+    require_photo: Annotated[
+        bool, typer.Option("--require-photo", help="Shop formats: leave out rows whose images were made without "
+                           "the product's photo.")
+    ] = False,
     user: UserOption = None,
 ) -> None:
     """Export a batch: every row with its prompts, images, tags, status and error, or a shop import file.
@@ -690,11 +707,15 @@ def export(
     Example: csvjobs export 3f0c... --format shopify -o images.csv   (or --format html -o gallery.html)
     """
     from csvjobs.operate.export import export_batch
+    from csvjobs.operate.shop_export import ShopExportOptions
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
-    report = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout, base_url=base_url,
-                          handle_column=handle_column, all_images=all_images)
+    shop = ShopExportOptions(handle_column=handle_column, replace_images=replace_images,
+                             include_placeholders=include_placeholders, variant_images=variant_images,
+                             require_photo=require_photo)
+    report = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout, base_url=base_url, shop=shop,
+                          all_images=all_images)
     if output is not None:
         err.print(f"wrote {report.count} {report.what} to {output}")
     for note in report.notes:

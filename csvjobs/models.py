@@ -151,6 +151,8 @@ class BatchProgress(BaseModel):
     updated_at: datetime
     processing_mode: str = "sync"
     openai_batches: list[OpenAIBatchInfo] = []
+    # Completed rows whose images were made without the product's photo (it could not be fetched or used).
+    rows_without_photo: int = 0
 
     @property
     def finished(self) -> bool:

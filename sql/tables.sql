@@ -108,6 +108,10 @@ CREATE INDEX IF NOT EXISTS csv_row_jobs_claimed_at_idx ON csv_row_jobs (claimed_
     WHERE status IN ('claimed', 'processing');
 CREATE INDEX IF NOT EXISTS csv_row_jobs_failed_idx ON csv_row_jobs (batch_id, row_number) WHERE status = 'failed';
 -- The rows waiting for another: found when that row finishes, so that they are handed out at once.
+-- Rows whose images were made without the product's photo (an image with "edited": false): rows_without_photo
+-- counts only these few, never the whole batch.
+CREATE INDEX IF NOT EXISTS csv_row_jobs_without_photo_idx ON csv_row_jobs (batch_id)
+    WHERE status = 'completed' AND jsonb_path_exists(generated_images, '$[*] ? (@.edited == false)');
 CREATE INDEX IF NOT EXISTS csv_row_jobs_depends_on_idx ON csv_row_jobs (depends_on) WHERE depends_on IS NOT NULL;
 -- A batch's rows (export, the delete trigger, a user's query by batch): bloom summaries stay selective when
 -- ranges hold several batches. Ranges are summarised by autovacuum (autosummarize); until then they are read, as

@@ -18,6 +18,8 @@ from test_worker_pool import finish, start_pool
 from csvjobs.cli import _parse_rows
 from csvjobs.errors import InputError
 
+# A plain CSV made with the offline provider: the shop export must be told it may replace images and use placeholders.
+SHOP_OK = ("--replace-images", "--include-placeholders")
 BASE = "https://cdn.example.test/img"
 
 
@@ -60,14 +62,14 @@ def test_approve_reject_and_redo_one_image_with_a_note(env, fake, conn, home: Pa
     assert {s["state"] for s in reviews[3].values()} == {"rejected"}
 
     # Shop files carry approved images only once a batch has been reviewed; --all carries every current image.
-    shop = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
+    shop = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, *SHOP_OK)
     assert shop.returncode == 0, shop.stderr
     assert "only approved images are in the file" in shop.stderr
     rows = list(csv.DictReader(io.StringIO(shop.stdout)))
     assert [r["SKU"] for r in rows] == ["M1", "B2"]
-    assert all(r["Images"].count(",") == 0 and "single_white_background" in r["Images"] for r in rows)
+    assert all(r["Images"].count(",") == 0 and r["Images"].endswith("-white.png") for r in rows)
     everything = list(csv.DictReader(io.StringIO(cli(env, "export", str(batch), "--format", "woocommerce",
-                                                     "--base-url", BASE, "--all").stdout)))
+                                                     "--base-url", BASE, "--all", *SHOP_OK).stdout)))
     assert len(everything) == 3 and all(r["Images"].count(",") == 1 for r in everything)
 
     old = conn.execute("SELECT generated_images FROM csv_row_jobs WHERE batch_id = %s AND row_number = 3",
@@ -113,7 +115,7 @@ def test_approve_reject_and_redo_one_image_with_a_note(env, fake, conn, home: Pa
     assert cli(env, "regenerate", str(batch), "--rows", "1", "--style", "white").returncode == 0
     work(env)
     def shop_images() -> str:
-        shop = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
+        shop = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, *SHOP_OK)
         assert shop.returncode == 0, shop.stderr
         return next(r for r in csv.DictReader(io.StringIO(shop.stdout)) if r["SKU"] == "M1")["Images"]
     assert shop_images() == f"{BASE}/{approved_white['storage_path']}"

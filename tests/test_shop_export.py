@@ -18,7 +18,7 @@ from photo_server import PhotoServer
 from test_s3_storage import S3, s3, s3_env  # noqa: F401  (fixtures)
 from test_worker_pool import finish, start_pool
 
-from csvjobs.operate.shop_export import ALT_TEXT_LIMIT, SHOPIFY_HEADERS, WOOCOMMERCE_HEADERS, slug
+from csvjobs.operate.shop_export import ALT_TEXT_LIMIT, SHOPIFY_VARIANT_HEADERS, WOOCOMMERCE_HEADERS, slug
 
 pytestmark = pytest.mark.slow
 BASE = "https://cdn.example.test/shop-images"
@@ -70,11 +70,12 @@ def test_the_real_shopify_export_becomes_a_shopify_import_file(env, conn, tmp_pa
                           " AND batch_id = %s", [batch]).fetchone()
     assert logged == {"n": 8}
     out = tmp_path / "images.csv"
-    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "-o", str(out))
+    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "-o", str(out),
+                 "--include-placeholders", "--variant-images")
     assert result.returncode == 0, result.stderr
     assert "Overwrite products with matching handles" in result.stderr and f"under {BASE}/" in result.stderr
     headers, rows = parse(out.read_text(encoding="utf-8"))
-    assert headers == SHOPIFY_HEADERS
+    assert headers == SHOPIFY_VARIANT_HEADERS
 
     source_rows = list(csv.DictReader(io.StringIO(local.read_text(encoding="utf-8"))))
     handles = list(dict.fromkeys(r["Handle"] for r in source_rows))
@@ -96,9 +97,9 @@ def test_the_real_shopify_export_becomes_a_shopify_import_file(env, conn, tmp_pa
     shirt = [r for r in rows if r["Handle"] == "example-shirt"]
     # 12 variants in 4 colours and 3 sizes: sizes share their colour's images, so 4 x 2 new images, not 12 x 2.
     assert len([r for r in shirt if r["Image Src"]]) == 6 + 8
-    variants = [r for r in shirt if r["Variant Image"]]
+    variants = [r for r in shirt if r["Option1 Value"]]  # laid out as Shopify's export: beside the images
     assert len(variants) == 12 and all(r["Option1 Name"] == "Color" and r["Option2 Name"] == "Size"
-                                       and not r["Image Src"] for r in variants)
+                                       and r["Variant Image"] for r in variants)
     assert len({r["Variant Image"] for r in variants}) == 4
     assert {r["Variant Image"] for r in variants} <= {r["Image Src"] for r in shirt}
     by_colour = {(r["Option1 Value"], r["Variant Image"]) for r in variants}
@@ -111,16 +112,14 @@ def test_the_real_woocommerce_export_becomes_a_woocommerce_import_file(env, conn
     batch = upload_and_work(env, REAL_DATA / "woocommerce_ptbr_products.csv", "--map", "title=Nome", "--map",
                             "description=Descrição", "--map", "product_type=Categorias", "--map", "mpn=REF")
     out = tmp_path / "woo.csv"
-    result = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, "-o", str(out))
+    result = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, "-o", str(out),
+                 "--include-placeholders", "--variant-images")
     assert result.returncode == 0, result.stderr
     assert "Update existing products" in result.stderr
     headers, rows = parse(out.read_text(encoding="utf-8"))
     assert headers == WOOCOMMERCE_HEADERS
     source = list(csv.DictReader(io.StringIO((REAL_DATA / "woocommerce_ptbr_products.csv").read_text("utf-8-sig"))))
-    completed = conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE batch_id = %s AND status = 'completed'",
-                             [batch]).fetchone()
-    assert completed is not None and len(rows) == completed["n"] > 0
-    assert {r["ID"] for r in rows} <= {r["ID"] for r in source}
+    assert rows and {r["ID"] for r in rows} <= {r["ID"] for r in source}
     variations = 0
     for row in rows:
         original = next(r for r in source if r["ID"] == row["ID"])
@@ -128,11 +127,14 @@ def test_the_real_woocommerce_export_becomes_a_woocommerce_import_file(env, conn
         assert all(u.startswith(BASE + "/csv-images/") for u in images)
         if original["Produto ascendente"]:  # a variation (pt-BR for Parent): its one image, its own
             variations += 1
-            assert len(images) == 1 and images[0].endswith("single_white_background.png") and row["Tags"] == ""
-        else:
-            assert len(images) == 2 and row["Tags"]
-    assert variations == sum(1 for r in source if r["Produto ascendente"] and r["ID"] in {x["ID"] for x in rows})
+            assert len(images) == 1 and images[0].endswith("-white.png") and row["Tags"] == ""
+        else:  # a parent: its own two images, and those of its variations that do not share its look
+            assert len(images) >= 2 and row["Tags"]
     assert variations > 0
+    default = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, "--include-placeholders")
+    assert default.returncode == 0, default.stderr
+    rows = parse(default.stdout)[1]
+    assert rows and not any(next(r for r in source if r["ID"] == row["ID"])["Produto ascendente"] for row in rows)
 
 
 def test_local_storage_has_no_url_a_shop_can_fetch(env, conn, tmp_path: Path) -> None:
@@ -146,7 +148,8 @@ def test_local_storage_has_no_url_a_shop_can_fetch(env, conn, tmp_path: Path) ->
     assert "--base-url" in result.stderr and not out.exists()
     woo = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
     assert woo.returncode == 2 and "no ID or SKU" in woo.stderr
-    shop = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE)
+    shop = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "--replace-images",
+               "--include-placeholders")
     assert shop.returncode == 0, shop.stderr
     _headers, rows = parse(shop.stdout)
     assert {r["Handle"] for r in rows} == {slug("Mug")} == {"mug"}
@@ -156,10 +159,10 @@ def test_a_source_without_a_stable_identifier_is_refused(env, conn, tmp_path: Pa
     source = tmp_path / "p.csv"
     source.write_text("product_type,description\nMug,Big mug\n")
     batch = upload_and_work(env, source)
-    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE)
+    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "--replace-images")
     assert result.returncode == 2 and "--handle-column" in result.stderr
-    by_column = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE,
-                    "--handle-column", "product_type")
+    by_column = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "--replace-images",
+                    "--include-placeholders", "--handle-column", "product_type")
     assert by_column.returncode == 0, by_column.stderr
     assert {r["Handle"] for r in parse(by_column.stdout)[1]} == {"Mug"}
 
@@ -168,7 +171,7 @@ def test_presigned_s3_urls_are_fetched_by_the_shop(s3_env, s3: S3, conn, tmp_pat
     source = tmp_path / "p.csv"
     source.write_text("title,description,mpn\nMug,Big mug,M-1\nBowl,Salad bowl,B-2\n")
     batch = upload_and_work(s3_env, source)
-    result = cli(s3_env, "export", str(batch), "--format", "woocommerce")
+    result = cli(s3_env, "export", str(batch), "--format", "woocommerce", "--replace-images", "--include-placeholders")
     assert result.returncode == 0, result.stderr
     assert "presigned and expire on" in result.stderr and "import before" in result.stderr
     _headers, rows = parse(result.stdout)
@@ -180,7 +183,7 @@ def test_presigned_s3_urls_are_fetched_by_the_shop(s3_env, s3: S3, conn, tmp_pat
             with urllib.request.urlopen(url, timeout=30) as response:  # what the shop's importer does
                 assert response.status == 200 and response.read(8) == b"\x89PNG\r\n\x1a\n"
     public = cli(dict(s3_env, CSVJOBS_PUBLIC_BASE_URL="https://images.example.test"), "export", str(batch),
-                 "--format", "woocommerce")
+                 "--format", "woocommerce", "--replace-images", "--include-placeholders")
     assert public.returncode == 0, public.stderr
     assert all(u.strip().startswith("https://images.example.test/csv-images/")
                for r in parse(public.stdout)[1] for u in r["Images"].split(","))
@@ -198,7 +201,8 @@ def test_woocommerce_keeps_the_existing_images_first_and_merges_tags(env, conn, 
         batch = upload_and_work(env, source)
     finally:
         photos.stop()
-    result = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE)
+    result = cli(env, "export", str(batch), "--format", "woocommerce", "--base-url", BASE, "--include-placeholders",
+                 "--variant-images")
     assert result.returncode == 0, result.stderr
     _headers, rows = parse(result.stdout)
     parent, variation = rows

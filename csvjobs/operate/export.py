@@ -4,12 +4,14 @@ as CSV that is safe to open in a spreadsheet, as JSON lines, or as a self-contai
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
 import json
 import mimetypes
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +24,14 @@ from csvjobs.errors import InputError
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
-from csvjobs.operate.shop_export import shopify_products, woocommerce_rows, write_shopify, write_woocommerce
+from csvjobs.operate.shop_export import (
+    ShopExportNotes,
+    ShopExportOptions,
+    shopify_products,
+    woocommerce_products,
+    write_shopify,
+    write_woocommerce,
+)
 from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import is_remote_photo
@@ -33,10 +42,12 @@ FORMATS = ("csv", "jsonl", "html", "shopify", "woocommerce")
 SHOP_FORMATS = ("shopify", "woocommerce")
 APPROVED_ONLY = ("images of this batch have been reviewed, so only approved images are in the file (--all puts "
                  "in every current image)")
-SHOPIFY_HINT = ("import it in Shopify under Products > Import, ticking 'Overwrite products with matching handles', "
-                "so the images are added to your existing products rather than creating new ones")
-WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking 'Update existing products', so "
-                    "products are matched by ID or SKU rather than created again")
+SHOPIFY_HINT = ("import it in Shopify under Products > Import, ticking 'Overwrite products with matching handles' "
+                "(and nothing else): the file lists each product's existing images first, in their order, then the "
+                "new ones, so the images are added and nothing else of the product changes")
+WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking 'Update existing products' (and "
+                    "leaving 'Map CSV fields' as it proposes): products are matched by ID or SKU, their existing "
+                    "images and tags stay and the new ones are added")
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
@@ -100,58 +111,73 @@ def export_batch(
     out: TextIO,
     *,
     base_url: str | None = None,
-    handle_column: str | None = None,
+    shop: ShopExportOptions | None = None,
     all_images: bool = False,
 ) -> ExportReport:
     """Write a batch in the chosen format to output (or out): every row (csv, jsonl, html), or the file a shop's
     importer takes (shopify, woocommerce)."""
+    shop = shop or ShopExportOptions()
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
     if output is not None and output.is_dir():
         raise InputError(f"{output} is a directory; give a file name such as {output / f'batch.{fmt}'}")
-    if handle_column is not None and fmt != "shopify":
+    if shop.handle_column is not None and fmt != "shopify":
         raise InputError("--handle-column is for --format shopify")
+    if fmt not in SHOP_FORMATS and (shop.replace_images or shop.include_placeholders or shop.variant_images
+                                    or shop.require_photo):
+        raise InputError("--replace-images, --include-placeholders, --variant-images and --require-photo are for "
+                         "--format shopify and woocommerce")
     user_id = resolve_user_id(settings)
     storage = open_storage(settings)
     urls = (ImageUrls(storage, base_url or settings.public_base_url) if fmt in SHOP_FORMATS else None)
     _target, conn = db.open_database(settings, application_name="csvjobs-export")
     with conn, db.user_transaction(conn, user_id):
         batch = queries.export_header(conn, batch_id)
-        target: TextIO
-        tmp: Path | None = None
-        if output is None:
-            target = out
-        else:
-            tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-            target = tmp.open("w", encoding="utf-8", newline="")
-        try:
+        with _output_file(output, out) as target:
             rows = queries.export_rows(conn, batch_id)
-            report = ExportReport(0)
             approved_only = bool(batch["reviewed"]) and not all_images
-            if urls is not None:
-                urls.approved_only = approved_only
-            if fmt == "shopify" and urls is not None:
-                products = shopify_products(rows, batch, storage, urls, handle_column)
-                report = ExportReport(write_shopify(target, products), "product(s)", [urls.note, SHOPIFY_HINT])
-                if approved_only:
-                    report.notes.append(APPROVED_ONLY)
-            elif fmt == "woocommerce" and urls is not None:
-                report = ExportReport(write_woocommerce(target, woocommerce_rows(rows, batch, urls)),
-                                      "product(s) and variation(s)", [urls.note, WOOCOMMERCE_HINT])
-                if approved_only:
-                    report.notes.append(APPROVED_ONLY)
-            else:
+            if urls is None:
                 writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
-                report = ExportReport(writer(target, rows, list(batch["csv_headers"]), batch, storage))
-        except BaseException:
-            if tmp is not None:
-                target.close()
-                tmp.unlink(missing_ok=True)
-            raise
-        if tmp is not None and output is not None:
-            target.close()
-            os.replace(tmp, output)
-        return report
+                return ExportReport(writer(target, rows, list(batch["csv_headers"]), batch, storage))
+            urls.approved_only = approved_only
+            notes = ShopExportNotes()
+            if fmt == "shopify":
+                products, current = shopify_products(rows, batch, storage, urls, shop, notes)
+                notes.finish(shop)
+                count = write_shopify(target, products, current_format=current, variant_images=shop.variant_images)
+                report = ExportReport(count, "product(s)", [urls.note, SHOPIFY_HINT])
+            else:
+                items = woocommerce_products(rows, batch, urls, shop, notes)
+                notes.finish(shop)
+                report = ExportReport(write_woocommerce(target, items), "product(s) and variation(s)",
+                                      [urls.note, WOOCOMMERCE_HINT])
+            if approved_only:
+                report.notes.append(APPROVED_ONLY)
+            report.notes.extend(notes.lines)
+            return report
+
+
+@contextlib.contextmanager
+def _output_file(output: Path | None, out: TextIO) -> Iterator[TextIO]:
+    """The stream to write to: out, or a new file beside output that replaces it only once it is whole.
+
+    The temporary file is made by mkstemp (O_EXCL, a random name, never through a link an attacker planted), and
+    removed if anything fails, so a failed export never leaves a half-written file or overwrites another one."""
+    if output is None:
+        yield out
+        return
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent or Path("."))
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)  # mkstemp makes 0600; the export gets the mode a plain open would give
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as target:
+            yield target
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_csv(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,

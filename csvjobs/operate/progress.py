@@ -121,15 +121,15 @@ def _bar(p: BatchProgress, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-_WIDE_ONLY = {"file", "ok", "in flight", "workers", "mode"}
+_WIDE_ONLY = {"file", "ok", "no photo", "in flight", "workers", "mode"}
 _MODES = {"sync": "sync", "openai_batch": "OpenAI batch"}
 
 
 def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
     """The progress table for one or more batches (fewer columns on a narrow terminal)."""
     table = Table(title="Active Batches" if len(snapshots) != 1 else None)
-    columns = ("batch", "file", "mode", "status", "progress", "done", "ok", "failed", "in flight", "rows/min",
-               "ETA", "workers", "cost $")
+    columns = ("batch", "file", "mode", "status", "progress", "done", "ok", "failed", "no photo", "in flight",
+               "rows/min", "ETA", "workers", "cost $")
     shown = [c for c in columns if width >= 120 or c not in _WIDE_ONLY]
     for column in shown:
         table.add_column(column, no_wrap=True,
@@ -140,7 +140,8 @@ def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
             "batch": str(p.batch_id)[:8], "file": p.original_filename[:30],
             "mode": _MODES.get(p.processing_mode, p.processing_mode), "status": p.status.value,
             "progress": f"{_bar(p)} {float(p.percentage):5.1f}%", "done": f"{p.processed_rows}/{p.total_rows}",
-            "ok": str(p.successful_rows), "failed": str(p.failed_rows), "in flight": str(p.in_flight_rows),
+            "ok": str(p.successful_rows), "failed": str(p.failed_rows), "no photo": str(p.rows_without_photo),
+            "in flight": str(p.in_flight_rows),
             "rows/min": f"{float(p.rows_per_minute):.0f}", "ETA": _eta(p), "workers": str(p.active_workers),
             "cost $": f"{float(p.cost_usd):.4f}",
         }
@@ -155,7 +156,8 @@ def plain_line(p: BatchProgress) -> str:
     """One progress line for logs and pipes."""
     return (
         f"{p.batch_id} {p.status.value} {p.processed_rows}/{p.total_rows} ({float(p.percentage):.1f}%) "
-        f"ok={p.successful_rows} failed={p.failed_rows} in_flight={p.in_flight_rows} "
+        f"ok={p.successful_rows} failed={p.failed_rows} without_photo={p.rows_without_photo} "
+        f"in_flight={p.in_flight_rows} "
         f"rate={float(p.rows_per_minute):.0f}/min eta={_eta(p)} cost=${float(p.cost_usd):.4f}"
         + (f" mode={p.processing_mode}" if p.processing_mode != "sync" else "")
         + "".join(f"\n  {info.describe()}" for info in p.openai_batches)

@@ -19,7 +19,11 @@ PROGRESS_COLUMNS = (
     "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
     " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
     " ORDER BY o.id), '[]') FROM csv_openai_batches o WHERE o.batch_id = b.id AND o.state <> 'done')"
-    " AS openai_batches FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
+    " AS openai_batches,"
+    # Rows whose images were made without the product's photo (csv_row_jobs_without_photo_idx holds only those).
+    " (SELECT count(*) FROM csv_row_jobs j WHERE j.batch_id = b.id AND j.status = 'completed'"
+    "  AND jsonb_path_exists(j.generated_images, '$[*] ? (@.edited == false)')) AS rows_without_photo"
+    " FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
 )
 PROGRESS_SQL = PROGRESS_COLUMNS + " WHERE b.id = %s::uuid"
 # NOTIFY channels: batch counters changed (results.sql, batch_control.sql); log rows written (tables.sql).
@@ -211,6 +215,8 @@ def review_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) ->
             "SELECT j.row_number, j.status, j.error_message, j.generated_prompts, j.generated_images,"
             " j.generated_tags, j.cost_usd, j.review, j.checkpoint ? 'regenerate' AS regenerating,"
             " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
+            " j.checkpoint ->> 'reference_error' AS photo_problem,"
+            " jsonb_path_exists(coalesce(j.generated_images, '[]'), '$[*] ? (@.edited == false)') AS without_photo,"
             " csv_row_job_product(j.row_data, j.product, b.column_mapping) ->> 'title' AS title,"
             " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
             "  AND v.row_number = j.row_number) AS versions"

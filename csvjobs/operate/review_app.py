@@ -131,7 +131,9 @@ def _row_view(row: dict[str, Any]) -> dict[str, Any]:
     return {"row": row["row_number"], "title": row["title"] or f"row {row['row_number']}", "status": row["status"],
             "error": row["error_message"] or "", "cost": float(row["cost_usd"] or 0), "images": images,
             "tags": tags_of(row["generated_tags"]), "reference": row["reference_photo"] or "",
-            "regenerating": bool(row["regenerating"]), "versions": int(row["versions"] or 0)}
+            "regenerating": bool(row["regenerating"]), "versions": int(row["versions"] or 0),
+            "without_photo": bool(row["without_photo"]) and row["status"] == "completed",
+            "photo_problem": row["photo_problem"] or ""}
 
 
 def _matches(view: dict[str, Any], which: str) -> bool:
@@ -248,8 +250,11 @@ def render_page(server: ReviewServer, rows: list[dict[str, Any]], which: str) ->
     tabs = " ".join(f'<a class="tab{" on" if f == which else ""}" href="/?filter={f}">{f.replace("_", " ")}</a>'
                     for f in FILTERS)
     cards = "\n".join(_render_row(row) for row in rows) or '<p class="empty">no rows here</p>'
+    without = sum(1 for row in rows if row["without_photo"])
+    summary = (f'<p id="without-photo" class="warn">{without} row(s) here had their images made without the '
+               "product's photo: check that the product in them is right</p>" if without else "")
     return _PAGE.replace("{{title}}", esc(f"Review {server.batch_id}")).replace("{{tabs}}", tabs).replace(
-        "{{cards}}", cards).replace("{{filter}}", esc(which))
+        "{{summary}}", summary).replace("{{cards}}", cards).replace("{{filter}}", esc(which))
 
 
 def _render_row(row: dict[str, Any]) -> str:
@@ -261,6 +266,9 @@ def _render_row(row: dict[str, Any]) -> str:
              f' · ${row["cost"]:.4f}{versions}</small></h2>']
     if row["error"]:
         parts.append(f'<p class="error">{esc(row["error"])}</p>')
+    if row["without_photo"]:
+        why = f" ({row['photo_problem']})" if row["photo_problem"] else ""
+        parts.append(f'<p class="warn no-photo">made without the product\'s photo{esc(why)}</p>')
     parts.append('<div class="images">')
     if row["reference"]:
         src = "/image?path=" + esc(row["reference"])
@@ -295,14 +303,15 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f6f4;color:#22
 figure img{width:100%;cursor:zoom-in}figure.approved{border-color:#2a2}figure.rejected{border-color:#c33;opacity:.6}
 figure:focus{outline:3px solid #36c}.state{margin-left:.4rem;font-size:.8rem;color:#666}
 .prompt{display:block;font-size:.75rem;color:#666;max-height:4.5em;overflow:hidden}
-.error{color:#c33}.tags span{background:#eef;border-radius:4px;padding:0 .4rem;margin-right:.3rem;font-size:.8rem}
+.error{color:#c33}.warn{color:#a60}
+.tags span{background:#eef;border-radius:4px;padding:0 .4rem;margin-right:.3rem;font-size:.8rem}
 #large{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;justify-content:center}
 #large img{max-width:92vw;max-height:92vh}#help{color:#666;font-size:.85rem}
 </style></head><body data-filter="{{filter}}">
 <h1>{{title}}</h1><nav>{{tabs}}</nav>
 <p id="help">Keys: j / k next and previous image, a approve, r reject, g redo with a note, Enter large view,
 Esc close. New and redone images appear here as the workers make them.</p>
-<main id="rows">{{cards}}</main>
+{{summary}}<main id="rows">{{cards}}</main>
 <div id="large"><img alt="large view"></div>
 <script>
 const main = document.getElementById('rows');

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, trigger_text
 from csvjobs.storage.contract import Storage
-from csvjobs.storage.keys import IMAGES_BUCKET
+from csvjobs.storage.keys import IMAGES_BUCKET, readable_name
 
 __all__ = [
     "Checkpoint", "GeneratedImage", "GeneratedPrompts", "JobLostError", "LogStep", "PermanentError", "Provider",
@@ -97,6 +97,8 @@ class RateLimiter(Protocol):
         ...
 
 
+# The word an image's file name ends in, for each style.
+STYLE_FILE_WORDS = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 LogStep = Callable[[str, str, dict[str, Any]], None]
 Checkpoint = Callable[[dict[str, Any]], Awaitable[bool]]
 
@@ -127,11 +129,14 @@ class RowContext:
         return self.job.trigger_text or trigger_text(self.job.product)
 
     def image_key(self, style: ImageStyle, ext: str = "png") -> tuple[str, str]:
-        """(bucket, key) for one of this row's images: csv-images/{user_id}/{batch_id}/{row}-{style}.{ext}, or
-        {row}-{style}-r{attempt}.{ext} for a redone one."""
+        """(bucket, key) for one of this row's images: csv-images/{user_id}/{batch_id}/{row}/{name}-{style}.{ext},
+        or ...-{style}-r{attempt}.{ext} for a redone one. The file name is the product's (blue-mug-lifestyle.png):
+        Shopify and WordPress keep an imported image's file name, so the shop's media library stays readable."""
         job = self.job
         redo = f"-r{job.attempt}" if style.value in self.redo else ""
-        return IMAGES_BUCKET, f"{job.user_id}/{job.batch_id}/{job.row_number}-{style.value}{redo}.{ext}"
+        name = readable_name(str(job.product.get("title") or job.product.get("product_type") or ""))
+        word = STYLE_FILE_WORDS[style]
+        return IMAGES_BUCKET, f"{job.user_id}/{job.batch_id}/{job.row_number}/{name}-{word}{redo}.{ext}"
 
 
 class Provider(Protocol):

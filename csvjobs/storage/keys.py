@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 UPLOADS_BUCKET = "csv-uploads"
 TEMPLATES_BUCKET = "csv-templates"
@@ -20,6 +21,14 @@ def safe_filename(name: str, default: str = "upload.csv") -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = _UNSAFE.sub("_", base).strip("._")[:120]
     return cleaned or default
+
+
+def readable_name(text: str, default: str = "product", limit: int = 60) -> str:
+    """Lowercase ASCII words joined by hyphens (as Shopify makes a handle from a title): an image's file name that a
+    shop keeps when it imports it, e.g. "blue-mug" for "Blue Mug!"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return words[:limit].rstrip("-") or default
 
 
 def check_key(bucket: str, key: str) -> list[str]:
