@@ -2,16 +2,23 @@
 
 Starlette served by uvicorn (well-kept ASGI parts; no hand-written HTTP), bound to 127.0.0.1 only. The page is
 rendered on the server, with a little JavaScript for keyboard shortcuts, the large view and live updates: an
-EventSource on /events, which the server feeds from the database's notifications (LISTEN, no polling), after
-which the page refetches the rows. Every request must carry the run's token (given once in the printed URL, then
-kept in a SameSite=Strict, HttpOnly cookie) and a Host of this server; requests that change something must come
-from this page (Origin checked), so neither another local process nor a web page in the browser can drive it.
+EventSource on /events, which the server feeds from the database's notifications (one shared LISTEN connection,
+no polling), after which the page refetches the rows.
+
+Access. A browser sends every 127.0.0.1 cookie to every 127.0.0.1 port, so no credential rides in a cookie: the
+printed URL carries a launch code that works once (it reaches the browser launcher's arguments, which any local
+user can read), and redeeming it hands the page this run's session secret, which the page keeps in its own
+origin's sessionStorage and sends as a header (X-Review-Token) on every request. Images and the event stream,
+which a browser loads without custom headers, are requested with an HMAC of the secret over exactly what they
+read. Every request must name this server's Host; changes must also come from this page's Origin. Connections
+that do not finish their headers within HEADER_SECONDS are closed (slow-header attacks).
 Reads and changes run as the batch's owner, under row-level security.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import html
 import json
@@ -20,16 +27,19 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
+from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from csvjobs import db
 from csvjobs.config import Settings
@@ -41,14 +51,17 @@ from csvjobs.storage.keys import IMAGES_BUCKET
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
-COOKIE = "csvjobs_review"
+TOKEN_HEADER = "x-review-token"
+HEADER_SECONDS = 10.0  # a connection must finish a request's headers within this
+MAX_STREAMS = 16  # event streams open at once (each is a browser tab); more get 503
+MAX_CONNECTIONS = 64
 FILTERS = ("all", "to_review", "approved", "rejected", "failed", "regenerating")
 STYLE_LABEL = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 
 
 @dataclass
 class ReviewServer:
-    """One `csvjobs review` run: the batch, its owner, the token and where it listens."""
+    """One `csvjobs review` run: the batch, its owner, the session secret, the launch code and where it listens."""
 
     settings: Settings
     batch_id: uuid.UUID
@@ -56,11 +69,28 @@ class ReviewServer:
     target: db.DatabaseTarget
     port: int
     token: str
+    launch_code: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    launched: bool = False
 
     @property
     def url(self) -> str:
-        """The URL to open (with the token, which the page swaps for a cookie)."""
-        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+        """The URL to open: its launch code works once (then the page holds the session secret)."""
+        return f"http://127.0.0.1:{self.port}/?code={self.launch_code}"
+
+    def redeem(self, code: str) -> bool:
+        """Whether code is the launch code, not used before; using it spends it."""
+        if self.launched or not hmac.compare_digest(code.encode(), self.launch_code.encode()):
+            return False
+        self.launched = True
+        return True
+
+    def sign(self, what: str) -> str:
+        """The grant to read exactly `what` (an image path, or "events") without the header."""
+        return hmac.new(self.token.encode(), what.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def signed(self, what: str, given: str) -> bool:
+        """Whether `given` is this run's grant for `what`."""
+        return hmac.compare_digest(self.sign(what).encode(), given.encode())
 
 
 def free_port() -> int:
@@ -92,7 +122,8 @@ def prepare(settings: Settings, batch_id: uuid.UUID, port: int | None) -> Review
 
 
 class Guard(BaseHTTPMiddleware):
-    """The run's token, this server's Host, and this page's Origin for changes."""
+    """This server's Host on every request; the session secret (header), or a grant for exactly what an image or
+    event-stream request reads; this page's Origin for changes. "/" is the page's shell and holds no data."""
 
     def __init__(self, app: Any, server: ReviewServer) -> None:
         super().__init__(app)
@@ -102,19 +133,135 @@ class Guard(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.headers.get("host", "") not in self.hosts:
             return Response("wrong host", status_code=403)
-        given = request.query_params.get("token") or request.cookies.get(COOKIE, "")
-        if not hmac.compare_digest(given.encode(), self.server.token.encode()):
-            return Response("open the URL `csvjobs review` printed (it carries this run's token)", status_code=403)
-        if request.method not in ("GET", "HEAD"):
-            origin = request.headers.get("origin")
-            if origin is None or origin.removeprefix("http://") not in self.hosts:
-                return Response("changes are accepted from the review page only", status_code=403)
-        if request.query_params.get("token") and request.url.path == "/":
-            # Swap the token in the URL for a cookie, so it does not stay in the address bar or history.
-            response: Response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, self.server.token, httponly=True, samesite="strict")
-            return response
-        return await call_next(request)
+        path = request.url.path
+        if path == "/":
+            response = await call_next(request)
+        else:
+            if not self._allowed(request, path):
+                return Response("open the URL `csvjobs review` printed (each URL works once)", status_code=403)
+            if request.method not in ("GET", "HEAD"):
+                origin = request.headers.get("origin")
+                if origin is None or origin.removeprefix("http://") not in self.hosts:
+                    return Response("changes are accepted from the review page only", status_code=403)
+            response = await call_next(request)
+        # No URL of this page (image grants included) leaves it in a Referer; no other site may frame it.
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def _allowed(self, request: Request, path: str) -> bool:
+        given = request.headers.get(TOKEN_HEADER, "")
+        if given and hmac.compare_digest(given.encode(), self.server.token.encode()):
+            return True
+        grant = request.query_params.get("sig", "")
+        if request.method == "GET" and grant:
+            if path == "/image":
+                return self.server.signed(request.query_params.get("path", ""), grant)
+            if path == "/events":
+                return self.server.signed("events", grant)
+        return False
+
+
+class ChangeRequest(BaseModel):
+    """A review page's change: which rows, which style (or both), what to do, and a note for a redo."""
+
+    rows: list[int] = Field(min_length=1, max_length=10_000)
+    style: str | None = None
+    action: str
+    note: str | None = Field(default=None, max_length=1000)
+
+    def checked(self) -> ChangeRequest:
+        """Itself, once every row number and the style are in range (else ValueError)."""
+        if any(not 0 < n < 2**31 for n in self.rows):
+            raise ValueError("row numbers are whole numbers from 1")
+        if self.style is not None and self.style not in {s.value for s in ImageStyle}:
+            raise ValueError("unknown style")
+        return self
+
+
+class Notifier:
+    """One LISTEN connection shared by every event stream (each stream used to hold a connection of its own):
+    it fans the batch's notifications out to the open streams' queues, and reconnects if the database goes."""
+
+    def __init__(self, server: ReviewServer) -> None:
+        self.server = server
+        self.queues: set[asyncio.Queue[str]] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def subscribe(self) -> asyncio.Queue[str] | None:
+        """A queue of notifications for one stream, or None when MAX_STREAMS are open."""
+        if len(self.queues) >= MAX_STREAMS:
+            return None
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self.queues.add(queue)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._listen())
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[str]) -> None:
+        """Forget a stream's queue (the listening connection stays for the next stream)."""
+        self.queues.discard(queue)
+
+    async def _listen(self) -> None:
+        wanted = str(self.server.batch_id)
+        while True:
+            try:
+                conn = await db.connect_async(self.server.target.url, application_name="csvjobs-review-listen")
+                try:
+                    await db.listen_async(conn, queries.REVIEWS_CHANNEL)
+                    await db.listen_async(conn, queries.PROGRESS_CHANNEL)
+                    self.ready.set()
+                    async for note in conn.notifies():
+                        if note.payload in (wanted, ""):
+                            for queue in list(self.queues):
+                                if not queue.full():  # a full queue already has a change to report
+                                    queue.put_nowait(wanted)
+                finally:
+                    await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database went away: streams stay open, and listening resumes
+                self.ready.clear()
+                await asyncio.sleep(2)
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete within
+    HEADER_SECONDS (uvicorn times out idle keep-alive connections, but not a request that never finishes)."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    def _waiting_for_request(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _watch_headers(self) -> None:
+        if self._waiting_for_request():
+            if self._deadline is None and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(HEADER_SECONDS, self._too_slow)
+        elif self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._waiting_for_request() and not self.transport.is_closing():
+            self.transport.close()
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -160,10 +307,19 @@ def build_app(server: ReviewServer) -> Starlette:
         return [v for v in views if _matches(v, which)]
 
     def page(request: Request) -> HTMLResponse:
+        # The shell holds no data: the page fetches its rows with the session secret. A fresh launch code puts the
+        # secret into this one response (the page moves it to sessionStorage and drops the code from the URL);
+        # a used or wrong code gets the shell without it, which says to run `csvjobs review` again.
+        code = request.query_params.get("code", "")
+        secret = server.token if code and server.redeem(code) else ""
+        status = 403 if code and not secret else 200
+        return HTMLResponse(render_shell(server, secret), status_code=status)
+
+    def api_page(request: Request) -> HTMLResponse:
         which = request.query_params.get("filter", "all")
         if which not in FILTERS:
             which = "all"
-        return HTMLResponse(render_page(server, rows(which), which))
+        return HTMLResponse(render_rows(server, rows(which), which))
 
     def api_rows(request: Request) -> JSONResponse:
         which = request.query_params.get("filter", "all")
@@ -171,20 +327,16 @@ def build_app(server: ReviewServer) -> Starlette:
 
     async def change(request: Request) -> JSONResponse:
         try:
-            body = await request.json()
-            numbers = [int(n) for n in body.get("rows", [])]
-            style = body.get("style")
-            action = str(body.get("action", ""))
-        except (ValueError, TypeError, AttributeError, json.JSONDecodeError):
-            return JSONResponse({"error": "send JSON: {rows: [n], style, action}"}, status_code=400)
-        if not numbers or (style is not None and style not in {s.value for s in ImageStyle}):
-            return JSONResponse({"error": "name the rows and a style"}, status_code=400)
+            body = ChangeRequest.model_validate_json(await request.body()).checked()
+        except (ValidationError, ValueError):
+            return JSONResponse({"error": "send JSON: {rows: [row numbers], style, action, note}"}, status_code=400)
+        numbers, style, action = body.rows, body.style, body.action
 
         def apply() -> int:
             with db.connect(server.target, application_name="csvjobs-review") as conn:
                 if action == "regenerate":
-                    note = str(body.get("note") or "")[:1000] or None
-                    return queries.request_regeneration(conn, server.user_id, server.batch_id, numbers, style, note)
+                    return queries.request_regeneration(conn, server.user_id, server.batch_id, numbers, style,
+                                                        body.note or None)
                 if action not in ("approve", "reject", "clear"):
                     raise InputError(f"unknown action {action!r}")
                 return queries.review_images(conn, server.user_id, server.batch_id, numbers, style, action)
@@ -206,30 +358,31 @@ def build_app(server: ReviewServer) -> Starlette:
         kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
 
-    async def events(request: Request) -> StreamingResponse:
+    notifier = Notifier(server)
+
+    async def events(request: Request) -> Response:
+        queue = notifier.subscribe()
+        if queue is None:
+            return Response("too many open review pages", status_code=503)
+
         async def stream() -> AsyncIterator[str]:
-            conn = await db.connect_async(server.target.url, application_name="csvjobs-review-listen")
             try:
-                await db.listen_async(conn, queries.REVIEWS_CHANNEL)
-                await db.listen_async(conn, queries.PROGRESS_CHANNEL)
+                await asyncio.wait_for(notifier.ready.wait(), 15)
                 yield "event: ready\ndata: {}\n\n"
-                wanted = str(server.batch_id)
-                gen = conn.notifies(timeout=15.0)
-                while True:
-                    async for note in gen:
-                        if note.payload in (wanted, ""):
-                            yield f"event: changed\ndata: {json.dumps({'batch': wanted})}\n\n"
-                    if await request.is_disconnected():
-                        return
-                    yield ": keep-alive\n\n"
-                    gen = conn.notifies(timeout=15.0)
+                while not await request.is_disconnected():
+                    try:
+                        batch = await asyncio.wait_for(queue.get(), 15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: changed\ndata: {json.dumps({'batch': batch})}\n\n"
             finally:
-                await conn.close()
+                notifier.unsubscribe(queue)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    routes = [Route("/", page), Route("/api/rows", api_rows), Route("/api/change", change, methods=["POST"]),
-              Route("/image", image), Route("/events", events)]
+    routes = [Route("/", page), Route("/api/page", api_page), Route("/api/rows", api_rows),
+              Route("/api/change", change, methods=["POST"]), Route("/image", image), Route("/events", events)]
     return Starlette(routes=routes, middleware=[Middleware(Guard, server=server)])
 
 
@@ -237,27 +390,37 @@ def serve(server: ReviewServer) -> None:
     """Run the page until Ctrl-C."""
     # An open page keeps its event stream open: without a limit, Ctrl-C would wait for the browser to go away.
     config = uvicorn.Config(build_app(server), host="127.0.0.1", port=server.port, log_level="warning",
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+                            http=HeaderDeadlineProtocol, limit_concurrency=MAX_CONNECTIONS)
     uvicorn.Server(config).run()
 
 
 # --- the page -----------------------------------------------------------------------------------------------
 
 
-def render_page(server: ReviewServer, rows: list[dict[str, Any]], which: str) -> str:
-    """The whole page, server-rendered; the script only adds keys, the large view and live refresh."""
+def render_shell(server: ReviewServer, secret: str) -> str:
+    """The page without its rows (they are fetched with the session secret); `secret` only in the one response
+    that redeems the launch code."""
     esc = html.escape
-    tabs = " ".join(f'<a class="tab{" on" if f == which else ""}" href="/?filter={f}">{f.replace("_", " ")}</a>'
-                    for f in FILTERS)
-    cards = "\n".join(_render_row(row) for row in rows) or '<p class="empty">no rows here</p>'
+    tabs = " ".join(f'<a class="tab" data-filter="{f}" href="#{f}">{f.replace("_", " ")}</a>' for f in FILTERS)
+    return (_PAGE.replace("{{title}}", esc(f"Review {server.batch_id}")).replace("{{tabs}}", tabs)
+            .replace("{{secret}}", esc(secret)).replace("{{events}}", esc(server.sign("events"))))
+
+
+def render_rows(server: ReviewServer, rows: list[dict[str, Any]], which: str) -> str:
+    """The rows of one filter, as the page shows them (image URLs carry their read grants)."""
+    cards = "\n".join(_render_row(server, row) for row in rows) or '<p class="empty">no rows here</p>'
     without = sum(1 for row in rows if row["without_photo"])
     summary = (f'<p id="without-photo" class="warn">{without} row(s) here had their images made without the '
                "product's photo: check that the product in them is right</p>" if without else "")
-    return _PAGE.replace("{{title}}", esc(f"Review {server.batch_id}")).replace("{{tabs}}", tabs).replace(
-        "{{summary}}", summary).replace("{{cards}}", cards).replace("{{filter}}", esc(which))
+    return f'<div data-filter="{html.escape(which)}">{summary}{cards}</div>'
 
 
-def _render_row(row: dict[str, Any]) -> str:
+def _image_src(server: ReviewServer, path: str) -> str:
+    return f"/image?path={quote(path)}&sig={server.sign(path)}"
+
+
+def _render_row(server: ReviewServer, row: dict[str, Any]) -> str:
     esc = html.escape
     redoing = " · redoing" if row["regenerating"] else ""
     versions = f" · {row['versions']} earlier version(s)" if row["versions"] else ""
@@ -271,13 +434,13 @@ def _render_row(row: dict[str, Any]) -> str:
         parts.append(f'<p class="warn no-photo">made without the product\'s photo{esc(why)}</p>')
     parts.append('<div class="images">')
     if row["reference"]:
-        src = "/image?path=" + esc(row["reference"])
+        src = esc(_image_src(server, row["reference"]))
         parts.append(f'<figure class="reference"><img src="{src}" alt="reference photo" data-large>'
                      "<figcaption>the product's photo</figcaption></figure>")
     for image in row["images"]:
         if not image["path"]:
             continue
-        src = "/image?path=" + esc(image["path"])
+        src = esc(_image_src(server, image["path"]))
         parts.append(
             f'<figure class="image {esc(image["review"])}" tabindex="0" data-style="{esc(image["style"])}">'
             f'<img src="{src}" alt="{esc(image["label"])}" data-large>'
@@ -294,7 +457,8 @@ def _render_row(row: dict[str, Any]) -> str:
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{title}}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="csvjobs-session" content="{{secret}}"><title>{{title}}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f6f4;color:#222}
 .tab{margin-right:.6rem;color:#555}.tab.on{font-weight:bold;color:#000}
@@ -307,15 +471,27 @@ figure:focus{outline:3px solid #36c}.state{margin-left:.4rem;font-size:.8rem;col
 .tags span{background:#eef;border-radius:4px;padding:0 .4rem;margin-right:.3rem;font-size:.8rem}
 #large{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;justify-content:center}
 #large img{max-width:92vw;max-height:92vh}#help{color:#666;font-size:.85rem}
-</style></head><body data-filter="{{filter}}">
+</style></head><body data-events="{{events}}">
 <h1>{{title}}</h1><nav>{{tabs}}</nav>
 <p id="help">Keys: j / k next and previous image, a approve, r reject, g redo with a note, Enter large view,
 Esc close. New and redone images appear here as the workers make them.</p>
-{{summary}}<main id="rows">{{cards}}</main>
+<main id="rows"></main>
 <div id="large"><img alt="large view"></div>
 <script>
+// The session secret arrives once, in the response to the printed URL; it lives in this origin's sessionStorage
+// (never in a cookie, which the browser would send to every local port) and goes out as a header.
+const given = document.querySelector('meta[name="csvjobs-session"]').content;
+if (given) sessionStorage.setItem('csvjobs-review', given);
+history.replaceState(null, '', location.pathname + location.hash);
+const secret = sessionStorage.getItem('csvjobs-review');
 const main = document.getElementById('rows');
 const large = document.getElementById('large');
+let filter = (location.hash || '#all').slice(1);
+function api(path, options) {
+  options = options || {};
+  options.headers = Object.assign({'X-Review-Token': secret || ''}, options.headers || {});
+  return fetch(path, options);
+}
 function figures() { return Array.from(document.querySelectorAll('figure.image')); }
 async function act(fig, action) {
   const row = Number(fig.closest('.row').dataset.row);
@@ -325,17 +501,18 @@ async function act(fig, action) {
     if (note === null) return;
     body.note = note;
   }
-  const res = await fetch('/api/change', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                           body: JSON.stringify(body), credentials: 'same-origin'});
+  const res = await api('/api/change', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                        body: JSON.stringify(body)});
   if (!res.ok) { alert((await res.json()).error || res.statusText); return; }
   await refresh(fig.closest('.row').dataset.row + ':' + fig.dataset.style);
 }
 async function refresh(focusKey) {
-  const res = await fetch('/?filter=' + document.body.dataset.filter, {credentials: 'same-origin'});
-  const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+  const res = await api('/api/page?filter=' + encodeURIComponent(filter));
+  if (!res.ok) { main.innerHTML = '<p class="error">the review server refused: ' + res.status + '</p>'; return; }
   const key = focusKey || (document.activeElement && document.activeElement.matches('figure.image') ?
     document.activeElement.closest('.row').dataset.row + ':' + document.activeElement.dataset.style : null);
-  main.innerHTML = doc.getElementById('rows').innerHTML;
+  main.innerHTML = await res.text();
+  document.querySelectorAll('.tab').forEach(t => t.classList.toggle('on', t.dataset.filter === filter));
   if (key) {
     const [row, style] = key.split(':');
     const fig = document.querySelector(`.row[data-row="${row}"] figure[data-style="${style}"]`);
@@ -343,6 +520,10 @@ async function refresh(focusKey) {
   }
   document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
 }
+document.querySelector('nav').addEventListener('click', (e) => {
+  const tab = e.target.closest('.tab');
+  if (tab) { filter = tab.dataset.filter; refresh(null); }
+});
 main.addEventListener('click', (e) => {
   const button = e.target.closest('button[data-action]');
   if (button) { act(button.closest('figure'), button.dataset.action); return; }
@@ -363,9 +544,16 @@ document.addEventListener('keydown', (e) => {
   else if (current >= 0 && e.key === 'g') { act(all[current], 'regenerate'); }
   else if (current >= 0 && e.key === 'Enter') { all[current].querySelector('img').click(); }
 });
-const events = new EventSource('/events');
-events.addEventListener('ready', () => { document.body.dataset.live = 'yes'; });
-events.addEventListener('changed', () => { refresh(null); });
+if (!secret) {
+  main.innerHTML = '<p class="error">This page opens from the URL <code>csvjobs review</code> printed, and each ' +
+    'such URL works once: run <code>csvjobs review</code> again for a new one.</p>';
+} else {
+  refresh(null).then(() => {
+    const events = new EventSource('/events?sig=' + document.body.dataset.events);
+    events.addEventListener('ready', () => { document.body.dataset.live = 'yes'; });
+    events.addEventListener('changed', () => { refresh(null); });
+  });
+}
 </script>
 </body></html>
 """
