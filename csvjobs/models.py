@@ -58,6 +58,10 @@ class ImageStyle(StrEnum):
     SINGLE_WHITE_BACKGROUND = "single_white_background"
 
 
+# The image formats csvjobs opens (Image.open(..., formats=...)): never EPS/PS/PDF, which Pillow hands to
+# Ghostscript, nor any other of Pillow's many decoders an attacker's bytes could pick by their first bytes.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+
 PIPELINE_FIELDS = ("country", "product_type", "size", "mpn", "description", "title", "image_url")
 """The product fields the pipeline reads; CSV columns are mapped onto these names. image_url is the product's
 own photo: an http(s) URL, or a path relative to the CSV file (stored with the batch by `upload`)."""

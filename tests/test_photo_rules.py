@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +91,84 @@ def test_what_is_not_an_image_is_refused(photos: PhotoServer) -> None:
         normalise(html)
     with pytest.raises(PhotoError):
         normalise(photo_bytes("PNG")[:60])  # cut short
+
+
+POSTSCRIPT = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
+              b"newpath 0 0 moveto 10 10 lineto stroke showpage\n%%EOF\n")
+
+
+def test_postscript_is_never_handed_to_ghostscript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostScript served as a JPEG: Pillow would run Ghostscript (gs on PATH) on it; the formats are allow-listed."""
+    called = tmp_path / "gs-was-called"
+    fake_gs = tmp_path / "bin" / "gs"
+    fake_gs.parent.mkdir()
+    fake_gs.write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    fake_gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_gs.parent}:{os.environ['PATH']}")
+    from PIL import EpsImagePlugin
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None, raising=False)  # looked up again, finds the fake
+    with pytest.raises(PhotoError, match="accepted format"):
+        normalise(POSTSCRIPT)
+    assert not called.exists()
+    local = tmp_path / "shop"
+    local.mkdir()
+    (local / "mug.jpg").write_bytes(POSTSCRIPT)
+    assert "not an image in an accepted format" in str(LocalPhotos(local / "p.csv", 10**6).check("mug.jpg"))
+    assert not called.exists()
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe", "2002:a9fe:a9fe::1",
+                                     "::169.254.169.254", "::ffff:0:a9fe:a9fe", "::ffff:0:7f00:1", "fec0::1",
+                                     "2001:0:4136:e378:8000:63bf:3fff:fdd2"])
+def test_addresses_embedding_a_private_ipv4_address_and_site_local_are_refused(address: str) -> None:
+    assert not allowed_address(address, "")
+    with pytest.raises(PhotoError, match="private or not allowed"):
+        fetch(f"http://[{address}]/mug.png", allow="")
+
+
+def test_embedded_public_addresses_pass() -> None:
+    assert allowed_address("64:ff9b::808:808", "") and allowed_address("2002:808:808::1", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_40_megapixel_photo_keeps_a_worker_under_300_mb(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"huge.{fmt.lower()}"
+    image = Image.new("RGB", (7400, 5400), (235, 235, 235))
+    image.paste((180, 40, 40), (2000, 1500, 5400, 3900))
+    image.save(path, format=fmt)
+    del image
+    script = (
+        "import resource, sys\n"
+        "from csvjobs.providers.photos import PhotoError, normalise\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "try:\n    out = normalise(data); print('ok', len(out))\n"
+        "except PhotoError as exc:\n    print('refused', exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    outcome, peak_kb = done.stdout.splitlines()
+    assert int(peak_kb) < 300 * 1024, f"{fmt}: peak {int(peak_kb) // 1024} MB"
+    # A JPEG decodes at a reduced scale and is used; a PNG that large is refused (the row falls back to text).
+    assert outcome.startswith("ok" if fmt == "JPEG" else "refused")
+
+
+def test_local_photos_refuse_hidden_paths_hard_links_and_non_images(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    (folder / ".ssh").mkdir(parents=True)
+    (folder / ".ssh" / "id_rsa").write_bytes(photo_bytes("PNG"))  # even an image: hidden paths are never read
+    (folder / ".hidden.png").write_bytes(photo_bytes("PNG"))
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(photo_bytes("PNG"))
+    os.link(outside, folder / "linked.png")
+    (folder / "notes.png").write_text("not an image at all")
+    (folder / "ok.png").write_bytes(photo_bytes("PNG"))
+    checker = LocalPhotos(folder / "products.csv", max_bytes=10**6)
+    assert "hidden" in str(checker.check(".ssh/id_rsa")) and "hidden" in str(checker.check(".hidden.png"))
+    assert "hidden" in str(checker.check("./.ssh/id_rsa"))
+    assert "hard links" in str(checker.check("linked.png"))
+    assert "not an image" in str(checker.check("notes.png"))
+    assert checker.check("ok.png") is None and set(checker.files) == {"ok.png"}
 
 
 def _off_white_photo(touching: bool = False) -> bytes:

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from csvjobs.config import Settings
-from csvjobs.models import ImageStyle
+from csvjobs.models import IMAGE_FORMATS, ImageStyle
 from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
 from csvjobs.providers.photos import prepare_reference
 from csvjobs.providers.white_background import make_white
@@ -77,7 +77,7 @@ def render_placeholder(style: ImageStyle, prompt: str, row_number: int, photo: b
         draw.text((24, y), line, fill=(30, 30, 30), font=small)
         y += 20
     if photo is not None:
-        thumb = Image.open(io.BytesIO(photo)).convert("RGBA")
+        thumb = Image.open(io.BytesIO(photo), formats=IMAGE_FORMATS).convert("RGBA")
         thumb.thumbnail((IMAGE_SIZE[0] - 48, IMAGE_SIZE[1] - y - 32))
         left = (IMAGE_SIZE[0] - thumb.width) // 2
         image.paste(thumb, (left, y + 8), thumb.getchannel("A"))

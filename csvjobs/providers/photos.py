@@ -25,12 +25,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from csvjobs.config import Settings
 from csvjobs.errors import JobLostError, PermanentError
+from csvjobs.models import IMAGE_FORMATS
 from csvjobs.providers.contract import RowContext
 from csvjobs.providers.white_background import flatten_onto_white
 from csvjobs.storage.keys import IMAGES_BUCKET, UPLOADS_BUCKET, is_remote_photo, uploaded_photo_key
 
 MAX_REDIRECTS = 5
-MAX_PIXELS = 40_000_000  # a decoded photo larger than this is refused (decompression bombs)
+MAX_PIXELS = 40_000_000  # a JPEG photo larger than this is refused (decompression bombs)
+# Other formats decode at full size (a 40-megapixel PNG of 168 KB would take a worker to ~420 MB), so they are
+# refused above this; a JPEG is decoded at a reduced scale (draft) and may be larger.
+DECODED_MAX_PIXELS = 16_000_000
 REFERENCE_MAX_SIDE = 1536  # the reference sent to the Images API
 VISION_MAX_SIDE = 768  # the copy the prompt model looks at
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -60,10 +64,36 @@ class Reference:
 # --- addresses ----------------------------------------------------------------------------------------------
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits (NAT64, the local-use NAT64 prefix, IPv4-compatible
+# and IPv4-translated addresses): the embedded address decides, so 64:ff9b::a9fe:a9fe is 169.254.169.254.
+_EMBEDS_IPV4 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96"))
+# Never fetched from, even where is_global says otherwise: the deprecated site-local range.
+_NEVER = (ipaddress.ip_network("fec0::/10"),)
+
+
+def _addresses_to_check(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address |
+                                                                                   ipaddress.IPv6Address]:
+    """The address, and the IPv4 address it embeds (IPv4-mapped, NAT64, 6to4, Teredo, IPv4-compatible)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return [ip]
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _EMBEDS_IPV4):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def allowed_address(address: str, allow_private: str) -> bool:
-    """Whether a resolved address may be fetched from: a global (public) address, or one that
-    CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows ("1": any; else a comma-separated list of addresses or networks)."""
+    """Whether a resolved address may be fetched from: a global (public) address that embeds no other address
+    but a global one, or one that CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows ("1": any; else a comma-separated list
+    of addresses or networks)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
+    checked = _addresses_to_check(ip)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     allow = allow_private.strip()
@@ -78,7 +108,7 @@ def allowed_address(address: str, allow_private: str) -> bool:
                 continue
     # is_global is False for loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
     # where cloud metadata lives), shared (100.64/10), reserved, unspecified and documentation ranges.
-    return ip.is_global and not ip.is_multicast
+    return all(a.is_global and not a.is_multicast and not any(a in n for n in _NEVER) for a in checked)
 
 
 async def _resolve(host: str, port: int, timeout: float) -> list[str]:
@@ -119,9 +149,10 @@ async def _fetch(url: str, settings: Settings) -> bytes:
             addresses = await _resolve(target.host, port, settings.photo_timeout_seconds)
             refused = [a for a in addresses if not allowed_address(a, settings.allow_private_image_hosts)]
             if refused or not addresses:
-                raise PhotoError(f"{target.host} resolves to {', '.join(refused) or 'nothing'}, a loopback, private, "
-                                 "link-local or metadata address; refused (CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows "
-                                 "such hosts)")
+                raise PhotoError(f"{target.host} resolves to {', '.join(refused) or 'nothing'}: the address is "
+                                 "private or not allowed (loopback, private, link-local, metadata, site-local, or "
+                                 "one embedding such an IPv4 address); refused (CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS "
+                                 "allows such hosts)")
             # Connect to the address that was checked, not to whatever a second lookup might return.
             pinned = addresses[0]
             host_for_url = f"[{pinned}]" if ":" in pinned else pinned
@@ -164,40 +195,54 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
 # --- images -------------------------------------------------------------------------------------------------
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_side: int = REFERENCE_MAX_SIDE) -> Image.Image:
+    """The photo decoded, in an accepted format only, at no more than about twice max_side where the format can
+    decode at a reduced scale (JPEG); PhotoError for anything else, so an unusable photo never fails a row."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            probe = Image.open(io.BytesIO(data))
-            if probe.width * probe.height > MAX_PIXELS:
-                raise PhotoError(f"the photo is {probe.width}x{probe.height} pixels, more than {MAX_PIXELS:,}")
+            probe = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            pixels = probe.width * probe.height
+            limit = MAX_PIXELS if probe.format == "JPEG" else DECODED_MAX_PIXELS
+            if pixels > limit:
+                raise PhotoError(f"the photo is {probe.width}x{probe.height} pixels, more than {limit:,}")
             probe.verify()
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            if image.format == "JPEG":
+                # Decode at 1/2, 1/4 or 1/8 scale, keeping the long side at least max_side (draft keeps both
+                # sides at least the size asked for, so ask for the photo's own proportions).
+                scale = max_side / max(image.width, image.height)
+                if scale < 1:
+                    image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
             image.load()
     except PhotoError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PhotoError("the file is not an image Pillow can read" if isinstance(exc, UnidentifiedImageError)
-                         else "the photo is too large to decode") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise PhotoError(f"the image is damaged ({str(exc)[:120]})") from exc
+        raise PhotoError(f"the file is not an image in an accepted format ({', '.join(IMAGE_FORMATS)})" if isinstance(
+            exc, UnidentifiedImageError) else "the photo is too large to decode") from exc
+    except Exception as exc:  # damaged or hostile bytes: whatever the decoder raises, the photo is unusable
+        raise PhotoError(f"the image is damaged ({type(exc).__name__}: {str(exc)[:120]})") from exc
     return image
 
 
 def normalise(data: bytes, max_side: int = REFERENCE_MAX_SIDE) -> bytes:
     """Any image Pillow reads -> an upright PNG (RGB, or RGBA when it has transparency) no larger than max_side."""
-    image = ImageOps.exif_transpose(_open(data))
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    image = image.convert("RGBA" if has_alpha else "RGB")
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
+    image = _open(data, max_side)
+    try:
+        image = ImageOps.exif_transpose(image)
+        has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+    except Exception as exc:  # a decoded but unworkable image (odd modes, broken EXIF) is unusable, not fatal
+        raise PhotoError(f"the image cannot be converted ({type(exc).__name__}: {str(exc)[:120]})") from exc
     return out.getvalue()
 
 
 def shrink_to_jpeg(png: bytes, max_side: int) -> bytes:
     """A small JPEG copy (transparency flattened onto white) for the prompt model to look at."""
-    opened = Image.open(io.BytesIO(png))
+    opened = Image.open(io.BytesIO(png), formats=("PNG",))
     opened.load()
     image = flatten_onto_white(opened)
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

@@ -10,6 +10,8 @@ import io
 
 from PIL import Image, ImageDraw
 
+from csvjobs.models import IMAGE_FORMATS
+
 WHITE = (255, 255, 255)
 NEAR_WHITE = 12  # a background pixel this close to white (per channel, summed as a distance) is made white
 MARGIN = 0.04  # the white margin, as a share of the side, when the product reaches an edge
@@ -17,7 +19,7 @@ MARGIN = 0.04  # the white margin, as a share of the side, when the product reac
 
 def is_pure_white_border(data: bytes, width: int = 1) -> bool:
     """Whether every pixel within `width` of the image's edges is exactly (255, 255, 255) once decoded."""
-    image = Image.open(io.BytesIO(data))
+    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     image.load()
     return _border_white(flatten_onto_white(image), width)
 
@@ -45,7 +47,7 @@ def flatten_onto_white(image: Image.Image) -> Image.Image:
 def make_white(data: bytes, output_format: str = "png") -> tuple[bytes, str]:
     """The image on pure white to its edges, and its format: output_format, or png when a lossy format would leave
     the border anything but pure white. Raises OSError for bytes that are not an image."""
-    rgb = flatten_onto_white(Image.open(io.BytesIO(data)))
+    rgb = flatten_onto_white(Image.open(io.BytesIO(data), formats=IMAGE_FORMATS))
     w, h = rgb.size
     # Flood the background from every edge pixel that is near white: off-white studio backgrounds, shadows at
     # the rim and gradients all become pure white, while the product (not connected to the edge) is untouched.
