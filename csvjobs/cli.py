@@ -74,6 +74,21 @@ def _parse_uuid(value: str | None, what: str) -> uuid.UUID | None:
         raise InputError(f"{what} {value!r} is not a valid id (expected a uuid like 123e4567-e89b-...)") from exc
 
 
+def _read_api_key(path: Path) -> str:
+    """The key in a file (or on standard input for '-'): its first line, stripped."""
+    try:
+        text = sys.stdin.readline() if str(path) == "-" else path.read_text(encoding="utf-8").partition("\n")[0]
+    except OSError as exc:
+        raise InputError(f"--api-key-file {path}: cannot read it ({exc.strerror}); name a file holding the key"
+                         ) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--api-key-file {path}: not a text file; give a file holding the key") from exc
+    key = text.strip()
+    if not key:
+        raise InputError(f"--api-key-file {path}: no key in it (the first line is empty)")
+    return key
+
+
 def _print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str)) if sys.stdout.isatty() else print(json.dumps(data, default=str))
 
@@ -382,7 +397,14 @@ def work(
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", help="OpenAI API key (default: OPENAI_API_KEY); never logged.", show_default=False),
+        typer.Option("--api-key", help="OpenAI API key; never logged, but any local user can read it in the "
+                     "process list: prefer OPENAI_API_KEY (the safe default) or --api-key-file.",
+                     show_default=False),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option("--api-key-file", help="Read the OpenAI API key from this file, or from standard input with "
+                     "'-' (keeps it out of the process list).", show_default=False),
     ] = None,
     rpm: Annotated[
         float | None, typer.Option(min=0, help="Prompt-model requests per minute, shared by all workers (0: none).")
@@ -408,6 +430,10 @@ def work(
 
     from csvjobs.queue.supervisor import PoolOptions, run_pool
 
+    if api_key_file is not None:
+        if api_key:
+            raise InputError("give the key once: --api-key or --api-key-file, not both")
+        api_key = _read_api_key(api_key_file)
     settings = _settings(
         ctx,
         openai_api_key=SecretStr(api_key) if api_key else None,

@@ -82,6 +82,8 @@ class FakeOpenAI:
     image_as_url: bool = False
     # 401 to every request, quoting the key it was sent (as a careless compatible server might).
     reject_key: bool = False
+    # Every Authorization header the server was sent.
+    authorizations: set[str] = field(default_factory=set)
     # Models this server answers 404 model_not_found for (unknown or retired).
     unknown_models: set[str] = field(default_factory=set)
     # Batch API: a batch runs its lines this long after it is created; lines whose body contains
@@ -177,6 +179,7 @@ class FakeOpenAI:
                method: str = "POST") -> tuple[int, dict[str, str], Any]:
         if self.latency:
             time.sleep(self.latency)
+        self.authorizations.add(authorization)
         if self.reject_key:
             self._record("rejected", body).status = 401
             key = authorization.removeprefix("Bearer ")

@@ -191,7 +191,7 @@ _CATALOG = {
                      " unnest(a.attacl) acl WHERE c.relnamespace = 'public'::regnamespace",
     "function_grants": "SELECT p.oid::regprocedure::text, acl::text FROM pg_proc p, unnest(p.proacl) acl"
                        " WHERE p.pronamespace = 'public'::regnamespace",
-    "storage": "SELECT id, name, public FROM storage.buckets",
+    "storage": "SELECT id, name, public, file_size_limit, allowed_mime_types FROM storage.buckets",
     "publication": "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'",
 }
 
@@ -231,12 +231,14 @@ def test_upgrading_through_the_migrations_gives_the_fresh_schema(server, setup: 
         for (_name, url), install in zip(urls, (True, False), strict=True):
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute("CREATE SCHEMA storage")  # so that the storage buckets and policies compare too
-                admin.execute("CREATE TABLE storage.buckets (id text PRIMARY KEY, name text, public boolean)")
+                admin.execute("CREATE TABLE storage.buckets (id text PRIMARY KEY, name text, public boolean,"
+                              " file_size_limit bigint, allowed_mime_types text[])")
                 if setup == "supabase":
                     apply_supabase_default_privileges(admin)
                     admin.execute(SUPABASE_STORAGE.replace("CREATE SCHEMA storage;", "").replace(
                         "CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, public boolean"
-                        " DEFAULT false);", ""))
+                        " DEFAULT false,\n                              file_size_limit bigint, allowed_mime_types"
+                        " text[]);", ""))
             with db.connect(url) as conn:
                 applied = db.migrate(conn, install_schema=install)
                 assert [m.version for m in applied] == [m.version for m in db.migration_files()]

@@ -180,6 +180,27 @@ def test_the_key_never_reaches_help_or_errors(pool_env, fake) -> None:
     assert code == 2 and "OPENAI_API_KEY" in err and "Traceback" not in err
 
 
+def test_the_key_can_come_from_a_file_or_standard_input(pool_env, fake, conn, tmp_path: Path) -> None:
+    make_batch(conn, 1)
+    env = dict(pool_env, OPENAI_BASE_URL=fake.base_url)
+    key_file = tmp_path / "key"
+    key_file.write_text(SECRET + "\n")
+    fake.reject_key = True  # so that the pool stops at once, having shown the key to the server
+    for args, stdin in ((["--api-key-file", str(key_file)], None), (["--api-key-file", "-"], SECRET + "\n")):
+        done = subprocess.run([sys.executable, "-m", "csvjobs", "work", "--provider", "openai", "--until-done",
+                               *args], env=env, text=True, capture_output=True, timeout=120, input=stdin)
+        assert done.returncode == 2, done.stderr
+        assert SECRET not in done.stdout + done.stderr and "Traceback" not in done.stderr
+        assert f"Bearer {SECRET}" in fake.authorizations
+        fake.authorizations.clear()
+    missing = subprocess.run([sys.executable, "-m", "csvjobs", "work", "--api-key-file", str(tmp_path / "none")],
+                             env=env, text=True, capture_output=True, timeout=60)
+    assert missing.returncode == 2 and "--api-key-file" in missing.stderr and "Traceback" not in missing.stderr
+    shown = subprocess.run([sys.executable, "-m", "csvjobs", "work", "--help"], env=env, text=True,
+                           capture_output=True, timeout=60)
+    assert "OPENAI_API_KEY" in shown.stdout and "process list" in shown.stdout
+
+
 def _rows_untouched(conn, batch) -> None:
     rows = conn.execute("SELECT status, retry_count, error_message FROM csv_row_jobs WHERE batch_id = %s",
                         [batch]).fetchall()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import psycopg
@@ -256,7 +257,8 @@ def test_anon_cannot_touch_the_ledger_or_the_sequences(database_url: str, conn) 
 
 SUPABASE_STORAGE = """
 CREATE SCHEMA storage;
-CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, public boolean DEFAULT false);
+CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, public boolean DEFAULT false,
+                              file_size_limit bigint, allowed_mime_types text[]);
 CREATE TABLE storage.objects (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
                               bucket_id text REFERENCES storage.buckets (id), name text, owner uuid);
 ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
@@ -285,3 +287,26 @@ def test_templates_are_uploaded_only_into_the_users_own_folder(empty_database_ur
                 c.execute("INSERT INTO storage.objects (bucket_id, name) VALUES ('csv-templates', %s)", [name])
     with _session(empty_database_url, None) as c:
         assert len(c.execute("SELECT name FROM storage.objects WHERE bucket_id = 'csv-templates'").fetchall()) == 1
+    with psycopg.connect(empty_database_url, row_factory=dict_row) as admin:
+        bucket = admin.execute("SELECT public, file_size_limit, allowed_mime_types FROM storage.buckets"
+                               " WHERE id = 'csv-templates'").fetchone()
+    # The public bucket takes CSV files of at most 10 MiB only (Supabase Storage enforces both on upload).
+    assert bucket == {"public": True, "file_size_limit": 10 * 1024 * 1024,
+                      "allowed_mime_types": ["text/csv", "text/plain", "application/csv"]}
+
+
+def test_export_never_writes_through_a_planted_link(run_cli, conn, tmp_path, monkeypatch) -> None:
+    """A symlink planted where a predictable temporary name would be (.NAME.PID.tmp, the old scheme) or at any
+    name in the folder is never followed: the export writes a new file beside the target and renames it."""
+    monkeypatch.setenv("CSVJOBS_USER_ID", str(USER_A))
+    batch = make_batch(conn, 2)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / f".rows.csv.{os.getpid()}.tmp").symlink_to(victim)
+    result = run_cli("export", str(batch), "-o", str(out_dir / "rows.csv"))
+    assert result.code == 0, result.stderr
+    assert victim.read_text() == "keep me"
+    assert (out_dir / "rows.csv").read_text().startswith("title,country,description,row_number")
+    assert sorted(p.name for p in out_dir.iterdir()) == [f".rows.csv.{os.getpid()}.tmp", "rows.csv"]
