@@ -75,7 +75,7 @@ def test_four_processes_complete_every_row_exactly_once(pool_env, conn, home) ->
     for image in job["generated_images"]:
         data = (home / "storage" / image["storage_path"]).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) == image["bytes"]
-        assert image["storage_path"].startswith(f"csv-images/{row['user_id']}/{batch}/7-")
+        assert image["storage_path"].startswith(f"csv-images/{row['user_id']}/{batch}/7/product-7-")
     assert "Product 7" in job["generated_prompts"]["lifestyle_emotional"]["prompt"]
     assert "product" in job["generated_tags"]
     workers = conn.execute("SELECT status FROM csv_processing_workers").fetchall()
