@@ -150,7 +150,8 @@ def test_slow_headers_are_cut_off_and_streams_share_one_listen_connection(review
         assert stream.readline().startswith(b"event: ready")
         streams.append(stream)
     listening = conn.execute("SELECT count(*) AS n FROM pg_stat_activity"
-                             " WHERE application_name = 'csvjobs-review-listen'").fetchone()
+                             " WHERE application_name = 'csvjobs-review-listen' AND datname = current_database()"
+                             ).fetchone()
     assert listening == {"n": 1}
     started = time.monotonic()
     for sock in slow:
