@@ -164,3 +164,14 @@ def test_concurrency_is_shared_evenly() -> None:
     assert split_concurrency(5, 2) == [3, 2]
     assert split_concurrency(4, 4) == [1, 1, 1, 1]
     assert sum(split_concurrency(17, 3)) == 17
+
+
+def test_a_derived_handle_is_the_whole_title_and_file_names_are_bounded() -> None:
+    from csvjobs.operate.shop_export import slug
+    from csvjobs.storage.keys import readable_name
+
+    title = "Extra Long Organic Cotton Crew Neck T-Shirt With Embroidered Logo - Washed Black Édition"
+    assert slug(title) == ("extra-long-organic-cotton-crew-neck-t-shirt-with-embroidered-logo-washed-black-"
+                           "edition")
+    assert readable_name(title) == "extra-long-organic-cotton-crew-neck-t-shirt-with-embroidered"
+    assert readable_name("!!!") == "product" and slug("!!!") == ""

@@ -76,7 +76,7 @@ def generated_cell(text: str) -> str:
 
 def slug(text: str) -> str:
     """A handle as Shopify makes one from a title: lowercase ASCII words joined by hyphens."""
-    return readable_name(text, "")
+    return readable_name(text, "", limit=None)
 
 
 @dataclass
@@ -246,11 +246,14 @@ def read_shopify_source(storage: Storage, storage_path: str | None) -> ShopifySo
     return ShopifySource(is_current_shopify(header), has_images, products)
 
 
-NEVER_SAW_IMAGES = (
-    "csvjobs never saw this shop's current images ({why}), and importing with 'Overwrite products with matching "
-    "handles' replaces a product's images with the ones the file lists: the shop's own photos would be deleted. "
-    "Upload a fresh product export from the shop instead (Shopify: Products > Export; it lists every product's "
-    "images and variants) and export that batch; or pass --replace-images if replacing them is what you want")
+def never_saw_images(shop: str, why: str) -> InputError:
+    """The refusal to write a file whose import would replace images csvjobs never saw."""
+    option = {"Shopify": "Overwrite products with matching handles", "WooCommerce": "Update existing products"}[shop]
+    return InputError(
+        f"csvjobs never saw this shop's current images ({why}), and importing with '{option}' replaces a product's "
+        "images with the ones the file lists: the shop's own photos would be deleted. Upload a fresh product export "
+        f"from the shop instead ({shop}: Products > Export; it lists every product's images and variants) and "
+        "export that batch; or pass --replace-images if replacing them is what you want")
 
 
 def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], storage: Storage, urls: ImageUrls,
@@ -273,7 +276,7 @@ def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], stor
     if not options.replace_images and (source is None or not source.has_images):
         why = ("the source export has no image columns" if source is not None
                else "the source is not a Shopify product export, so it does not list their images")
-        raise InputError(NEVER_SAW_IMAGES.format(why=why))
+        raise never_saw_images("Shopify", why)
     if options.variant_images and source is None:
         raise InputError("--variant-images needs a Shopify product export as the source: an import that sets "
                          "variant images lists the product's variants, which replace the shop's, and only an "
@@ -406,11 +409,9 @@ def woocommerce_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], 
         raise InputError("nothing identifies the products in WooCommerce: the source has no ID or SKU column; "
                          "upload it with --map mpn=HEADER naming the column that holds each product's SKU")
     if "images" not in index and not options.replace_images:
-        raise InputError(NEVER_SAW_IMAGES.replace("'Overwrite products with matching handles'",
-                                                  "'Update existing products'").replace(
-            "Shopify: Products > Export", "WooCommerce: Products > Export").format(
-            why="the source has no Images column" if preset == "woocommerce"
-            else "the source is not a WooCommerce product export, so it does not list their images"))
+        raise never_saw_images("WooCommerce", "the source has no Images column" if preset == "woocommerce"
+                               else "the source is not a WooCommerce product export, so it does not list their "
+                               "images")
     if options.variant_images and "parent" not in index:
         raise InputError("--variant-images needs a WooCommerce product export as the source (it names each "
                          "variation's parent); upload a fresh export from the shop, or leave the option out")

@@ -23,12 +23,12 @@ def safe_filename(name: str, default: str = "upload.csv") -> str:
     return cleaned or default
 
 
-def readable_name(text: str, default: str = "product", limit: int = 60) -> str:
-    """Lowercase ASCII words joined by hyphens (as Shopify makes a handle from a title): an image's file name that a
-    shop keeps when it imports it, e.g. "blue-mug" for "Blue Mug!"."""
+def readable_name(text: str, default: str = "product", limit: int | None = 60) -> str:
+    """Lowercase ASCII words joined by hyphens, as Shopify makes a handle from a title ("blue-mug" for "Blue Mug!"),
+    cut to `limit` characters (None: whole, as a handle must be)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     words = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return words[:limit].rstrip("-") or default
+    return (words[:limit].rstrip("-") if limit is not None else words) or default
 
 
 def check_key(bucket: str, key: str) -> list[str]:
