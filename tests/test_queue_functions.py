@@ -453,3 +453,14 @@ def test_counts_wait_in_shards_until_folded_and_a_users_action_folds_them_first(
         report(conn, "w", [{"job_id": j["job_id"], "attempt": j["attempt"], "status": "completed"} for j in jobs])
     row = batch_row(conn, batch)
     assert (row["status"], row["processed_rows"], row["successful_rows"]) == ("completed", 5, 5)
+
+
+def test_counting_rows_made_without_their_photo_reads_only_those_rows(conn) -> None:
+    """rows_without_photo (batches, progress) comes from a partial index of such rows, not a scan of the batch."""
+    from csvjobs.operate.queries import PROGRESS_SQL
+
+    batch = make_batch(conn, 3)
+    conn.execute("SET enable_seqscan = off")
+    plan = "\n".join(r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + PROGRESS_SQL, [batch]).fetchall())
+    conn.execute("RESET enable_seqscan")
+    assert "csv_row_jobs_without_photo_idx" in plan
