@@ -399,12 +399,12 @@ def serve(server: ReviewServer) -> None:
 
 
 def render_shell(server: ReviewServer, secret: str) -> str:
-    """The page without its rows (they are fetched with the session secret); `secret` only in the one response
-    that redeems the launch code."""
+    """The page without its rows (they are fetched with the session secret); the secret and the event stream's
+    grant only in the one response that redeems the launch code."""
     esc = html.escape
     tabs = " ".join(f'<a class="tab" data-filter="{f}" href="#{f}">{f.replace("_", " ")}</a>' for f in FILTERS)
     return (_PAGE.replace("{{title}}", esc(f"Review {server.batch_id}")).replace("{{tabs}}", tabs)
-            .replace("{{secret}}", esc(secret)).replace("{{events}}", esc(server.sign("events"))))
+            .replace("{{secret}}", esc(secret)).replace("{{events}}", esc(server.sign("events") if secret else "")))
 
 
 def render_rows(server: ReviewServer, rows: list[dict[str, Any]], which: str) -> str:
@@ -481,7 +481,10 @@ Esc close. New and redone images appear here as the workers make them.</p>
 // The session secret arrives once, in the response to the printed URL; it lives in this origin's sessionStorage
 // (never in a cookie, which the browser would send to every local port) and goes out as a header.
 const given = document.querySelector('meta[name="csvjobs-session"]').content;
-if (given) sessionStorage.setItem('csvjobs-review', given);
+if (given) {
+  sessionStorage.setItem('csvjobs-review', given);
+  sessionStorage.setItem('csvjobs-review-events', document.body.dataset.events);
+}
 history.replaceState(null, '', location.pathname + location.hash);
 const secret = sessionStorage.getItem('csvjobs-review');
 const main = document.getElementById('rows');
@@ -549,7 +552,7 @@ if (!secret) {
     'such URL works once: run <code>csvjobs review</code> again for a new one.</p>';
 } else {
   refresh(null).then(() => {
-    const events = new EventSource('/events?sig=' + document.body.dataset.events);
+    const events = new EventSource('/events?sig=' + sessionStorage.getItem('csvjobs-review-events'));
     events.addEventListener('ready', () => { document.body.dataset.live = 'yes'; });
     events.addEventListener('changed', () => { refresh(null); });
   });
