@@ -278,7 +278,7 @@ def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     out.print(f"database: {status['location']} ({'embedded' if status['embedded'] else 'external'})")
     out.print(f"up: {'yes' if status['up'] else 'no'}" + (f" ({status['server_version']})" if status["up"] else ""))
-    if status["up"]:
+    if status["up"] and "pending_migrations" in status:
         pending = status["pending_migrations"]
         out.print(f"migrations: {len(status['applied_migrations'])} applied, {len(pending)} pending")
         if pending:
@@ -286,6 +286,11 @@ def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         if status["changed_migrations"]:
             err.print(Text("changed since applied (this database was made by another build of csvjobs; recreate "
                            "it): " + ", ".join(status["changed_migrations"]), style="yellow"))
+        if status["functions_to_apply"]:
+            newer = status["database_is_newer"]
+            out.print(("functions: the database's are newer than this csvjobs (" if newer else
+                       "functions to apply: (") + ", ".join(status["functions_to_apply"]) + ")"
+                      + ("" if newer else " (run `csvjobs db migrate`)"))
     out.print(f"storage: {status['storage']} ({'ok' if status['storage_ok'] else 'NOT usable'})")
     if not status["storage_ok"]:
         err.print(Text(str(status["storage_error"]), style="red"))
@@ -297,19 +302,23 @@ def db_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Apply pending SQL migrations (safe to run again, or twice at once).
+    """Apply pending SQL migrations and changed function files (safe to run again, or twice at once).
 
     Example: csvjobs db migrate
     """
     from csvjobs.operate.maintenance import migrate_database
 
-    applied, location = migrate_database(_settings(ctx))
+    report, location = migrate_database(_settings(ctx))
+    migrations = [m.label for m in report.migrations]
     if as_json:
-        _print_json({"database": location, "applied": applied})
+        _print_json({"database": location, "applied": migrations, "functions": report.functions})
         return
-    if applied:
-        out.print(f"applied {len(applied)} migration(s) to {location}: " + ", ".join(applied))
-    else:
+    if migrations:
+        out.print(f"applied {len(migrations)} migration(s) to {location}: " + ", ".join(migrations))
+    if report.functions:
+        out.print(f"applied {len(report.functions)} function file(s) to {location}: "
+                  + ", ".join(f"{name}.sql" for name in report.functions))
+    if not report:
         out.print(f"{location}: already up to date")
 
 

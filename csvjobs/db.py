@@ -53,10 +53,9 @@ _embedded_logger.propagate = False
 
 
 @dataclass(frozen=True)
-class Migration:
-    """One numbered upgrade in sql/migrations/."""
+class SqlFile:
+    """One SQL file as csvjobs applies it: a numbered migration or a function file."""
 
-    version: int
     name: str
     sql: str
 
@@ -64,6 +63,29 @@ class Migration:
     def checksum(self) -> str:
         """sha256 of the file's text, recorded in the ledger."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Migration(SqlFile):
+    """One numbered migration in sql/migrations/: state (tables, columns, indexes, policies, grants, data)."""
+
+    version: int = 0
+
+    @property
+    def label(self) -> str:
+        """How the CLI names it: 001_platform."""
+        return f"{self.version:03d}_{self.name}"
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What one `db migrate` did: the migrations it ran and the function files it (re)applied."""
+
+    migrations: list[Migration]
+    functions: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.migrations or self.functions)
 
 
 @dataclass(frozen=True)
@@ -94,16 +116,29 @@ def describe_url(url: str) -> str:
 
 # --- schema and migrations -------------------------------------------------------------------------------------
 #
-# sql/*.sql is the schema as it is, one concept a file, installed in SCHEMA_FILES order on a database that has no
-# csvjobs tables yet. sql/migrations/NNN_*.sql are append-only upgrades for databases made by earlier builds; a
-# fresh install records every one of them as applied, since the schema files already contain what they do (a test
-# proves that upgrading through them gives the same catalog as a fresh install). The ledger holds migrations only,
-# so editing a comment in a schema file never looks like a changed migration.
+# Two kinds of SQL file (see sql/):
+#   * sql/migrations/NNN_*.sql hold state (tables, columns, indexes, policies, grants, data). Each runs once, in
+#     order, in its own transaction, and is recorded in csvjobs_schema_migrations. 001-004 are the baseline.
+#   * sql/*.sql hold the functions (and the triggers that call them), each function in exactly one file. They are
+#     code: after the migrations, `db migrate` re-applies every file whose text differs from the version the
+#     database last applied, all in one transaction, and then privileges.sql. csvjobs_schema_functions keeps every
+#     version each file has had, which is how a process tells "the database's functions are newer than my code" (a
+#     worker of the previous release during a rolling upgrade: keeps running, applies nothing) from "my code is
+#     newer than the database's functions" (refuse, or migrate the embedded database).
+# A function whose signature changes incompatibly gets a new name (claim_csv_row_jobs_v2) rather than replacing the
+# old one, so that workers of the previous version keep calling what they know until they are replaced.
 
-SCHEMA_FILES = (
-    "supabase", "tables", "review", "upload", "claim", "results", "workers", "progress", "rate_limits",
-    "batch_control", "openai_batches", "security", "supabase_services",
+FUNCTIONS_TABLE = "csvjobs_schema_functions"
+# The order a fresh database gets them in: a SQL-language function's body is checked when it is created, so what
+# it calls must exist by then. privileges.sql comes last and is applied whenever any other file is.
+FUNCTION_FILES = (
+    "caller", "triggers", "review", "upload", "claim", "results", "workers", "progress", "rate_limits",
+    "batch_control", "submissions", "privileges",
 )
+PRIVILEGES_FILE = "privileges"
+# The first ledger row of databases made by development builds before the baseline (nothing was released with
+# them); their history cannot be told apart from today's numbers, so they are refused with a way out.
+_PRE_BASELINE_FIRST = (1, "supabase_compat")
 
 
 def sql_directory() -> Path:
@@ -111,33 +146,43 @@ def sql_directory() -> Path:
     # Plain paths, not importlib.resources: csvjobs/sql has no __init__.py, and files() on such a namespace
     # package yields a MultiplexedPath on Python 3.11, whose str() is not a directory.
     for candidate in (Path(__file__).resolve().parent / "sql", Path(__file__).resolve().parent.parent / "sql"):
-        if (candidate / "tables.sql").is_file() and (candidate / "migrations").is_dir():
+        if (candidate / "claim.sql").is_file() and (candidate / "migrations").is_dir():
             return candidate
     raise DatabaseError("the SQL schema files are missing from this installation of csvjobs; reinstall it")
 
 
-def schema_sql() -> list[tuple[str, str]]:
-    """(file name, SQL) of the current schema, in install order."""
+def function_files() -> list[SqlFile]:
+    """The function files in the order a fresh database gets them."""
     directory = sql_directory()
-    return [(f"{name}.sql", (directory / f"{name}.sql").read_text(encoding="utf-8")) for name in SCHEMA_FILES]
+    return [SqlFile(name, (directory / f"{name}.sql").read_text(encoding="utf-8")) for name in FUNCTION_FILES]
 
 
 def migration_files() -> list[Migration]:
-    """The numbered upgrade migrations in order."""
+    """The numbered migrations in order."""
     migrations = []
     for path in sorted((sql_directory() / "migrations").glob("*.sql")):
         number, _, name = path.stem.partition("_")
         if number.isdigit():
-            migrations.append(Migration(int(number), name, path.read_text(encoding="utf-8")))
+            migrations.append(Migration(name, path.read_text(encoding="utf-8"), int(number)))
     return migrations
+
+
+def _table_exists(conn: Connection, name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", [name]).fetchone()
+    return bool(row and row["present"])
 
 
 def applied_migrations(conn: Connection) -> dict[int, str]:
     """version -> checksum of the migrations recorded in the ledger (empty when there is no ledger)."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", [LEDGER_TABLE]).fetchone()
-    if not exists or not exists["present"]:
+    if not _table_exists(conn, LEDGER_TABLE):
         return {}
-    rows = conn.execute(f"SELECT version, checksum FROM {LEDGER_TABLE}").fetchall()
+    rows = conn.execute(f"SELECT version, name, checksum FROM {LEDGER_TABLE}").fetchall()
+    if any((row["version"], row["name"]) == _PRE_BASELINE_FIRST for row in rows):
+        raise DatabaseError(
+            "this database was made by a development build of csvjobs from before its schema baseline, which "
+            "nothing released ever used; point csvjobs at a new database (for the embedded one: `csvjobs db stop` "
+            "and remove the pgdata directory `csvjobs db status` names)"
+        )
     return {row["version"]: row["checksum"] for row in rows}
 
 
@@ -153,9 +198,24 @@ def changed_migrations(conn: Connection) -> list[Migration]:
     return [m for m in migration_files() if m.version in done and done[m.version] != m.checksum]
 
 
-def _has_csvjobs_tables(conn: Connection) -> bool:
-    row = conn.execute("SELECT to_regclass('public.csv_batches') IS NOT NULL AS present").fetchone()
-    return bool(row and row["present"])
+def _function_history(conn: Connection) -> tuple[dict[str, str], set[tuple[str, str]]]:
+    """(file -> checksum applied last, every (file, checksum) ever applied)."""
+    if not _table_exists(conn, FUNCTIONS_TABLE):
+        return {}, set()
+    rows = conn.execute(f"SELECT file, checksum FROM {FUNCTIONS_TABLE} ORDER BY applied_at, file").fetchall()
+    return {row["file"]: row["checksum"] for row in rows}, {(row["file"], row["checksum"]) for row in rows}
+
+
+def changed_functions(conn: Connection) -> list[SqlFile]:
+    """Function files whose text differs from the version the database applied last (what `db migrate` applies)."""
+    current, _seen = _function_history(conn)
+    return [f for f in function_files() if current.get(f.name) != f.checksum]
+
+
+def newer_functions(conn: Connection) -> list[SqlFile]:
+    """Function files in a version the database has never had: this code is newer than its functions."""
+    _current, seen = _function_history(conn)
+    return [f for f in function_files() if (f.name, f.checksum) not in seen]
 
 
 def _record(conn: Connection, migration: Migration) -> None:
@@ -163,10 +223,28 @@ def _record(conn: Connection, migration: Migration) -> None:
                  [migration.version, migration.name, migration.checksum])
 
 
-def migrate(conn: Connection, *, install_schema: bool = True) -> list[Migration]:
-    """Bring the database to the current schema; safe to run twice or twice at once. A database without csvjobs
-    installs the schema files in one transaction; any other gets its pending migrations, each in its own.
-    install_schema=False takes the upgrade path even on an empty database (the schema-equality test does)."""
+def _apply_functions(conn: Connection, files: list[SqlFile]) -> list[str]:
+    """Apply function files (and privileges.sql after them) in one transaction; their names."""
+    if not files:
+        return []
+    by_name = {f.name: f for f in files}
+    if PRIVILEGES_FILE not in by_name:
+        by_name[PRIVILEGES_FILE] = next(f for f in function_files() if f.name == PRIVILEGES_FILE)
+    ordered = [by_name[name] for name in FUNCTION_FILES if name in by_name]
+    with conn.transaction():
+        for file in ordered:
+            conn.execute(file.sql)
+            conn.execute(
+                f"INSERT INTO {FUNCTIONS_TABLE} (file, checksum) VALUES (%s, %s)"
+                " ON CONFLICT (file, checksum) DO UPDATE SET applied_at = clock_timestamp()",
+                [file.name, file.checksum],
+            )
+    return [file.name for file in ordered]
+
+
+def migrate(conn: Connection) -> MigrationReport:
+    """Bring the database to this code's schema: pending migrations, each in its own transaction, then the function
+    files that changed; safe to run twice, or twice at once."""
     conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
     try:
         conn.execute(
@@ -174,36 +252,36 @@ def migrate(conn: Connection, *, install_schema: bool = True) -> list[Migration]
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        pending = pending_migrations(conn)
-        if install_schema and pending and not applied_migrations(conn) and not _has_csvjobs_tables(conn):
-            with conn.transaction():
-                for _name, sql in schema_sql():
-                    conn.execute(sql)
-                for migration in pending:
-                    _record(conn, migration)
-            return pending
+        # applied_at from clock_timestamp(): the files of one transaction are ordered as they were applied.
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {FUNCTIONS_TABLE} ("
+            " file text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (file, checksum))"
+        )
         applied = []
-        for migration in pending:
+        for migration in pending_migrations(conn):
             with conn.transaction():
                 conn.execute(migration.sql)
                 _record(conn, migration)
             applied.append(migration)
-        return applied
+        return MigrationReport(applied, _apply_functions(conn, changed_functions(conn)))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
 
 
 def require_current_schema(conn: Connection, target: DatabaseTarget) -> None:
-    """Migrate the embedded database; refuse on an external one while migrations are pending."""
+    """Migrate the embedded database; refuse an external one whose schema is older than this code. A database
+    whose functions are newer (a rolling upgrade, with this process of the previous version) is used as it is."""
     pending = pending_migrations(conn)
-    if not pending:
+    newer = newer_functions(conn)
+    if not pending and not newer:
         return
     if target.embedded:
         migrate(conn)
         return
-    names = ", ".join(f"{m.version:03d}_{m.name}" for m in pending)
+    names = ", ".join([m.label for m in pending] + [f"{f.name}.sql" for f in newer])
     raise DatabaseError(
-        f"the database at {target.describe()} has {len(pending)} pending migration(s) ({names}); "
+        f"the database at {target.describe()} is older than this csvjobs (not yet applied: {names}); "
         "run `csvjobs db migrate` first"
     )
 
@@ -321,6 +399,12 @@ def is_retryable(exc: BaseException) -> bool:
         | psycopg.errors.AdminShutdown
         | psycopg.InterfaceError,
     )
+
+
+def is_missing_function(exc: BaseException) -> bool:
+    """True when the database has no function by the name and argument types called (it was upgraded past the
+    calling code, or migrated backwards)."""
+    return isinstance(exc, psycopg.errors.UndefinedFunction)
 
 
 def claims_json(user_id: uuid.UUID) -> str:

@@ -1,6 +1,7 @@
 -- claim.sql: how a job is claimed. claim_next_csv_row_job is the single-job call of the contract;
--- claim_csv_row_jobs claims several at once (the worker pool's call); start_csv_row_jobs marks claimed rows as
--- started. Every claim first reclaims jobs whose worker went silent past the timeout.
+-- claim_csv_row_jobs claims several at once (the worker pool's call, which can start its rows as it claims
+-- them; a single-job caller starts its row with update_csv_row_job_result(..., 'processing')). Every claim first
+-- reclaims jobs whose worker went silent past the timeout.
 --
 -- Lock order, shared with results.sql to stay free of deadlocks: job rows first (claims take them with SKIP
 -- LOCKED), then batch rows in ascending id order.
@@ -54,12 +55,12 @@ BEGIN
 END
 $$;
 
--- Internal: has the row a pending row waits for (csv_row_jobs.depends_on: it reuses that row's images) finished?
+-- Internal: has the row a pending row waits for (csv_row_jobs.reuses_job: it reuses that row's images) finished?
 -- A lookup by key: a NOT EXISTS in the claim is planned as a hashed subplan that reads the whole table.
-CREATE OR REPLACE FUNCTION csv_dependency_done(p_depends_on bigint)
+CREATE OR REPLACE FUNCTION csv_reused_row_done(p_reuses_job bigint)
 RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p_depends_on), 'completed')
+    SELECT coalesce((SELECT d.status FROM csv_row_jobs d WHERE d.id = p_reuses_job), 'completed')
            NOT IN ('pending', 'claimed', 'processing');
 $$;
 
@@ -85,7 +86,7 @@ $$;
 -- user's batches. Never hands out jobs of a batch that is not queued or processing (cancelled, paused,
 -- completed). p_mode picks the batches by processing mode: 'sync' (the default, and the only one the single-job
 -- claim sees) or 'openai_batch' (the OpenAI batch driver's claim). p_start: the caller starts on every row at once,
--- so they are 'processing' from the claim on (one update a row instead of a claim and then a start_csv_row_jobs).
+-- so they are 'processing' from the claim on (one update a row instead of a claim and then a start).
 -- Reclaims timed-out claims first. The first claim moves a batch to processing.
 -- Locks: the claimed job rows (FOR UPDATE SKIP LOCKED, so claimers never wait on each other); a batch row only
 -- on its first claim.
@@ -202,7 +203,7 @@ BEGIN
                     SELECT p.id FROM csv_row_jobs p
                     WHERE p.batch_id = v_batches[i] AND p.status = 'pending'
                       -- a row that reuses another's images waits until that row has finished
-                      AND (p.depends_on IS NULL OR csv_dependency_done(p.depends_on))
+                      AND (p.reuses_job IS NULL OR csv_reused_row_done(p.reuses_job))
                     ORDER BY p.id + 0  -- only csv_row_jobs_pending_idx has this order (see tables.sql)
                     LIMIT v_want
                     FOR UPDATE SKIP LOCKED))
@@ -273,7 +274,7 @@ BEGIN
     WHERE j.id = (
         SELECT p.id FROM csv_row_jobs p
         WHERE p.batch_id = v_batch.id AND p.status = 'pending'
-          AND (p.depends_on IS NULL OR csv_dependency_done(p.depends_on))
+          AND (p.reuses_job IS NULL OR csv_reused_row_done(p.reuses_job))
         ORDER BY p.id + 0
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
@@ -290,19 +291,4 @@ BEGIN
                         csv_row_job_product(v_job.row_data, v_job.product, v_batch.column_mapping),
                         v_job.trigger_text, v_job.attempt, v_job.retry_count, v_job.max_retries, v_job.checkpoint;
 END
-$$;
-
--- Mark claimed jobs as started: a row is 'processing' from the moment its worker starts on it. Fenced like a
--- result (with a worker id, only that worker's jobs; without one, any claimed job). Returns how many changed.
--- Locks: the given job rows.
-CREATE OR REPLACE FUNCTION start_csv_row_jobs(p_worker_id text, p_job_ids bigint[])
-RETURNS integer
-LANGUAGE sql AS $$
-    WITH upd AS (
-        UPDATE csv_row_jobs j SET status = 'processing', updated_at = now()
-        WHERE j.id = ANY (p_job_ids) AND j.status = 'claimed'
-          AND (p_worker_id IS NULL OR j.claimed_by = p_worker_id)
-        RETURNING 1
-    )
-    SELECT count(*)::integer FROM upd;
 $$;

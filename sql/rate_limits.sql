@@ -3,13 +3,6 @@
 -- scheduling clock, "tat"), so all pools together stay under the limit without talking to each other. A 429 from
 -- the provider sets paused_until, which holds every worker's next calls to that resource until then.
 
-CREATE TABLE IF NOT EXISTS csv_rate_limits (
-    key          text PRIMARY KEY,
-    tat          timestamptz NOT NULL DEFAULT now(),
-    paused_until timestamptz NOT NULL DEFAULT 'epoch',  -- not -infinity: PostgreSQL 15 cannot subtract it
-    updated_at   timestamptz NOT NULL DEFAULT now()
-);
-
 -- Reserve one call on p_key at p_per_minute (0 or NULL: unlimited, only pauses apply). Returns how many seconds
 -- the caller must wait before making the call.
 -- Locks: the p_key row, for the length of this short transaction.

@@ -338,7 +338,7 @@ BEGIN
         END LOOP;
         -- Rows put back for a retry, and rows that were waiting for a row that just finished, are work to hand out.
         IF 'pending' = ANY (v_statuses)
-           OR EXISTS (SELECT 1 FROM csv_row_jobs d WHERE d.depends_on = ANY (v_ids) AND d.status = 'pending') THEN
+           OR EXISTS (SELECT 1 FROM csv_row_jobs d WHERE d.reuses_job = ANY (v_ids) AND d.status = 'pending') THEN
             PERFORM pg_notify('csv_row_jobs', '');
         END IF;
     END IF;
@@ -356,7 +356,7 @@ $$;
 -- status is 'completed', 'failed', 'pending' (retry later) or 'processing' (the worker has started on the row).
 -- Returns true when the change was made, false when the job is not (or no longer) held as the call says: with a
 -- worker id, by that worker (and attempt, if given); without one, by anyone (an unfenced call, logged as such).
--- Locks: as update_csv_row_job_results (or start_csv_row_jobs for 'processing').
+-- Locks: as update_csv_row_job_results (for 'processing': the job row only).
 CREATE OR REPLACE FUNCTION update_csv_row_job_result(
     p_job_id bigint,
     p_status text,

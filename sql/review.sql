@@ -5,23 +5,6 @@
 -- Users change review state only through the SECURITY DEFINER functions here, which check ownership as the
 -- policies do; every change is logged and notified on csv_image_reviews (the review page listens).
 
-CREATE TABLE IF NOT EXISTS csv_image_versions (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    batch_id      uuid NOT NULL REFERENCES csv_batches (id) ON DELETE CASCADE,
-    row_job_id    bigint NOT NULL,
-    row_number    integer NOT NULL,
-    style         text NOT NULL CHECK (style IN ('lifestyle_emotional', 'single_white_background')),
-    version       integer NOT NULL CHECK (version > 0),
-    image         jsonb NOT NULL,
-    review        text NOT NULL DEFAULT 'unreviewed' CHECK (review IN ('unreviewed', 'approved', 'rejected')),
-    replaced_at   timestamptz NOT NULL DEFAULT now(),
-    -- why it was replaced: who asked for the new version, when, with what note
-    replaced_note text,
-    replaced_by   uuid,
-    UNIQUE (row_job_id, style, version)
-);
-CREATE INDEX IF NOT EXISTS csv_image_versions_batch_idx ON csv_image_versions (batch_id, row_number);
-
 -- Internal: the rows of p_batch_id named by p_rows (all rows when NULL), as job ids.
 CREATE OR REPLACE FUNCTION csv_review_target_rows(p_batch_id uuid, p_rows integer[])
 RETURNS bigint[]

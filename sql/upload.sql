@@ -51,7 +51,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'description', coalesce(p_product ->> 'description', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'description'), ''),
         'title', coalesce(p_product ->> 'title', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'title'), ''),
         'image_url', coalesce(p_product ->> 'image_url', p_row_data ->> (p_column_mapping -> 'row_data_keys' ->> 'image_url'), ''))
-           -- the earlier row whose images this one reuses (see csv_row_jobs.depends_on), when there is one
-           || CASE WHEN p_product ? 'reuse_of_row' THEN jsonb_build_object('reuse_of_row', p_product ->> 'reuse_of_row')
+           -- the earlier row whose images this one reuses (see csv_row_jobs.reuses_job), when there is one
+           || CASE WHEN p_product ? 'reuses_row' THEN jsonb_build_object('reuses_row', p_product ->> 'reuses_row')
                    ELSE '{}'::jsonb END;
 $$;

@@ -117,7 +117,7 @@ BEGIN
     END IF;
     -- Rows waiting on OpenAI are held by their submission, not by a worker, and stay as they are; a dead
     -- worker's lease on a submission is freed so that another driver goes on polling it at once.
-    UPDATE csv_openai_batches o SET locked_by = NULL, locked_until = NULL, updated_at = now()
+    UPDATE csv_openai_submissions o SET locked_by = NULL, locked_until = NULL, updated_at = now()
      WHERE o.state <> 'done' AND o.locked_by IS NOT NULL
        AND EXISTS (SELECT 1 FROM csv_processing_workers w WHERE w.instance_id = o.locked_by AND w.status = 'stopped');
     RETURN QUERY SELECT v_workers, v_released, v_failed;

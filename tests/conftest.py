@@ -12,15 +12,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fake_openai import FakeOpenAI
-from helpers import apply_supabase_default_privileges
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
+from support.fake_openai import FakeOpenAI
+from support.helpers import USER_A, apply_supabase_default_privileges
+from support.s3 import S3
 
 from csvjobs import cli, db
 from csvjobs.config import Settings
 
-REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real"
 
 
 @dataclass
@@ -154,3 +154,25 @@ def run_cli(capsys: pytest.CaptureFixture[str], settings: Settings):
 def pytest_report_header(config: pytest.Config) -> str:
     where = "CSVJOBS_TEST_DATABASE_URL" if os.environ.get("CSVJOBS_TEST_DATABASE_URL") else "embedded PostgreSQL"
     return f"csvjobs tests against: {where} (python {sys.version.split()[0]})"
+
+
+@pytest.fixture
+def s3() -> Iterator[S3]:
+    server = S3()
+    server.create_buckets()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def s3_env(pool_env: dict[str, str], s3: S3) -> dict[str, str]:
+    return dict(pool_env, CSVJOBS_STORAGE="s3", CSVJOBS_S3_ENDPOINT_URL=s3.url, CSVJOBS_S3_BUCKET_PREFIX=s3.prefix,
+                CSVJOBS_S3_ADDRESSING_STYLE="path", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                AWS_DEFAULT_REGION="us-east-1", CSVJOBS_USER_ID=str(USER_A))
+
+
+@pytest.fixture
+def env(pool_env: dict[str, str]) -> dict[str, str]:
+    """pool_env for a signed-in user whose photos may come from the loopback photo server."""
+    return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
+                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2")

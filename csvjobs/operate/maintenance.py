@@ -52,25 +52,32 @@ def database_status(settings: Settings) -> dict[str, Any]:
         return status
     with conn:
         status.update(up=True, server_version=f"PostgreSQL {db.server_version(conn)}")
-        if target.embedded:
-            db.require_current_schema(conn, target)
-        applied = db.applied_migrations(conn)
-        status["applied_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.migration_files()
-                                        if m.version in applied]
-        status["pending_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.pending_migrations(conn)]
-        status["changed_migrations"] = [f"{m.version:03d}_{m.name}" for m in db.changed_migrations(conn)]
+        try:
+            if target.embedded:
+                db.require_current_schema(conn, target)
+            applied = db.applied_migrations(conn)
+        except DatabaseError as exc:
+            status["error"] = str(exc)
+            return status
+        status["applied_migrations"] = [m.label for m in db.migration_files() if m.version in applied]
+        status["pending_migrations"] = [m.label for m in db.pending_migrations(conn)]
+        status["changed_migrations"] = [m.label for m in db.changed_migrations(conn)]
+        # Function files `db migrate` would apply: newer here than in the database, or (a database already
+        # upgraded by a newer csvjobs) older here.
+        status["functions_to_apply"] = [f"{f.name}.sql" for f in db.changed_functions(conn)]
+        status["database_is_newer"] = bool(status["functions_to_apply"]) and not db.newer_functions(conn)
     return status
 
 
-def migrate_database(settings: Settings) -> tuple[list[str], str]:
-    """Apply pending migrations; returns their names and the database's location."""
+def migrate_database(settings: Settings) -> tuple[db.MigrationReport, str]:
+    """Apply pending migrations and changed function files; says what it did and where."""
     target = db.database_target(settings)
     with db.connect(target, application_name="csvjobs-migrate") as conn:
         try:
-            applied = db.migrate(conn)
+            report = db.migrate(conn)
         except db.PsycopgError as exc:
             raise DatabaseError(f"migration failed on {target.describe()}: {db.first_line(exc)}") from exc
-    return [f"{m.version:03d}_{m.name}" for m in applied], target.describe()
+    return report, target.describe()
 
 
 def stop_database(settings: Settings) -> str:

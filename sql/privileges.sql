@@ -1,0 +1,78 @@
+-- privileges.sql: who may call which csvjobs function, stated whole after every function file is applied, so
+-- that a Supabase project's default privileges (EXECUTE on every new function for anon, authenticated and
+-- service_role) leave nothing open that was not meant to be.
+
+-- Every csvjobs function: nobody but the owner, then exactly the grants below. By name, not every function in
+-- public: a function a newer csvjobs no longer defines (kept for workers of the previous version during a rolling
+-- upgrade) keeps the grants it had.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND p.proname = ANY (ARRAY[
+              'csv_add_batch_results', 'csv_release_jobs', 'csv_reclaim_timed_out_jobs', 'claim_csv_row_jobs',
+              'claim_next_csv_row_job', 'update_csv_row_job_results', 'update_csv_row_job_result',
+              'save_csv_row_job_checkpoint', 'update_csv_worker_heartbeat', 'release_csv_worker_jobs',
+              'get_csv_batch_progress', 'cleanup_stale_csv_workers', 'queue_csv_batch', 'csv_outstanding_jobs',
+              'csv_batches_needing_dedicated_workers', 'write_csv_processing_logs', 'acquire_csv_rate_limit',
+              'pause_csv_rate_limit', 'csv_rate_limit_pause_remaining', 'csv_lock_owned_batch',
+              'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
+              'csv_delete_rows_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
+              'get_csv_workers', 'csv_batch_has_pending_jobs', 'csv_review_target_rows',
+              'review_csv_images', 'request_csv_image_regeneration', 'csv_openai_submission_holder',
+              'csv_openai_submission_take_rows', 'open_csv_openai_submission', 'lease_csv_openai_submissions',
+              'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',
+              'finish_csv_openai_submission', 'release_csv_openai_submission_leases', 'csv_fold_batch_counters',
+              'csv_reused_row_done', 'csv_start_batch'])
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
+    END LOOP;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    csv_add_batch_results(uuid, integer, integer, numeric),
+    csv_fold_batch_counters(uuid, boolean),
+    csv_reused_row_done(bigint),
+    csv_start_batch(uuid, text),
+    csv_release_jobs(bigint[], boolean, text),
+    csv_reclaim_timed_out_jobs(numeric),
+    csv_batch_has_pending_jobs(uuid),
+    claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text, boolean),
+    claim_next_csv_row_job(text, uuid, numeric),
+    update_csv_row_job_results(text, jsonb),
+    update_csv_row_job_result(bigint, text, text, jsonb, jsonb, jsonb, numeric, text, text, integer),
+    save_csv_row_job_checkpoint(bigint, text, integer, jsonb),
+    update_csv_worker_heartbeat(text, text, integer, integer, integer, integer, uuid, uuid, text, integer),
+    release_csv_worker_jobs(text, boolean, bigint[]),
+    cleanup_stale_csv_workers(numeric),
+    queue_csv_batch(uuid, integer, integer),
+    csv_outstanding_jobs(uuid, uuid, text),
+    csv_batches_needing_dedicated_workers(integer, uuid),
+    write_csv_processing_logs(text, jsonb),
+    acquire_csv_rate_limit(text, numeric),
+    pause_csv_rate_limit(text, numeric),
+    csv_rate_limit_pause_remaining(text),
+    csv_openai_submission_holder(bigint),
+    csv_openai_submission_take_rows(text, uuid, text, bigint[]),
+    open_csv_openai_submission(text, uuid, text, bigint[]),
+    lease_csv_openai_submissions(text, numeric, integer, uuid, uuid),
+    update_csv_openai_submission(bigint, text, jsonb, numeric, numeric),
+    split_csv_openai_submission(bigint, text, text, bigint[]),
+    release_csv_openai_submission_rows(bigint, text, bigint[], boolean, text),
+    finish_csv_openai_submission(bigint, text, jsonb),
+    release_csv_openai_submission_leases(text)
+TO service_role;
+GRANT EXECUTE ON FUNCTION
+    get_csv_batch_progress(uuid),
+    retry_csv_batch_rows(uuid, integer[]),
+    set_csv_batch_state(uuid, text),
+    csv_row_job_product(json, jsonb, jsonb),
+    review_csv_images(uuid, integer[], text, text),
+    request_csv_image_regeneration(uuid, integer[], text, text)
+TO authenticated, service_role;
+-- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
+GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;

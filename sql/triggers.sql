@@ -1,0 +1,60 @@
+-- triggers.sql: the triggers that keep the tables consistent, and their functions.
+
+-- Watchers (`csvjobs logs --follow`) LISTEN instead of polling. One notification per statement, not per row:
+-- NOTIFY takes a cluster-wide lock at commit, so it must stay cheap.
+CREATE OR REPLACE FUNCTION csv_notify_new_logs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('csv_processing_logs', '');
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS csv_processing_logs_notify ON csv_processing_logs;
+CREATE TRIGGER csv_processing_logs_notify AFTER INSERT ON csv_processing_logs
+    FOR EACH STATEMENT EXECUTE FUNCTION csv_notify_new_logs();
+
+-- Deleting a batch deletes its jobs, logs and counter shards (there is no foreign key to cascade; see csv_row_jobs
+-- and csv_processing_logs). It runs as the table owner, as a foreign key's cascade does, so a user deleting their
+-- own batch also removes its rows although they may not delete them themselves.
+CREATE OR REPLACE FUNCTION csv_delete_rows_of_deleted_batches() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    DELETE FROM public.csv_row_jobs j USING deleted_batches d WHERE j.batch_id = d.id;
+    DELETE FROM public.csv_processing_logs l USING deleted_batches d WHERE l.batch_id = d.id;
+    DELETE FROM public.csv_batch_counters c USING deleted_batches d WHERE c.batch_id = d.id;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS csv_batches_delete_jobs ON csv_batches;
+CREATE TRIGGER csv_batches_delete_jobs AFTER DELETE ON csv_batches
+    REFERENCING OLD TABLE AS deleted_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION csv_delete_rows_of_deleted_batches();
+
+-- A batch a user creates starts as an upload in progress: status, counters, cost and times are the system's to
+-- set (queue_csv_batch and the result functions, as the service role), not the INSERT's.
+CREATE OR REPLACE FUNCTION csv_batches_start_clean() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT csv_caller_is_service() THEN
+        NEW.status := 'uploaded';
+        NEW.total_rows := 0;
+        NEW.processed_rows := 0;
+        NEW.successful_rows := 0;
+        NEW.failed_rows := 0;
+        NEW.skipped_rows := 0;
+        NEW.cost_usd := 0;
+        NEW.processing_rate_rows_per_minute := 0;
+        NEW.created_at := now();
+        NEW.updated_at := now();
+        NEW.started_at := NULL;
+        NEW.completed_at := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS csv_batches_start_clean ON csv_batches;
+CREATE TRIGGER csv_batches_start_clean BEFORE INSERT ON csv_batches
+    FOR EACH ROW EXECUTE FUNCTION csv_batches_start_clean();

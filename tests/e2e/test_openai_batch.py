@@ -1,0 +1,280 @@
+"""OpenAI's Batch API, end to end: `csvjobs work` drives batches uploaded with --openai-batch through the Files and
+Batch APIs of the loopback OpenAI-compatible server (fake_openai.py), which runs each batch after a delay."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from support.fake_openai import FakeOpenAI
+from support.helpers import USER_A, batch_row, cli, job_counts, make_batch
+from PIL import Image
+from support.pool import finish, start_pool, wait_for
+
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sk-test-batch-0123456789-do-not-log"
+SYNC_CALLS = ("chat", "image", "edit")
+
+
+@pytest.fixture
+def batch_env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
+    return dict(pool_env, OPENAI_API_KEY=SECRET, OPENAI_BASE_URL=fake.base_url,
+                CSVJOBS_OPENAI_BATCH_POLL_SECONDS="0.3", CSVJOBS_POLL_SECONDS="0.3")
+
+
+def work(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    code, err = finish(start_pool(env, "--until-done", *args), timeout=timeout)
+    assert code == 0, err
+    return err
+
+
+def sync_calls(fake: FakeOpenAI) -> int:
+    return sum(fake.count(endpoint) for endpoint in SYNC_CALLS)
+
+
+def test_a_batch_goes_through_both_steps_with_no_synchronous_call(batch_env, fake, conn, home: Path) -> None:
+    batch = make_batch(conn, 12, mode="openai_batch")
+    other = make_batch(conn, 3)  # an ordinary batch beside it is processed call by call as before
+    err = work(batch_env, "--concurrency", "4")
+    assert SECRET not in err
+    assert job_counts(conn, batch) == {"completed": 12}
+    assert job_counts(conn, other) == {"completed": 3}
+    assert fake.count("chat") == 3 and fake.count("image") == 6  # the ordinary batch's calls, and no more
+    assert fake.count("batch_chat") == 12 and fake.count("batch_image") == 24
+    creates = [c.body for c in fake.calls if c.endpoint == "batches.create"]
+    assert sorted(c["endpoint"] for c in creates) == ["/v1/chat/completions", "/v1/images/generations"]
+    rows = conn.execute("SELECT generated_prompts, generated_images, generated_tags, cost_usd, usage"
+                        " FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()
+    sync_cost = conn.execute("SELECT cost_usd FROM csv_row_jobs WHERE batch_id = %s LIMIT 1", [other]).fetchone()
+    for row in rows:
+        assert row["generated_prompts"]["lifestyle_emotional"]["prompt"].startswith("LIFESTYLE: US product")
+        assert {image["style"] for image in row["generated_images"]} == {"lifestyle_emotional",
+                                                                         "single_white_background"}
+        for image in row["generated_images"]:
+            data = (home / "storage" / image["storage_path"]).read_bytes()
+            Image.open(io.BytesIO(data)).verify()
+            if image["style"] == "single_white_background":
+                assert image["pure_white"] is True
+        # The same usage as a synchronous row, at half the price.
+        assert float(row["cost_usd"]) == pytest.approx(float(sync_cost["cost_usd"]) / 2)
+    assert float(batch_row(conn, batch)["cost_usd"]) == pytest.approx(sum(float(r["cost_usd"]) for r in rows))
+    subs = conn.execute("SELECT step, state, openai_status, request_count, request_counts FROM csv_openai_submissions"
+                        " WHERE batch_id = %s ORDER BY id", [batch]).fetchall()
+    assert [(s["step"], s["state"], s["openai_status"], s["request_count"]) for s in subs] == [
+        ("prompts", "done", "completed", 12), ("images", "done", "completed", 24)]
+    assert batch_row(conn, batch)["status"] == "completed"
+
+
+def _kill_pool(proc, conn) -> None:
+    """kill -9 the supervisor and every worker it started (they run in process groups of their own)."""
+    for row in conn.execute("SELECT pid FROM csv_processing_workers WHERE status <> 'stopped'").fetchall():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(row["pid"], signal.SIGKILL)
+    proc.kill()
+    proc.communicate()
+
+
+def submissions(conn, batch) -> list[dict]:
+    return conn.execute("SELECT * FROM csv_openai_submissions WHERE batch_id = %s ORDER BY id", [batch]).fetchall()
+
+
+def test_a_killed_driver_is_replaced_without_submitting_or_paying_twice(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 4, mode="openai_batch")
+    fake.batch_delay = 60  # OpenAI is slow: the pool dies while the batch runs
+    proc = start_pool(batch_env, "--until-done", "--concurrency", "2")
+    wait_for(lambda: any(s["state"] == "submitted" for s in submissions(conn, batch)), what="the submission")
+    _kill_pool(proc, conn)
+    held = conn.execute("SELECT DISTINCT claimed_by, claimed_at FROM csv_row_jobs WHERE batch_id = %s",
+                        [batch]).fetchall()
+    assert [(h["claimed_by"], h["claimed_at"]) for h in held] == [(f"openai-batch:{submissions(conn, batch)[0]['id']}",
+                                                                   None)]
+    # cleanup knows a dead worker from rows waiting on OpenAI: the workers are declared dead, the rows stay held.
+    result = cli(batch_env, "cleanup", "--timeout-minutes", "0")
+    assert result.returncode == 0, result.stderr
+    assert "4 row(s) are waiting on OpenAI's Batch API" in result.stdout
+    assert job_counts(conn, batch) == {"processing": 4}
+    # A kill between creating the OpenAI batch and recording it: the restart finds it by its submission key.
+    with conn.transaction():
+        conn.execute("UPDATE csv_openai_submissions SET state = 'uploaded', openai_batch_id = NULL,"
+                     " openai_status = NULL, locked_by = NULL, locked_until = NULL WHERE batch_id = %s", [batch])
+    fake.batch_delay = 0
+    work(batch_env, "--concurrency", "2")
+    assert job_counts(conn, batch) == {"completed": 4}
+    assert fake.count("batches.create") == 2 and fake.count("files.create") == 2  # prompts once, images once
+    assert fake.count("batch_chat") == 4 and fake.count("batch_image") == 8 and sync_calls(fake) == 0
+    retries = conn.execute("SELECT sum(retry_count) AS n FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchone()
+    assert retries["n"] == 0
+    logs = conn.execute("SELECT message FROM csv_processing_logs WHERE operation = 'openai_batch_submitted'"
+                        " AND batch_id = %s ORDER BY id", [batch]).fetchall()
+    # (the killed pool's own line may have died with it: log lines are written with the next report)
+    found = [log["message"] for log in logs if "found (it was created before a restart)" in log["message"]]
+    assert len(found) == 1 and "prompts request(s)" in found[0]
+
+
+def test_failed_lines_are_retried_in_a_later_openai_batch_counting_a_retry(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 3, mode="openai_batch")
+    fake.batch_fail_when = "US product 2"
+    fake.batch_fail_times = 1
+    work(batch_env)
+    assert job_counts(conn, batch) == {"completed": 3}
+    rows = {r["row_number"]: r["retry_count"] for r in conn.execute(
+        "SELECT row_number, retry_count FROM csv_row_jobs WHERE batch_id = %s", [batch])}
+    assert rows == {1: 0, 2: 1, 3: 0}
+    steps = [(s["step"], s["request_count"]) for s in submissions(conn, batch)]
+    assert sorted(steps) == sorted([("prompts", 3), ("prompts", 1), ("images", 4), ("images", 2)])
+    assert sync_calls(fake) == 0
+    # A line that fails every time fails its row once its retries are spent.
+    again = make_batch(conn, 2, mode="openai_batch", max_retries=1)
+    fake.batch_fail_when, fake.batch_fail_times = "US product 1", 1_000
+    work(batch_env)
+    failed = conn.execute("SELECT row_number, status, error_message FROM csv_row_jobs WHERE batch_id = %s"
+                          " ORDER BY row_number", [again]).fetchall()
+    assert [r["status"] for r in failed] == ["failed", "completed"]
+    assert "the OpenAI batch request failed (server_error)" in failed[0]["error_message"]
+
+
+def test_an_expired_batch_keeps_what_finished_and_resubmits_the_rest(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 4, mode="openai_batch")
+    fake.batch_expire_after = 2
+    work(batch_env)
+    assert job_counts(conn, batch) == {"completed": 4}
+    assert fake.count("batch_chat") == 4  # the two that ran were kept, not paid again
+    retries = conn.execute("SELECT sum(retry_count) AS n FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchone()
+    assert retries["n"] == 0  # OpenAI never ran them: no retry counted
+    first = submissions(conn, batch)[0]
+    assert first["openai_status"] == "expired"
+    assert first["outcome"] == {"openai_status": "expired", "onward": 2, "completed": 0, "failed": 0,
+                                "retried": 0, "not_run": 2}
+
+
+def test_cancel_cancels_the_openai_batches_and_keeps_the_rows(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 3, mode="openai_batch")
+    fake.batch_delay = 60
+    proc = start_pool(batch_env, "--until-done")
+    wait_for(lambda: any(s["state"] == "submitted" for s in submissions(conn, batch)), what="the submission")
+    result = cli(dict(batch_env, CSVJOBS_USER_ID=str(USER_A)), "cancel", str(batch))
+    assert result.returncode == 0, result.stderr
+    assert "cancelled its OpenAI batches batch_1" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+    code, err = finish(proc)
+    assert code == 0, err
+    assert fake.count("batches.cancel") >= 1  # the command's, and the driver's if it saw the cancel first
+    (sub,) = submissions(conn, batch)
+    assert (sub["state"], sub["openai_status"]) == ("done", "cancelled")
+    assert job_counts(conn, batch) == {"pending": 3}
+    assert batch_row(conn, batch)["status"] == "cancelled"
+    assert sync_calls(fake) == 0
+
+
+def test_input_files_are_cut_at_the_request_limit(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 6, mode="openai_batch")
+    work(dict(batch_env, CSVJOBS_OPENAI_BATCH_MAX_REQUESTS="4"))
+    assert job_counts(conn, batch) == {"completed": 6}
+    counts = [s["request_count"] for s in submissions(conn, batch)]
+    assert max(counts) == 4 and sum(c for c, s in zip(counts, submissions(conn, batch), strict=True)
+                                    if s["step"] == "images") == 12
+    assert fake.count("batch_image") == 12 and sync_calls(fake) == 0
+
+
+def test_a_redo_goes_through_the_batch_api_with_the_note(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    work(batch_env)
+    user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+    result = cli(user_env, "regenerate", str(batch), "--rows", "2", "--style", "white", "--note", "bigger logo")
+    assert result.returncode == 0, result.stderr
+    before = fake.count("batch_image")
+    work(batch_env)
+    assert job_counts(conn, batch) == {"completed": 2}
+    redone = [c for c in fake.calls if c.endpoint == "batch_image"][before:]
+    assert len(redone) == 1 and redone[0].body["prompt"].endswith("Changes the reviewer asked for: bigger logo")
+    assert fake.count("batch_chat") == 2 and sync_calls(fake) == 0  # the prompts were reused
+    row = conn.execute("SELECT generated_images, checkpoint FROM csv_row_jobs WHERE batch_id = %s AND row_number = 2",
+                       [batch]).fetchone()
+    white = next(i for i in row["generated_images"] if i["style"] == "single_white_background")
+    assert white["storage_path"].endswith("-r2.png") and "regenerate" not in row["checkpoint"]
+    kept = conn.execute("SELECT count(*) AS n FROM csv_image_versions WHERE batch_id = %s", [batch]).fetchone()
+    assert kept["n"] == 1
+
+
+def test_progress_shows_the_openai_batch_while_it_runs(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    fake.batch_delay = 60
+    proc = start_pool(batch_env, "--until-done")
+    try:
+        wait_for(lambda: any(s["openai_status"] == "in_progress" for s in submissions(conn, batch)),
+                 what="OpenAI to report in_progress")
+        user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+        shown = json.loads(cli(user_env, "progress", str(batch), "--json").stdout)
+        assert shown["processing_mode"] == "openai_batch"
+        (info,) = shown["openai_batches"]
+        assert (info["step"], info["openai_batch_id"], info["openai_status"], info["requests"]) == \
+            ("prompts", "batch_1", "in_progress", 2)
+        assert info["request_counts"] == {"total": 2, "completed": 0, "failed": 0}
+        plain = cli(user_env, "progress", str(batch)).stdout
+        assert "prompts: OpenAI batch batch_1 in_progress, 0/2 request(s) done, 0 failed" in plain
+        listed = cli(user_env, "batches").stdout
+        assert "mode=openai_batch" in listed
+    finally:
+        _kill_pool(proc, conn)
+
+
+def test_a_worker_without_the_openai_provider_leaves_openai_batches_alone(batch_env, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    err = work(batch_env, "--provider", "offline")
+    assert "need" in err and "--openai-batch" in err
+    assert job_counts(conn, batch) == {"pending": 2}
+    # The contract's single-job claim never hands such a row out either.
+    assert conn.execute("SELECT * FROM claim_next_csv_row_job('w', NULL, 5)").fetchall() == []
+
+
+def test_variants_reuse_their_leaders_images_at_no_cost(batch_env, fake, conn, tmp_path: Path) -> None:
+    csv_file = tmp_path / "variants.csv"
+    csv_file.write_text("Handle,Title,Body (HTML),Type,Option1 Name,Option1 Value,Variant SKU\n"
+                        "shirt,Shirt,<p>cotton tee</p>,Apparel,Size,S,SH-S\nshirt,,,,,M,SH-M\nshirt,,,,,L,SH-L\n"
+                        "mug,Mug,<p>big mug</p>,Kitchen,Size,One,MU-1\n", encoding="utf-8")
+    user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+    uploaded = cli(user_env, "upload", str(csv_file), "--openai-batch", "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    batch = json.loads(uploaded.stdout)["batch_id"]
+    work(batch_env)
+    rows = {r["row_number"]: r for r in conn.execute(
+        "SELECT row_number, status, cost_usd, generated_images FROM csv_row_jobs WHERE batch_id = %s", [batch])}
+    assert {r["status"] for r in rows.values()} == {"completed"}
+    assert fake.count("batch_chat") == 2 and fake.count("batch_image") == 4 and sync_calls(fake) == 0
+    for number in (2, 3):
+        assert float(rows[number]["cost_usd"]) == 0
+        assert [i["storage_path"] for i in rows[number]["generated_images"]] == \
+            [i["storage_path"] for i in rows[1]["generated_images"]]
+
+
+def test_a_refused_key_stops_the_pool_without_printing_it(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch")
+    fake.reject_key = True
+    code, err = finish(start_pool(batch_env, "--until-done"))
+    assert code == 2 and "rejected the API key" in err
+    assert SECRET not in err
+    assert fake.count("batches.create") == 0
+    logs = conn.execute("SELECT string_agg(message || details::text, ' ') AS all FROM csv_processing_logs").fetchone()
+    assert SECRET not in str(logs)
+    assert all(r["claimed_by"] is None or r["claimed_by"].startswith("openai-batch:") for r in conn.execute(
+        "SELECT claimed_by FROM csv_row_jobs WHERE batch_id = %s", [batch]))
+
+
+def test_a_batch_openai_refuses_sends_its_rows_back_until_their_retries_run_out(batch_env, fake, conn) -> None:
+    batch = make_batch(conn, 2, mode="openai_batch", max_retries=1)
+    fake.refuse_batches = True
+    work(batch_env)
+    rows = conn.execute("SELECT status, retry_count, error_message FROM csv_row_jobs WHERE batch_id = %s",
+                        [batch]).fetchall()
+    assert [(r["status"], r["retry_count"]) for r in rows] == [("failed", 1), ("failed", 1)]
+    assert all("OpenAI refused the batch" in r["error_message"] and "line 1 is malformed" in r["error_message"]
+               for r in rows)
+    assert fake.count("batches.create") == 2 and sync_calls(fake) == 0
+    assert {s["state"] for s in submissions(conn, batch)} == {"done"}
