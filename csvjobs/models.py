@@ -58,6 +58,46 @@ class ImageStyle(StrEnum):
     SINGLE_WHITE_BACKGROUND = "single_white_background"
 
 
+class ReviewState(StrEnum):
+    """A merchant's decision on an image (csv_image_versions.review, and each image's review in csv_row_jobs)."""
+
+    UNREVIEWED = "unreviewed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ProcessingMode(StrEnum):
+    """How a batch's rows are processed (csv_batches.processing_mode)."""
+
+    SYNC = "sync"
+    OPENAI_BATCH = "openai_batch"
+
+
+class SubmissionStep(StrEnum):
+    """What a submission to OpenAI's Batch API asks for (csv_openai_submissions.step)."""
+
+    PROMPTS = "prompts"
+    IMAGES = "images"
+
+
+class SubmissionState(StrEnum):
+    """Where a submission to OpenAI's Batch API is (csv_openai_submissions.state)."""
+
+    PREPARING = "preparing"
+    UPLOADED = "uploaded"
+    SUBMITTED = "submitted"
+    DONE = "done"
+
+
+class Preset(StrEnum):
+    """How `upload` maps a file's columns onto product fields (auto: by the headers)."""
+
+    AUTO = "auto"
+    SHOPIFY = "shopify"
+    WOOCOMMERCE = "woocommerce"
+    PLAIN = "plain"
+
+
 # The image formats csvjobs opens (Image.open(..., formats=...)): never EPS/PS/PDF, which Pillow hands to
 # Ghostscript, nor any other of Pillow's many decoders an attacker's bytes could pick by their first bytes.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -110,10 +150,10 @@ class JobResult(BaseModel):
 
 
 class OpenAIBatchInfo(BaseModel):
-    """A batch's submission to OpenAI's Batch API still under way (a row of csv_openai_batches)."""
+    """A batch's submission to OpenAI's Batch API still under way (a row of csv_openai_submissions)."""
 
-    step: str
-    state: str
+    step: SubmissionStep
+    state: SubmissionState
     rows: int
     requests: int | None = None
     openai_batch_id: str | None = None
@@ -153,7 +193,7 @@ class BatchProgress(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
-    processing_mode: str = "sync"
+    processing_mode: ProcessingMode = ProcessingMode.SYNC
     openai_batches: list[OpenAIBatchInfo] = []
     # Completed rows whose images were made without the product's photo (it could not be fetched or used).
     rows_without_photo: int = 0

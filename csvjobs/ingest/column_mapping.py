@@ -10,14 +10,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any
 
 from csvjobs.errors import InputError
 from csvjobs.ingest.shop_columns import canonical_index, normalise_header, woocommerce_language
-from csvjobs.models import PIPELINE_FIELDS
+from csvjobs.models import PIPELINE_FIELDS, Preset
 
-Preset = Literal["auto", "shopify", "woocommerce", "plain"]
-PRESETS: tuple[str, ...] = ("auto", "shopify", "woocommerce", "plain")
+PRESETS: tuple[str, ...] = tuple(Preset)
 
 _SIZE_NAMES = re.compile(r"^(size|sizes|tamanho|talla|taille|gr[öo](ss|ß)e|taglia|maat|dimensions?)$", re.I)
 

@@ -68,9 +68,9 @@ class RowEncoder:
             if product[name]:
                 own = own or {}
                 own[name] = product[name]
-        if "reuse_of_row" in product:  # a variant sharing an earlier row's images (see RowMapper.appearance)
+        if "reuses_row" in product:  # a variant sharing an earlier row's images (see RowMapper.appearance)
             own = own or {}
-            own["reuse_of_row"] = product["reuse_of_row"]
+            own["reuses_row"] = product["reuses_row"]
         return self.row_start + _number_and_length(row_number, len(row_data)) + row_data + self.product_field(own)
 
     def encode_chunk(self, rows: list[list[str]], first_row_number: int) -> bytes | None:

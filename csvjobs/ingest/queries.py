@@ -32,12 +32,12 @@ def create_batch(
 
 
 def link_reused_rows(conn: db.Connection, batch_id: uuid.UUID) -> int:
-    """Point each row that shares an earlier row's images at that row's job (csv_row_jobs.depends_on); the
+    """Point each row that shares an earlier row's images at that row's job (csv_row_jobs.reuses_job); the
     upload wrote the row number, and ids exist only once COPY has run. Run as the service role."""
     cur = conn.execute(
-        "UPDATE csv_row_jobs f SET depends_on = l.id FROM csv_row_jobs l"
-        " WHERE f.batch_id = %s AND l.batch_id = %s AND f.product ? 'reuse_of_row'"
-        " AND l.row_number = (f.product ->> 'reuse_of_row')::integer",
+        "UPDATE csv_row_jobs f SET reuses_job = l.id FROM csv_row_jobs l"
+        " WHERE f.batch_id = %s AND l.batch_id = %s AND f.product ? 'reuses_row'"
+        " AND l.row_number = (f.product ->> 'reuses_row')::integer",
         [batch_id, batch_id],
     )
     return cur.rowcount

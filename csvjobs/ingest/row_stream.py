@@ -131,7 +131,7 @@ class RowStream:
         self.photos = LocalPhotos(options.path, options.photo_max_bytes)
         self.photo_rows = 0
         self.reused_rows = 0
-        self._leaders: dict[str, int] = {}
+        self._first_row_of_look: dict[str, int] = {}
 
     def __enter__(self) -> RowStream:
         self.reader.__enter__()
@@ -238,9 +238,9 @@ class RowStream:
             if self._share_looks:
                 key = self._mapper.appearance(values, product, self.options.look_words)
                 if key is not None:
-                    leader = self._leaders.setdefault(key, self._row_number)
-                    if leader != self._row_number:
-                        product["reuse_of_row"] = str(leader)
+                    first = self._first_row_of_look.setdefault(key, self._row_number)
+                    if first != self._row_number:
+                        product["reuses_row"] = str(first)
                         self.reused_rows += 1
             yield self._row_number, values, product
 

@@ -18,7 +18,7 @@ from csvjobs.ingest.row_stream import (
     UploadReport,
     collector_paused,
 )
-from csvjobs.models import trigger_text
+from csvjobs.models import ProcessingMode, trigger_text
 from csvjobs.providers import pricing
 from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename, uploaded_photo_key
 from csvjobs.storage.registry import open_storage
@@ -150,8 +150,8 @@ def _upload(
                              processing_mode=_mode(options))
 
 
-def _mode(options: UploadOptions) -> str:
-    return "openai_batch" if options.openai_batch else "sync"
+def _mode(options: UploadOptions) -> ProcessingMode:
+    return ProcessingMode.OPENAI_BATCH if options.openai_batch else ProcessingMode.SYNC
 
 
 def _write_batch(

@@ -51,7 +51,7 @@ WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking '
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
-    "cost_usd", "photo_source", "reference_photo", "photo_note", "reused_from_row", "lifestyle_emotional_review",
+    "cost_usd", "photo_source", "reference_photo", "photo_note", "reuses_row", "lifestyle_emotional_review",
     "single_white_background_review", "earlier_versions",
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -85,8 +85,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "photo_note": (f"photo not used: {row['photo_problem']}; the images were made from the text alone"
                        if row.get("photo_problem") else ""),
         # A variant that looks like an earlier row shares that row's images (at no cost).
-        "reused_from_row": image_for(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL).get(
-            "reused_from_row", ""),
+        "reuses_row": image_for(row["generated_images"], ImageStyle.LIFESTYLE_EMOTIONAL).get(
+            "reuses_row", ""),
         # The merchant's review of each current image, and how many earlier versions are kept.
         **{f"{style.value}_review": review_state(row.get("review"), style) for style in ImageStyle},
         "earlier_versions": row.get("versions") or 0,

@@ -18,7 +18,7 @@ from rich.text import Text
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.ingest.upload import UploadReport
-from csvjobs.models import BatchProgress
+from csvjobs.models import BatchProgress, ProcessingMode
 from csvjobs.operate import queries
 from csvjobs.users import resolve_user_id
 
@@ -66,7 +66,7 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
                            f"(--openai-batch: half the price, within 24 hours) ({report.cost_basis})"))
     else:
         out.print(Text(f"batch {report.batch_id}: {report.total_rows} row(s) queued", style="bold green"))
-        if report.processing_mode == "openai_batch":
+        if report.processing_mode is ProcessingMode.OPENAI_BATCH:
             out.print(Text("processing: through OpenAI's Batch API (half the price; results within 24 hours); "
                            "`csvjobs work` submits the rows and collects the results"))
         out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))
@@ -122,7 +122,7 @@ def _bar(p: BatchProgress, width: int = 10) -> str:
 
 
 _WIDE_ONLY = {"file", "ok", "no photo", "in flight", "workers", "mode"}
-_MODES = {"sync": "sync", "openai_batch": "OpenAI batch"}
+_MODES = {ProcessingMode.SYNC: "sync", ProcessingMode.OPENAI_BATCH: "OpenAI batch"}
 
 
 def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:

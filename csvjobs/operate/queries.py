@@ -18,7 +18,7 @@ PROGRESS_COLUMNS = (
     "SELECT p.*, b.processing_mode, (SELECT coalesce(jsonb_agg(jsonb_build_object("
     "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
     " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
-    " ORDER BY o.id), '[]') FROM csv_openai_batches o WHERE o.batch_id = b.id AND o.state <> 'done')"
+    " ORDER BY o.id), '[]') FROM csv_openai_submissions o WHERE o.batch_id = b.id AND o.state <> 'done')"
     " AS openai_batches,"
     # Rows whose images were made without the product's photo (csv_row_jobs_without_photo_idx holds only those).
     " (SELECT count(*) FROM csv_row_jobs j WHERE j.batch_id = b.id AND j.status = 'completed'"
@@ -146,7 +146,7 @@ def running_openai_batches(conn: db.Connection, user_id: uuid.UUID, batch_id: uu
     """Ids of the batch's OpenAI batches that OpenAI may still be running."""
     with db.user_transaction(conn, user_id):
         rows = conn.execute(
-            "SELECT openai_batch_id FROM csv_openai_batches WHERE batch_id = %s AND state = 'submitted'"
+            "SELECT openai_batch_id FROM csv_openai_submissions WHERE batch_id = %s AND state = 'submitted'"
             " AND openai_batch_id IS NOT NULL AND coalesce(openai_status, '') NOT IN"
             " ('completed', 'failed', 'expired', 'cancelled', 'cancelling') ORDER BY id", [batch_id]).fetchall()
     return [str(row["openai_batch_id"]) for row in rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -150,4 +150,33 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release clients and connections."""
+        ...
+
+
+@runtime_checkable
+class BatchCapable(Protocol):
+    """A provider that can also send rows through OpenAI's Batch API at batch prices: a worker runs the submission
+    loop beside its synchronous one exactly when its provider has these (the loop builds the requests with them,
+    and stores and prices what comes back)."""
+
+    def batch_api(self) -> Any:
+        """The Files and Batch API client (providers/openai_batch.py's BatchAPI) on this provider's account."""
+        ...
+
+    def prompt_request(self, ctx: RowContext, trigger: str, reference: Any) -> dict[str, Any]:
+        """The body of the prompt request for one row."""
+        ...
+
+    def image_request(self, style: ImageStyle, prompt: str, reference: Any) -> tuple[str, dict[str, Any]]:
+        """(endpoint, body) of one image request."""
+        ...
+
+    async def store_image(self, ctx: RowContext, style: ImageStyle, response: Any, *,
+                          edited: bool) -> GeneratedImage:
+        """Store the image of an Images API answer as the row's image of this style."""
+        ...
+
+    def outcome(self, trigger: str, prompts: GeneratedPrompts, prompt_usage: dict[str, Any] | None,
+                images: list[GeneratedImage], *, price_factor: float = 1.0) -> RowOutcome:
+        """A finished row with its cost at price_factor."""
         ...

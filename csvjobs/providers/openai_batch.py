@@ -1,4 +1,4 @@
-"""OpenAI's Files and Batch APIs, as the OpenAI batch driver (queue/openai_batches.py) uses them: upload an input
+"""OpenAI's Files and Batch APIs, as the submission loop (queue/submission_loop.py) uses them: upload an input
 file, create a batch (or find the one a killed driver created, by the submission key in its metadata), check it,
 cancel it, and read its output and error files line by line (an images output file holds every image in base64:
 it is streamed, never held whole). Errors are sorted as the synchronous calls' are (classify_error)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from csvjobs.errors import TransientError
 from csvjobs.providers.contract import GeneratedPrompts
 from csvjobs.providers.openai import OpenAIProvider, classify_error
 
-# The metadata key that names a submission (csv_openai_batches.submission_key) on OpenAI's side.
+# The metadata key that names a submission (csv_openai_submissions.submission_key) on OpenAI's side.
 SUBMISSION_KEY = "csvjobs_submission"
 # OpenAI's statuses after which a batch changes no more.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -129,6 +130,15 @@ class BatchAPI:
             raise self._error(exc) from exc
 
 
+class OpenAIBatchProvider(OpenAIProvider):
+    """The openai provider, able to send rows through the Batch API too (the BatchCapable contract): the registry
+    hands out this one, so a worker with the openai provider runs the submission loop."""
+
+    def batch_api(self) -> BatchAPI:
+        """The Files and Batch API client on this provider's account."""
+        return BatchAPI(self)
+
+
 def parse_prompts(body: dict[str, Any]) -> tuple[GeneratedPrompts, dict[str, Any]]:
     """The prompts and usage of a chat completion from a Batch API output line; TransientError (a retry in a later
     OpenAI batch) for a refusal or output that does not fit the schema."""
@@ -149,3 +159,73 @@ def parse_prompts(body: dict[str, Any]) -> tuple[GeneratedPrompts, dict[str, Any
 def images_answer(body: dict[str, Any]) -> ImagesResponse:
     """An Images API answer from a Batch API output line, as the synchronous call would have returned it."""
     return ImagesResponse.model_validate(body)
+
+
+PROMPTS_ENDPOINT = "/v1/chat/completions"
+# Error codes of lines OpenAI never ran: they go back without counting a retry.
+NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked", "content_filter",
+                                  "safety_violation"})
+
+
+# --- the input and output files' format: custom ids, limits, lines ---------------------------------------------
+
+
+def custom_id(job_id: int, attempt: int, kind: str) -> str:
+    """A request's custom_id: row job id, claim attempt and kind (prompts, or an image style)."""
+    return f"{job_id}-{attempt}-{kind}"
+
+
+def parse_custom_id(value: Any) -> tuple[int, int, str] | None:
+    """(job_id, attempt, kind) of a custom_id we wrote; None for anything else."""
+    parts = str(value).split("-", 2)
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    return int(parts[0]), int(parts[1]), parts[2]
+
+
+@dataclass
+class InputFile:
+    """A JSONL input file being written, within OpenAI's limits. A row's lines go in whole or not at all."""
+
+    max_requests: int
+    max_bytes: int
+    path: Path
+    requests: int = 0
+    size: int = 0
+
+    def fits(self, lines: list[bytes], *, empty: bool = False) -> bool:
+        """Whether these lines (one row's) still fit; with empty, whether they would fit in an empty file."""
+        requests, size = (0, 0) if empty else (self.requests, self.size)
+        return (requests + len(lines) <= self.max_requests
+                and size + sum(len(line) for line in lines) <= self.max_bytes)
+
+    def add(self, lines: list[bytes]) -> None:
+        """Append one row's lines (each ending in a newline)."""
+        with self.path.open("ab") as handle:
+            for line in lines:
+                handle.write(line)
+        self.requests += len(lines)
+        self.size += sum(len(line) for line in lines)
+
+
+def request_line(custom: str, endpoint: str, body: dict[str, Any]) -> bytes:
+    """One line of an input file."""
+    return (json.dumps({"custom_id": custom, "method": "POST", "url": endpoint, "body": body},
+                       separators=(",", ":")) + "\n").encode()
+
+
+def line_error(line: dict[str, Any]) -> tuple[str, str] | None:
+    """(code, message) of an output or error file line that did not succeed; None for a success."""
+    response = line.get("response") if isinstance(line.get("response"), dict) else None
+    error = line.get("error") if isinstance(line.get("error"), dict) else None
+    if response is not None and response.get("status_code") == 200 and isinstance(response.get("body"), dict):
+        return None
+    if error is not None:
+        return str(error.get("code") or ""), str(error.get("message") or "the request failed")
+    body = response.get("body") if response is not None else None
+    detail: dict[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        detail = body["error"]
+    status = response.get("status_code") if response is not None else None
+    return str(detail.get("code") or ""), f"HTTP {status}: {detail.get('message') or 'the request failed'}"

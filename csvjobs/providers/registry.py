@@ -27,10 +27,10 @@ def load_provider(spec: str, settings: Settings) -> Provider:
         return OfflineProvider(settings)
     if name == "openai":
         try:
-            from csvjobs.providers.openai import OpenAIProvider
+            from csvjobs.providers.openai_batch import OpenAIBatchProvider
         except ImportError as exc:
             raise ConfigError("the openai provider is not available in this version") from exc
-        return OpenAIProvider(settings)
+        return OpenAIBatchProvider(settings)
     if name == "noop":
         try:
             return NoopProvider(float(arg) if arg else 0.0)

@@ -1,62 +1,45 @@
-"""The queue's SQL call sites: claims, starts, results, checkpoints, heartbeats, releases, cleanup, outstanding
-work, step logs and rate limits, all calls by name to the functions of sql/claim.sql, results.sql, workers.sql
-and rate_limits.sql. Workers run these on their own (async) connection; the supervisor and cleanup through the
-helpers below."""
+"""The queue's calls to the database, as typed functions with named parameters: claims, results, checkpoints,
+heartbeats, releases, outstanding work, step logs and rate limits, each a call by name to a function of
+sql/claim.sql, results.sql, workers.sql or rate_limits.sql. The loops never hold SQL; they call these through
+their runtime's db_call (which rides out outages). The supervisor and cleanup use the synchronous helpers at the
+end. Submissions to OpenAI's Batch API have theirs in submission_queries.py."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from csvjobs import db
-from csvjobs.models import ClaimedJob, CleanupReport, JobResult
+from csvjobs.models import ClaimedJob, CleanupReport, JobResult, JobStatus, ProcessingMode, WorkerStatus
 
-# The worker starts on every row it claims at once, so the claim marks them processing (p_start).
-CLAIM_SQL = "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid, %s, true)"
-REPORT_SQL = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
-HEARTBEAT_SQL = (
-    "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s::integer, %s::integer, %s::integer, %s::integer,"
-    " %s::uuid, %s::uuid, %s, %s::integer)"
-)
-CHECKPOINT_SQL = "SELECT save_csv_row_job_checkpoint(%s::bigint, %s, %s::integer, %s::jsonb) AS held"
-RELEASE_SQL_KEEP = "SELECT * FROM release_csv_worker_jobs(%s, %s, %s::bigint[])"
-CLEANUP_SQL = "SELECT * FROM cleanup_stale_csv_workers(%s::numeric)"
-# The finished row whose images a variant reuses (csv_row_jobs.depends_on).
-LEADER_SQL = (
-    "SELECT l.row_number, l.status, l.generated_prompts, l.generated_images, l.generated_tags"
-    " FROM csv_row_jobs j JOIN csv_row_jobs l ON l.id = j.depends_on WHERE j.id = %s"
-)
-OUTSTANDING_SQL = "SELECT csv_outstanding_jobs(%s::uuid, %s::uuid, %s) AS n"
-WRITE_LOGS_SQL = "SELECT write_csv_processing_logs(%s, %s::jsonb)"
-ACQUIRE_RATE_SQL = "SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v"
-PAUSE_REMAINING_SQL = "SELECT csv_rate_limit_pause_remaining(%s) AS v"
-PAUSE_RATE_SQL = "SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v"
-# The OpenAI batch driver's calls (sql/openai_batches.sql), and the rows a submission holds, as claims return them.
-OPEN_OPENAI_BATCH_SQL = "SELECT open_csv_openai_batch(%s, %s::uuid, %s, %s::bigint[])"
-LEASE_OPENAI_BATCHES_SQL = "SELECT * FROM lease_csv_openai_batches(%s, %s::numeric, %s::integer, %s::uuid, %s::uuid)"
-UPDATE_OPENAI_BATCH_SQL = "SELECT update_csv_openai_batch(%s::bigint, %s, %s::jsonb, %s::numeric, %s::numeric) AS ok"
-SPLIT_OPENAI_BATCH_SQL = "SELECT split_csv_openai_batch(%s::bigint, %s, %s, %s::bigint[])"
-RELEASE_OPENAI_BATCH_ROWS_SQL = "SELECT * FROM release_csv_openai_batch_rows(%s::bigint, %s, %s::bigint[], %s, %s)"
-FINISH_OPENAI_BATCH_SQL = "SELECT finish_csv_openai_batch(%s::bigint, %s, %s::jsonb)"
-RELEASE_OPENAI_LEASES_SQL = "SELECT release_csv_openai_batch_leases(%s)"
-HELD_ROWS_SQL = (
-    "SELECT j.id AS job_id, j.batch_id, b.user_id, j.row_number, j.row_data::jsonb AS row_data,"
-    " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product, j.trigger_text, j.attempt,"
-    " j.retry_count, j.max_retries, j.checkpoint"
-    " FROM unnest(%s::bigint[]) WITH ORDINALITY AS k(id, n)"
-    " JOIN csv_row_jobs j ON j.id = k.id JOIN csv_batches b ON b.id = j.batch_id"
-    " WHERE j.claimed_by = %s AND j.status IN ('claimed', 'processing') ORDER BY k.n"
-)
 # NOTIFY channel of new and released jobs (sql/upload.sql, results.sql, batch_control.sql): idle workers wake on it.
 JOBS_CHANNEL = "csv_row_jobs"
-
 
 # Whole lists at once: pydantic-core then validates and writes JSON without a Python step per row.
 _RESULTS = TypeAdapter(list[JobResult])
 _CLAIMS = TypeAdapter(list[ClaimedJob])
+
+
+class ReportedRow(BaseModel):
+    """What update_csv_row_job_results said about one reported row: applied is false when the holder had lost it."""
+
+    job_id: int
+    applied: bool
+    status: JobStatus | None = None
+
+
+class SourceRow(BaseModel):
+    """The earlier row whose images a variant reuses (csv_row_jobs.reuses_job), as it stands."""
+
+    row_number: int
+    status: JobStatus
+    generated_prompts: Any = None
+    generated_images: Any = None
+    generated_tags: Any = None
 
 
 def results_json(results: Sequence[JobResult]) -> str:
@@ -69,13 +52,142 @@ def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
     return _CLAIMS.validate_python(rows)
 
 
+async def _one(conn: db.AsyncConnection, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone()
+
+
+async def _all(conn: db.AsyncConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall()
+
+
+# --- rows -------------------------------------------------------------------------------------------------------
+
+
+async def claim_rows(conn: db.AsyncConnection, *, worker_id: str, limit: int, timeout_minutes: float,
+                     mode: ProcessingMode, batch_id: uuid.UUID | None = None,
+                     user_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    """claim_csv_row_jobs: up to limit pending rows of batches in this mode, started at once (p_start), as the
+    database returned them (parse_claims makes models of them; a caller that fails to must release them)."""
+    # One statement, so one round trip and no BEGIN/COMMIT of its own (a transaction would be three).
+    return await _all(conn, "SELECT * FROM claim_csv_row_jobs(%s, %s::uuid, %s::numeric, %s::integer, %s::uuid, %s,"
+                            " true)", [worker_id, batch_id, timeout_minutes, limit, user_id, mode.value])
+
+
+async def report_results(conn: db.AsyncConnection, *, worker_id: str, holder: str, results: Sequence[JobResult],
+                         logs: Sequence[dict[str, Any]] = ()) -> list[ReportedRow]:
+    """update_csv_row_job_results for rows held by holder (the worker, or a submission of it), after the step logs
+    that came before them; one statement when there are no logs (a statement is its own transaction)."""
+    report = "SELECT job_id, applied, status FROM update_csv_row_job_results(%s, %s::jsonb)"
+    if not logs:
+        rows = await _all(conn, report, [holder, results_json(results)]) if results else []
+        return [ReportedRow.model_validate(row) for row in rows]
+    async with conn.transaction():
+        # Step logs first: they happened before the results, and log ids are the order of events.
+        await conn.execute("SELECT write_csv_processing_logs(%s, %s::jsonb)", [worker_id, json.dumps(list(logs))])
+        rows = await _all(conn, report, [holder, results_json(results)]) if results else []
+    return [ReportedRow.model_validate(row) for row in rows]
+
+
+async def save_checkpoint(conn: db.AsyncConnection, *, job_id: int, holder: str, attempt: int,
+                          data: dict[str, Any]) -> bool:
+    """save_csv_row_job_checkpoint: whether holder still holds the row's attempt (the save is fenced)."""
+    row = await _one(conn, "SELECT save_csv_row_job_checkpoint(%s::bigint, %s, %s::integer, %s::jsonb) AS held",
+                     [job_id, holder, attempt, json.dumps(data)])
+    return bool(row and row["held"])
+
+
+async def source_row(conn: db.AsyncConnection, *, job_id: int) -> SourceRow | None:
+    """The row whose images this row reuses, if it has one."""
+    row = await _one(conn, "SELECT s.row_number, s.status, s.generated_prompts, s.generated_images,"
+                           " s.generated_tags FROM csv_row_jobs j JOIN csv_row_jobs s ON s.id = j.reuses_job"
+                           " WHERE j.id = %s", [job_id])
+    return SourceRow.model_validate(row) if row else None
+
+
+async def held_rows(conn: db.AsyncConnection, *, job_ids: list[int], holder: str) -> list[ClaimedJob]:
+    """The rows among job_ids that holder still holds, in that order, as a claim returns them."""
+    rows = await _all(
+        conn,
+        "SELECT j.id AS job_id, j.batch_id, b.user_id, j.row_number, j.row_data::jsonb AS row_data,"
+        " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product, j.trigger_text, j.attempt,"
+        " j.retry_count, j.max_retries, j.checkpoint"
+        " FROM unnest(%s::bigint[]) WITH ORDINALITY AS k(id, n)"
+        " JOIN csv_row_jobs j ON j.id = k.id JOIN csv_batches b ON b.id = j.batch_id"
+        " WHERE j.claimed_by = %s AND j.status IN ('claimed', 'processing') ORDER BY k.n",
+        [job_ids, holder])
+    return parse_claims(rows)
+
+
+async def release_held_rows(conn: db.AsyncConnection, *, worker_id: str, count_retry: bool,
+                            keep: list[int]) -> None:
+    """release_csv_worker_jobs: every row the worker holds but those in keep goes back to pending."""
+    await conn.execute("SELECT * FROM release_csv_worker_jobs(%s, %s, %s::bigint[])", [worker_id, count_retry, keep])
+
+
+async def outstanding_rows(conn: db.AsyncConnection, *, mode: ProcessingMode | None,
+                           batch_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None) -> int:
+    """csv_outstanding_jobs: rows not yet finished in the batches this worker serves (in one mode, or all)."""
+    row = await _one(conn, "SELECT csv_outstanding_jobs(%s::uuid, %s::uuid, %s) AS n",
+                     [batch_id, user_id, mode.value if mode else None])
+    return int(row["n"]) if row else 0
+
+
+async def batch_status(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> str | None:
+    """A batch's status word, or None when it is gone."""
+    row = await _one(conn, "SELECT status FROM csv_batches WHERE id = %s", [batch_id])
+    return str(row["status"]) if row else None
+
+
+# --- workers ----------------------------------------------------------------------------------------------------
+
+
+async def heartbeat(conn: db.AsyncConnection, *, worker_id: str, status: WorkerStatus, running: int, processed: int,
+                    failed: int, concurrency: int, user_id: uuid.UUID | None, batch_id: uuid.UUID | None,
+                    hostname: str, pid: int) -> bool:
+    """update_csv_worker_heartbeat; True when cleanup had declared this worker dead meanwhile."""
+    row = await _one(conn, "SELECT * FROM update_csv_worker_heartbeat(%s, %s, %s::integer, %s::integer, %s::integer,"
+                           " %s::integer, %s::uuid, %s::uuid, %s, %s::integer)",
+                     [worker_id, status.value, running, processed, failed, concurrency, user_id, batch_id, hostname,
+                      pid])
+    return bool(row and row["was_stopped"])
+
+
+# --- rate limits ------------------------------------------------------------------------------------------------
+
+
+async def _seconds(conn: db.AsyncConnection, sql: str, params: list[Any]) -> float:
+    row = await _one(conn, sql, params)
+    return float(row["v"]) if row and row["v"] is not None else 0.0
+
+
+async def acquire_rate(conn: db.AsyncConnection, *, key: str, per_minute: float) -> float:
+    """acquire_csv_rate_limit: seconds to wait before the reserved call."""
+    return await _seconds(conn, "SELECT acquire_csv_rate_limit(%s, %s::numeric) AS v", [key, per_minute])
+
+
+async def rate_pause_remaining(conn: db.AsyncConnection, *, key: str) -> float:
+    """Seconds left of a pause on key (a 429 somewhere)."""
+    return await _seconds(conn, "SELECT csv_rate_limit_pause_remaining(%s) AS v", [key])
+
+
+async def pause_rate(conn: db.AsyncConnection, *, key: str, seconds: float) -> float:
+    """pause_csv_rate_limit: hold every worker's calls on key; the pause's end as epoch seconds."""
+    return await _seconds(conn, "SELECT extract(epoch FROM pause_csv_rate_limit(%s, %s::numeric)) AS v",
+                          [key, seconds])
+
+
+# --- synchronous helpers for the supervisor and cleanup -------------------------------------------------------------
+
+
 def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> CleanupReport:
     """cleanup_stale_csv_workers as the service role."""
     with db.service_transaction(conn):
-        row = conn.execute(CLEANUP_SQL, [timeout_minutes]).fetchone()
+        row = conn.execute("SELECT * FROM cleanup_stale_csv_workers(%s::numeric)", [timeout_minutes]).fetchone()
         waiting = conn.execute(
-            "SELECT count(*) AS n FROM csv_openai_batches o JOIN csv_row_jobs j"
-            " ON j.id = ANY (o.row_job_ids) AND j.claimed_by = csv_openai_batch_holder(o.id)"
+            "SELECT count(*) AS n FROM csv_openai_submissions o JOIN csv_row_jobs j"
+            " ON j.id = ANY (o.row_job_ids) AND j.claimed_by = csv_openai_submission_holder(o.id)"
             " WHERE o.state <> 'done'").fetchone()
     assert row is not None and waiting is not None
     return CleanupReport.model_validate({**row, "waiting_on_openai": waiting["n"]})
@@ -84,7 +196,8 @@ def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> Cleanu
 def release_worker_jobs(conn: db.Connection, worker_id: str, count_retry: bool) -> tuple[int, int]:
     """Put back every job a worker holds (after a crash: counting a retry, marking it stopped)."""
     with db.service_transaction(conn):
-        row = conn.execute(RELEASE_SQL_KEEP, [worker_id, count_retry, []]).fetchone()
+        row = conn.execute("SELECT * FROM release_csv_worker_jobs(%s, %s, %s::bigint[])",
+                           [worker_id, count_retry, []]).fetchone()
     assert row is not None
     return row["released"], row["failed"]
 

@@ -1,21 +1,22 @@
-"""The OpenAI batch driver: how a worker processes the rows of batches uploaded with --openai-batch, through
+"""The submission loop: how a worker processes the rows of batches uploaded with --openai-batch, through
 OpenAI's Batch API at half the price, without one synchronous model call.
 
-Each worker process that has the OpenAI provider runs one driver beside its claim loop. A pass of the driver:
+Each worker process whose provider is batch-capable (the OpenAI one) runs this loop beside its synchronous
+one. A pass of the loop:
   1. claims pending rows of such batches (claim_csv_row_jobs with p_mode 'openai_batch') and gives them to new
-     submissions (sql/openai_batches.sql): step 'prompts' for rows without prompts, step 'images' for the others.
+     submissions (sql/submissions.sql): step 'prompts' for rows without prompts, step 'images' for the others.
      A variant that reuses an earlier row's images is finished at once, as the synchronous path does;
   2. leases the submissions that are due and advances each one a state:
      preparing: write the JSONL input file (a structured-output chat request per row, with the photo when the row
      has one; or its missing images, edits of the photo or generations), cutting it at OpenAI's limits (the rows
      that do not fit, or that need the other image endpoint, move to a submission of their own), and upload it;
-     uploaded: create the OpenAI batch, unless the submission key finds one a killed driver created;
+     uploaded: create the OpenAI batch, unless the submission key finds one a killed worker created;
      submitted: check it (every CSVJOBS_OPENAI_BATCH_POLL_SECONDS), cancel it if its csvjobs batch was cancelled,
      and once OpenAI is done collect it: each output line, matched by custom_id, is saved through the same fenced
      checkpoints and result function as the synchronous path; rows with prompts move on to an images submission,
      rows with both images complete (costed at Batch prices), failed lines go back for a retry (counted) and
      lines OpenAI never ran (expired, cancelled) go back without one.
-Every step is recorded before the next, so a driver killed anywhere is replaced by the next one to lease the
+Every step is recorded before the next, so a worker killed anywhere is replaced by the next one to lease the
 submission, which neither submits nor pays twice."""
 
 from __future__ import annotations
@@ -23,134 +24,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import tempfile
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from csvjobs import db
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, trigger_text
+from csvjobs.models import (
+    BatchStatus,
+    ClaimedJob,
+    ImageStyle,
+    JobResult,
+    JobStatus,
+    ProcessingMode,
+    SubmissionState,
+    SubmissionStep,
+    trigger_text,
+)
 from csvjobs.providers import pricing
-from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, redo_styles
-from csvjobs.providers.openai import OpenAIProvider
-from csvjobs.providers.openai_batch import BatchAPI, BatchState, images_answer, parse_prompts
+from csvjobs.providers.contract import BatchCapable, GeneratedImage, GeneratedPrompts, RowContext, redo_styles
+from csvjobs.providers.openai_batch import (
+    CONTENT_POLICY_CODES,
+    NOT_RUN_CODES,
+    PROMPTS_ENDPOINT,
+    BatchAPI,
+    BatchState,
+    InputFile,
+    custom_id,
+    images_answer,
+    line_error,
+    parse_custom_id,
+    parse_prompts,
+    request_line,
+)
 from csvjobs.providers.photos import prepare_reference
 from csvjobs.providers.redact import redact
-from csvjobs.queue import queries
-from csvjobs.queue.rate_limits import DatabaseRateLimiter
+from csvjobs.queue import queries, row_rules
+from csvjobs.queue.runtime import WorkerRuntime
+from csvjobs.queue.submission_queries import (
+    Submission,
+    finish_submission,
+    lease_submissions,
+    open_submission,
+    release_submission_rows,
+    split_submission,
+    update_submission,
+)
 
-if TYPE_CHECKING:
-    from csvjobs.queue.worker import Worker
-
-PROMPTS_ENDPOINT = "/v1/chat/completions"
-# A lease outlives a slow step by far; the driver renews it while it works.
+# A lease outlives a slow step by far; the loop renews it while it works.
 LEASE_SECONDS = 300.0
 RENEW_EVERY_SECONDS = 30.0
 # Rows whose lines are built at once (photos are fetched concurrently within a window).
 BUILD_WINDOW = 16
-# Error codes of lines OpenAI never ran: they go back without counting a retry.
-NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
-_CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked", "content_filter",
-                                   "safety_violation"})
-
-
-class Submission(BaseModel):
-    """One row of csv_openai_batches: an input file, and the OpenAI batch made of it."""
-
-    id: int
-    batch_id: uuid.UUID
-    step: str
-    endpoint: str | None = None
-    state: str
-    submission_key: uuid.UUID
-    row_job_ids: list[int]
-    request_count: int | None = None
-    input_file_id: str | None = None
-    openai_batch_id: str | None = None
-    openai_status: str | None = None
-    created_at: datetime
-
-    @property
-    def holder(self) -> str:
-        """The claimed_by of the rows this submission holds."""
-        return f"openai-batch:{self.id}"
-
-
-# --- pure parts: custom ids, the input file's limits, which styles a row still needs ---------------------------
-
-
-def custom_id(job: ClaimedJob, kind: str) -> str:
-    """A request's custom_id: row job id, claim attempt and kind (prompts, or an image style)."""
-    return f"{job.job_id}-{job.attempt}-{kind}"
-
-
-def parse_custom_id(value: Any) -> tuple[int, int, str] | None:
-    """(job_id, attempt, kind) of a custom_id we wrote; None for anything else."""
-    parts = str(value).split("-", 2)
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-        return None
-    return int(parts[0]), int(parts[1]), parts[2]
-
-
-def styles_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:
-    """The images a row with prompts still needs: those it has none of, and those the reviewer asked to redo."""
-    redo = redo_styles(checkpoint)
-    return [style for style in ImageStyle if f"image:{style.value}" not in checkpoint or style.value in redo]
-
-
-@dataclass
-class InputFile:
-    """A JSONL input file being written, within OpenAI's limits. A row's lines go in whole or not at all."""
-
-    max_requests: int
-    max_bytes: int
-    path: Path
-    requests: int = 0
-    size: int = 0
-
-    def fits(self, lines: list[bytes], *, empty: bool = False) -> bool:
-        """Whether these lines (one row's) still fit; with empty, whether they would fit in an empty file."""
-        requests, size = (0, 0) if empty else (self.requests, self.size)
-        return (requests + len(lines) <= self.max_requests
-                and size + sum(len(line) for line in lines) <= self.max_bytes)
-
-    def add(self, lines: list[bytes]) -> None:
-        """Append one row's lines (each ending in a newline)."""
-        with self.path.open("ab") as handle:
-            for line in lines:
-                handle.write(line)
-        self.requests += len(lines)
-        self.size += sum(len(line) for line in lines)
-
-
-def request_line(custom: str, endpoint: str, body: dict[str, Any]) -> bytes:
-    """One line of an input file."""
-    return (json.dumps({"custom_id": custom, "method": "POST", "url": endpoint, "body": body},
-                       separators=(",", ":")) + "\n").encode()
-
-
-def line_error(line: dict[str, Any]) -> tuple[str, str] | None:
-    """(code, message) of an output or error file line that did not succeed; None for a success."""
-    response = line.get("response") if isinstance(line.get("response"), dict) else None
-    error = line.get("error") if isinstance(line.get("error"), dict) else None
-    if response is not None and response.get("status_code") == 200 and isinstance(response.get("body"), dict):
-        return None
-    if error is not None:
-        return str(error.get("code") or ""), str(error.get("message") or "the request failed")
-    body = response.get("body") if response is not None else None
-    detail: dict[str, Any] = {}
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        detail = body["error"]
-    status = response.get("status_code") if response is not None else None
-    return str(detail.get("code") or ""), f"HTTP {status}: {detail.get('message') or 'the request failed'}"
 
 
 @dataclass
@@ -164,32 +94,34 @@ class _RowState:
     not_run: bool = False
 
 
-# --- the driver -----------------------------------------------------------------------------------------------
+# --- the loop -------------------------------------------------------------------------------------------------
 
 
-class OpenAIBatchDriver:
+class SubmissionLoop:
     """Moves the rows of --openai-batch batches through OpenAI's Batch API (see the module docstring)."""
 
-    def __init__(self, worker: Worker, provider: OpenAIProvider) -> None:
-        self.worker = worker
+    def __init__(self, runtime: WorkerRuntime, provider: BatchCapable) -> None:
+        self.runtime = runtime
         self.provider = provider
-        self.api = BatchAPI(provider)
-        self.settings = worker.config.settings
-        self.instance_id = worker.config.instance_id
+        self.api: BatchAPI = provider.batch_api()
+        self.settings = runtime.settings
+        self.instance_id = runtime.config.instance_id
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
         """Pass after pass until the worker stops; a failed pass is told and tried again later."""
-        while not self.worker.stopping:
+        while not self.runtime.stopping:
             try:
                 busy = await self.pass_once()
             except ProviderAccessError as exc:
-                self.worker.refuse(str(exc))
+                self.runtime.stop_pool(str(exc))
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # outages db_call rides out; anything else is told, and tried again
-                self.worker.say(f"OpenAI batch driver: {type(exc).__name__}: {redact(str(exc), self.worker.secrets)}")
+                if self.runtime.fatal is not None:
+                    raise
+                self.runtime.say(f"submission loop: {type(exc).__name__}: {exc}")
                 busy = False
             if not busy:
                 self.wake.clear()
@@ -203,9 +135,12 @@ class OpenAIBatchDriver:
     async def pass_once(self) -> bool:
         """Open submissions for claimable rows, then advance every due submission; whether anything moved."""
         opened = await self._open()
-        leased = await self.worker.db_call(self._lease)
+        cfg = self.runtime.config
+        leased = await self.runtime.db_call(functools.partial(
+            lease_submissions, worker_id=self.instance_id, lease_seconds=LEASE_SECONDS, limit=10,
+            batch_id=cfg.batch_id, user_id=cfg.user_id))
         for submission in leased:
-            if self.worker.stopping:
+            if self.runtime.stopping:
                 break
             await self._advance(submission)
         return opened > 0 or bool(leased)
@@ -213,57 +148,55 @@ class OpenAIBatchDriver:
     # --- 1. rows to submissions -------------------------------------------------------------------------------
 
     async def _open(self) -> int:
-        worker = self.worker
-        jobs = await worker.db_call(functools.partial(worker.claim, limit=self.settings.openai_batch_max_requests,
-                                                      mode="openai_batch"))
-        groups: dict[tuple[uuid.UUID, str], list[int]] = defaultdict(list)
+        rt = self.runtime
+        cfg = rt.config
+        rows = await rt.db_call(functools.partial(
+            queries.claim_rows, worker_id=self.instance_id, limit=self.settings.openai_batch_max_requests,
+            timeout_minutes=self.settings.claim_timeout_minutes, mode=ProcessingMode.OPENAI_BATCH,
+            batch_id=cfg.batch_id, user_id=cfg.user_id))
+        jobs = queries.parse_claims(rows)
         for job in jobs:
-            if job.product.get("reuse_of_row") and "regenerate" not in job.checkpoint:
-                reused = await worker.reused(job)
+            rt.unreported[job.job_id] = job
+        groups: dict[tuple[uuid.UUID, SubmissionStep], list[int]] = defaultdict(list)
+        for job in jobs:
+            if row_rules.reuses_images(job):
+                reused = await row_rules.reuse_images(rt, job)
                 if reused is not None:
-                    worker.finish(job, reused)
+                    rt.finish(job, reused)
                     continue
-            groups[(job.batch_id, "images" if "prompts" in job.checkpoint else "prompts")].append(job.job_id)
+            step = SubmissionStep.IMAGES if "prompts" in job.checkpoint else SubmissionStep.PROMPTS
+            groups[(job.batch_id, step)].append(job.job_id)
         for (batch_id, step), ids in groups.items():
-            async def give(conn: db.AsyncConnection, batch_id: uuid.UUID = batch_id, step: str = step,
-                           ids: list[int] = ids) -> None:
-                await conn.execute(queries.OPEN_OPENAI_BATCH_SQL, [self.instance_id, batch_id, step, ids])
-
-            await worker.db_call(give)
-            worker.forget(ids)
+            await rt.db_call(functools.partial(open_submission, worker_id=self.instance_id, batch_id=batch_id,
+                                               step=step, job_ids=ids))
+            rt.forget(ids)
         return len(jobs)
-
-    async def _lease(self, conn: db.AsyncConnection) -> list[Submission]:
-        cfg = self.worker.config
-        cur = await conn.execute(queries.LEASE_OPENAI_BATCHES_SQL,
-                                 [self.instance_id, LEASE_SECONDS, 10, cfg.batch_id, cfg.user_id])
-        return [Submission.model_validate(row) for row in await cur.fetchall()]
 
     # --- 2. advancing one submission --------------------------------------------------------------------------
 
     async def _advance(self, sub: Submission) -> None:
         try:
             status = await self._batch_status(sub.batch_id)
-            if sub.state in ("preparing", "uploaded") and status == "cancelled":
+            if sub.state in (SubmissionState.PREPARING, SubmissionState.UPLOADED) and status == BatchStatus.CANCELLED:
                 await self._finish(sub, {"cancelled_before_submission": True})
                 return
-            if sub.state == "preparing" and not await self._prepare(sub):
+            if sub.state is SubmissionState.PREPARING and not await self._prepare(sub):
                 return
-            if sub.state == "uploaded":
+            if sub.state is SubmissionState.UPLOADED:
                 await self._submit(sub)
                 return
-            if sub.state == "submitted":
-                await self._check(sub, cancel=status == "cancelled")
+            if sub.state is SubmissionState.SUBMITTED:
+                await self._check(sub, cancel=status == BatchStatus.CANCELLED)
         except TransientError as exc:
             # OpenAI unreachable, 5xx, 429: this submission is looked at again after the poll interval.
-            self.worker.say(f"OpenAI batch {sub.openai_batch_id or sub.id}: {exc}; trying again later")
+            self.runtime.say(f"OpenAI batch {sub.openai_batch_id or sub.id}: {exc}; trying again later")
             with contextlib.suppress(_LeaseLost):
                 await self._update(sub, {}, next_check=self.settings.openai_batch_poll_seconds)
         except PermanentError as exc:
             # OpenAI will never take this submission (its file refused, its batch gone): its rows go back for a
             # retry (counted, so that a file refused every time fails its rows in the end), and it is over.
             with contextlib.suppress(_LeaseLost):
-                await self._abandon(sub, redact(str(exc), self.worker.secrets))
+                await self._abandon(sub, redact(str(exc), self.runtime.secrets))
         except _LeaseLost:
             return
 
@@ -277,52 +210,25 @@ class OpenAIBatchDriver:
                         "go back for a retry", {"reason": reason})
 
     async def _batch_status(self, batch_id: uuid.UUID) -> str:
-        async def read(conn: db.AsyncConnection) -> str:
-            cur = await conn.execute("SELECT status FROM csv_batches WHERE id = %s", [batch_id])
-            row = await cur.fetchone()
-            return str(row["status"]) if row else "cancelled"
-
-        return await self.worker.db_call(read)
+        status = await self.runtime.db_call(functools.partial(queries.batch_status, batch_id=batch_id))
+        return status or BatchStatus.CANCELLED.value  # a deleted batch is as good as cancelled
 
     async def _update(self, sub: Submission, changes: dict[str, Any], next_check: float | None = None) -> None:
-        """Record changes and renew the lease; _LeaseLost when another driver has taken the submission over."""
-        async def save(conn: db.AsyncConnection) -> bool:
-            cur = await conn.execute(queries.UPDATE_OPENAI_BATCH_SQL,
-                                     [sub.id, self.instance_id, json.dumps(changes), LEASE_SECONDS, next_check])
-            row = await cur.fetchone()
-            return bool(row and row["ok"])
-
-        if not await self.worker.db_call(save):
+        """Record changes and renew the lease; _LeaseLost when another worker has taken the submission over."""
+        if not await self.runtime.db_call(functools.partial(
+                update_submission, submission_id=sub.id, worker_id=self.instance_id, changes=changes,
+                lease_seconds=LEASE_SECONDS, next_check_seconds=next_check)):
             raise _LeaseLost
         for key, value in changes.items():
             if key in Submission.model_fields:
                 setattr(sub, key, value)
 
     async def _held_rows(self, sub: Submission) -> list[ClaimedJob]:
-        async def read(conn: db.AsyncConnection) -> list[dict[str, Any]]:
-            cur = await conn.execute(queries.HELD_ROWS_SQL, [sub.row_job_ids, sub.holder])
-            return await cur.fetchall()
-
-        return queries.parse_claims(await self.worker.db_call(read))
+        return await self.runtime.db_call(functools.partial(queries.held_rows, job_ids=sub.row_job_ids,
+                                                            holder=sub.holder))
 
     def _context(self, sub: Submission, job: ClaimedJob) -> RowContext:
-        async def checkpoint(data: dict[str, Any]) -> bool:
-            async def save(conn: db.AsyncConnection) -> bool:
-                cur = await conn.execute(queries.CHECKPOINT_SQL, [job.job_id, sub.holder, job.attempt,
-                                                                json.dumps(data)])
-                row = await cur.fetchone()
-                return bool(row and row["held"])
-
-            held = await self.worker.db_call(save)
-            if held:
-                job.checkpoint.update(data)
-            return held
-
-        return RowContext(job=job, storage=self.worker.storage,
-                          log=lambda op, message, details: self.worker.log_row(job, LogLevel.INFO, op, message,
-                                                                              details),
-                          save_checkpoint=checkpoint, rate_limiter=DatabaseRateLimiter(self.worker.db_call),
-                          redo=redo_styles(job.checkpoint))
+        return row_rules.row_context(self.runtime, job, holder=sub.holder, redo=redo_styles(job.checkpoint))
 
     # preparing -> uploaded
 
@@ -352,7 +258,7 @@ class OpenAIBatchDriver:
                         if isinstance(result, JobLostError):
                             continue
                         permanent = isinstance(result, PermanentError)
-                        failed.append((job, redact(str(result), self.worker.secrets), permanent))
+                        failed.append((job, redact(str(result), self.runtime.secrets), permanent))
                         continue
                     row_endpoint, lines = result
                     if not lines:  # nothing left to ask for: the row is complete as it stands
@@ -386,9 +292,9 @@ class OpenAIBatchDriver:
                 return False
             assert endpoint is not None
             file_id = await self.api.upload(file.path, file.path.name)
-        await self._update(sub, {"state": "uploaded", "input_file_id": file_id, "endpoint": endpoint,
+        await self._update(sub, {"state": SubmissionState.UPLOADED, "input_file_id": file_id, "endpoint": endpoint,
                                  "request_count": file.requests})
-        self.worker.flush_soon()
+        self.runtime.flush_soon()
         return True
 
     async def _lines(self, sub: Submission, job: ClaimedJob) -> tuple[str, list[bytes]]:
@@ -396,24 +302,23 @@ class OpenAIBatchDriver:
         ctx = self._context(sub, job)
         trigger = ctx.trigger_text
         reference = await prepare_reference(ctx, self.settings)
-        if sub.step == "prompts":
+        if sub.step is SubmissionStep.PROMPTS:
             body = self.provider.prompt_request(ctx, trigger, reference)
-            return PROMPTS_ENDPOINT, [request_line(custom_id(job, "prompts"), PROMPTS_ENDPOINT, body)]
-        needed = styles_needed(job.checkpoint)
-        self.worker.prepare_redo(job)  # the reviewer's notes go into the prompts of the styles redone
+            return PROMPTS_ENDPOINT, [request_line(custom_id(job.job_id, job.attempt, "prompts"), PROMPTS_ENDPOINT,
+                                                   body)]
+        needed = row_rules.styles_needed(job.checkpoint)
+        row_rules.prepare_redo(self.runtime, job)  # the reviewer's notes go into the prompts of the styles redone
         prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
         lines: list[bytes] = []
         endpoint = ""
         for style in needed:
             endpoint, body = self.provider.image_request(style, prompts.for_style(style).prompt, reference)
-            lines.append(request_line(custom_id(job, style.value), endpoint, body))
+            lines.append(request_line(custom_id(job.job_id, job.attempt, style.value), endpoint, body))
         return endpoint, lines
 
-    async def _split(self, sub: Submission, step: str, ids: list[int]) -> None:
-        async def move(conn: db.AsyncConnection) -> None:
-            await conn.execute(queries.SPLIT_OPENAI_BATCH_SQL, [sub.id, self.instance_id, step, ids])
-
-        await self.worker.db_call(move)
+    async def _split(self, sub: Submission, step: SubmissionStep, ids: list[int]) -> None:
+        await self.runtime.db_call(functools.partial(split_submission, submission_id=sub.id,
+                                                     worker_id=self.instance_id, step=step, job_ids=ids))
         self.wake.set()
 
     # uploaded -> submitted
@@ -425,8 +330,8 @@ class OpenAIBatchDriver:
         if state is None:
             state = await self.api.create(sub.input_file_id, sub.endpoint, sub.submission_key,
                                           f"csvjobs batch {sub.batch_id}: {sub.step}")
-        await self._update(sub, {"state": "submitted", "openai_batch_id": state.id, "openai_status": state.status,
-                                 "request_counts": state.request_counts},
+        await self._update(sub, {"state": SubmissionState.SUBMITTED, "openai_batch_id": state.id,
+                                 "openai_status": state.status, "request_counts": state.request_counts},
                            next_check=self.settings.openai_batch_poll_seconds)
         await self._log(sub, "openai_batch_submitted",
                         f"OpenAI batch {state.id} {'found (it was created before a restart)' if found else 'submitted'}"
@@ -457,7 +362,8 @@ class OpenAIBatchDriver:
     async def _collect(self, sub: Submission, state: BatchState) -> None:
         rows = {job.job_id: job for job in await self._held_rows(sub)}
         # What each row asked for, before this output's images are saved on it.
-        needed = {job_id: [style.value for style in styles_needed(job.checkpoint)] for job_id, job in rows.items()}
+        needed = {job_id: [style.value for style in row_rules.styles_needed(job.checkpoint)]
+                  for job_id, job in rows.items()}
         states: dict[int, _RowState] = defaultdict(_RowState)
         renewed = time.monotonic()
         for file_id in (state.output_file_id, state.error_file_id):
@@ -481,7 +387,7 @@ class OpenAIBatchDriver:
             code, message = problem
             if code in NOT_RUN_CODES:
                 st.not_run = True
-            elif code in _CONTENT_POLICY_CODES:
+            elif code in CONTENT_POLICY_CODES:
                 st.permanent = f"refused by the provider's content policy ({code}): {message[:300]}"
             else:
                 st.retry = f"the OpenAI batch request failed ({code or 'error'}): {message[:300]}"
@@ -489,7 +395,7 @@ class OpenAIBatchDriver:
         body = line["response"]["body"]
         ctx = self._context(sub, job)
         try:
-            if kind == "prompts":
+            if kind == SubmissionStep.PROMPTS:
                 prompts, usage = parse_prompts(body)
                 if not await ctx.save_checkpoint({"prompts": prompts.model_dump(mode="json"), "prompt_usage": usage}):
                     return
@@ -505,24 +411,24 @@ class OpenAIBatchDriver:
                 ctx.log("image_stored", f"{style.value} image stored: {image.storage_path} (OpenAI batch "
                         f"{sub.openai_batch_id})", {"style": style.value, "bytes": image.bytes, "model": image.model})
         except (TransientError, PermanentError, ValidationError, ValueError) as exc:
-            st.retry = redact(f"the OpenAI batch output for {kind} could not be used: {exc}", self.worker.secrets)
+            st.retry = redact(f"the OpenAI batch output for {kind} could not be used: {exc}", self.runtime.secrets)
 
     async def _settle(self, sub: Submission, state: BatchState, rows: dict[int, ClaimedJob],
                       states: dict[int, _RowState], needed: dict[int, list[str]]) -> None:
         """Hand every row on: to step 2, a result, or back to pending; then the submission is done."""
-        cancelled = await self._batch_status(sub.batch_id) == "cancelled"
+        cancelled = await self._batch_status(sub.batch_id) == BatchStatus.CANCELLED
         onward: list[int] = []
         results: list[JobResult] = []
         retry: list[tuple[int, str]] = []
         not_run: list[tuple[int, str]] = []
         for job_id, job in rows.items():
             st = states.get(job_id, _RowState())
-            if sub.step == "prompts" and st.prompts:
+            if sub.step is SubmissionStep.PROMPTS and st.prompts:
                 if cancelled:
                     not_run.append((job_id, "its csvjobs batch was cancelled"))
                 else:
                     onward.append(job_id)
-            elif sub.step == "images" and not st.retry and not st.permanent and all(
+            elif sub.step is SubmissionStep.IMAGES and not st.retry and not st.permanent and all(
                     style in st.images for style in needed[job_id]):
                 results.append(self._completed(job))
             elif st.permanent:
@@ -536,7 +442,7 @@ class OpenAIBatchDriver:
             else:
                 not_run.append((job_id, f"its OpenAI batch ended ({state.status}) before running it"))
         if onward:
-            await self._split(sub, "images", onward)
+            await self._split(sub, SubmissionStep.IMAGES, onward)
         await self._report(sub, results)
         await self._release(sub, retry, count_retry=True)
         await self._release(sub, not_run, count_retry=False)
@@ -560,39 +466,28 @@ class OpenAIBatchDriver:
                                      price_factor=pricing.BATCH_PRICE_FACTOR).as_result(job)
 
     def _failed(self, job: ClaimedJob, message: str) -> JobResult:
-        return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED, error_message=message[:2000])
+        return row_rules.failed_result(job, message)
 
     async def _report(self, sub: Submission, results: list[JobResult]) -> None:
-        if not results:
-            return
-
-        async def report(conn: db.AsyncConnection) -> None:
-            async with conn.transaction():
-                await conn.execute(queries.REPORT_SQL, [sub.holder, queries.results_json(results)])
-
-        await self.worker.db_call(report)
+        await self.runtime.report_for(sub.holder, results)
 
     async def _release(self, sub: Submission, rows: list[tuple[int, str]], *, count_retry: bool) -> None:
         by_reason: dict[str, list[int]] = defaultdict(list)
         for job_id, reason in rows:
             by_reason[reason].append(job_id)
         for reason, ids in by_reason.items():
-            async def release(conn: db.AsyncConnection, ids: list[int] = ids, reason: str = reason) -> None:
-                await conn.execute(queries.RELEASE_OPENAI_BATCH_ROWS_SQL,
-                                   [sub.id, self.instance_id, ids, count_retry, reason])
-
-            await self.worker.db_call(release)
+            await self.runtime.db_call(functools.partial(
+                release_submission_rows, submission_id=sub.id, worker_id=self.instance_id, job_ids=ids,
+                count_retry=count_retry, reason=reason))
 
     async def _finish(self, sub: Submission, outcome: dict[str, Any]) -> None:
-        async def finish(conn: db.AsyncConnection) -> None:
-            await conn.execute(queries.FINISH_OPENAI_BATCH_SQL, [sub.id, self.instance_id, json.dumps(outcome)])
-
-        await self.worker.db_call(finish)
-        self.worker.flush_soon()
+        await self.runtime.db_call(functools.partial(finish_submission, submission_id=sub.id,
+                                                     worker_id=self.instance_id, outcome=outcome))
+        self.runtime.flush_soon()
 
     async def _log(self, sub: Submission, operation: str, message: str, details: dict[str, Any]) -> None:
-        self.worker.log_batch(sub.batch_id, operation, message, {"submission": sub.id, **details})
+        self.runtime.log_batch(sub.batch_id, operation, message, {"submission": sub.id, **details})
 
 
 class _LeaseLost(Exception):
-    """Another driver took the submission over (this one was too slow or was declared dead)."""
+    """Another worker took the submission over (this one was too slow or was declared dead)."""

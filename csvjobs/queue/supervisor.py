@@ -20,7 +20,8 @@ from csvjobs.config import Settings
 from csvjobs.errors import ConfigError, InputError
 from csvjobs.providers.registry import default_provider_name, load_provider
 from csvjobs.queue import queries
-from csvjobs.queue.worker import EXIT_PROVIDER_REFUSED, WorkerConfig, child_main, make_instance_id, say
+from csvjobs.queue.process import child_main
+from csvjobs.queue.runtime import EXIT_POOL_STOPS, WorkerConfig, make_instance_id, say
 from csvjobs.storage.registry import open_storage
 
 
@@ -129,8 +130,8 @@ class Supervisor:
                 continue
             code = process.exitcode
             child.process = None
-            if code == EXIT_PROVIDER_REFUSED:
-                self._provider_refused()
+            if code == EXIT_POOL_STOPS:
+                self._pool_must_stop()
             if code == 0 or self.stop_requests:
                 child.finished = True
                 continue
@@ -141,14 +142,15 @@ class Supervisor:
             child.suffix = uuid.uuid4().hex[:6]
             child.restart_at = now + delay
 
-    def _provider_refused(self) -> None:
-        """A worker found that the provider refuses the key or model: stop every worker at once (their rows go
-        back to pending without a retry counted); run() then reports the reason."""
+    def _pool_must_stop(self) -> None:
+        """A worker found that no row can succeed (the provider refuses the key or model, or the database was
+        upgraded past this csvjobs): stop every worker at once (their rows go back to pending without a retry
+        counted) instead of restarting them; run() then reports the reason."""
         while not self.fatal_queue.empty():
             reason = self.fatal_queue.get()
             self.fatal = self.fatal or reason
         if self.fatal is None:
-            self.fatal = "the provider refused the API key or model (see the worker's output above)"
+            self.fatal = "a worker found that no row can succeed (see its output above)"
         if self.stop_requests:
             return
         self.stop_requests += 1

@@ -1,0 +1,107 @@
+"""The rules for one row that both loops follow, written once: whether a variant reuses the images of the row it
+looks like, what a merchant's redo request changes, which images a row still needs, the row's context for a
+provider (its fenced checkpoint and step log), and the completed, failed and retry results."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, trigger_text
+from csvjobs.providers.contract import RowContext, redo_styles
+from csvjobs.queue import queries
+from csvjobs.queue.rate_limits import DatabaseRateLimiter
+from csvjobs.queue.runtime import WorkerRuntime
+
+# Longest error message stored on a row (a provider's error can quote a whole request).
+ERROR_MESSAGE_LIMIT = 2000
+# Step-log operations that are warnings rather than news.
+WARNING_STEPS = frozenset({"transient_error"})
+
+
+def reuses_images(job: ClaimedJob) -> bool:
+    """Whether the row is a variant that reuses an earlier row's images (unless the merchant asked for its own)."""
+    return bool(job.product.get("reuses_row")) and "regenerate" not in job.checkpoint
+
+
+def failed_result(job: ClaimedJob, message: str) -> JobResult:
+    """The row failed for good, with why."""
+    return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
+                     error_message=message[:ERROR_MESSAGE_LIMIT])
+
+
+def retry_result(job: ClaimedJob, message: str) -> JobResult:
+    """The row goes back to pending for a later attempt (a retry is counted), with why."""
+    return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.PENDING,
+                     error_message=message[:ERROR_MESSAGE_LIMIT])
+
+
+def reused_result(job: ClaimedJob, source: queries.SourceRow | None) -> JobResult | None:
+    """The earlier row's images, prompts and tags, at no cost, once it has completed (the claim holds a variant
+    back until then). None: make the row's own (the earlier row failed, or has no images)."""
+    if (source is None or source.status is not JobStatus.COMPLETED
+            or not isinstance(source.generated_images, list) or not source.generated_images
+            or not isinstance(source.generated_prompts, dict)):
+        return None
+    images = [dict(image, reuses_row=source.row_number) if isinstance(image, dict) else image
+              for image in source.generated_images]
+    tags = source.generated_tags
+    return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
+                     trigger_text=job.trigger_text or trigger_text(job.product),
+                     generated_prompts=source.generated_prompts, generated_images=images,
+                     generated_tags=tags if isinstance(tags, list) else None, cost_usd=0.0,
+                     usage={"reuses_row": source.row_number})
+
+
+async def reuse_images(runtime: WorkerRuntime, job: ClaimedJob) -> JobResult | None:
+    """Look up the row a variant reuses and, when it has completed, the variant's result (logged)."""
+    source = await runtime.db_call(functools.partial(queries.source_row, job_id=job.job_id))
+    result = reused_result(job, source)
+    if result is not None and source is not None:
+        runtime.log_row(job, LogLevel.INFO, "images_reused", f"images reused from row {source.row_number}: the same "
+                        "product, photo and look (no cost)", {"reuses_row": source.row_number})
+    return result
+
+
+def prepare_redo(runtime: WorkerRuntime, job: ClaimedJob) -> frozenset[str]:
+    """The styles the merchant asked to redo: their saved image is forgotten (so it is made, and paid for,
+    again) and the note, if any, is added to their saved prompt; everything else is reused. Logged once."""
+    styles = redo_styles(job.checkpoint)
+    request = job.checkpoint.get("regenerate")
+    if not styles or not isinstance(request, dict):
+        return styles
+    prompts = job.checkpoint.get("prompts")
+    for style in styles:
+        job.checkpoint.pop(f"image:{style}", None)
+        note = (request.get(style) or {}).get("note")
+        entry = prompts.get(style) if isinstance(prompts, dict) else None
+        if note and isinstance(entry, dict) and isinstance(entry.get("prompt"), str):
+            entry["prompt"] = f"{entry['prompt']} Changes the reviewer asked for: {note}"
+    runtime.log_row(job, LogLevel.INFO, "images_redo", f"redoing {', '.join(sorted(styles))} at the reviewer's "
+                    "request", {"request": request})
+    return styles
+
+
+def styles_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:
+    """The images a row with prompts still needs: those it has none of, and those the reviewer asked to redo."""
+    redo = redo_styles(checkpoint)
+    return [style for style in ImageStyle if f"image:{style.value}" not in checkpoint or style.value in redo]
+
+
+def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: frozenset[str]) -> RowContext:
+    """What a provider gets for one row: storage, the shared rate limits, a step log, and a checkpoint fenced on
+    holder (the worker, or the submission that holds the row) and the claim's attempt."""
+    async def checkpoint(data: dict[str, Any]) -> bool:
+        held = await runtime.db_call(functools.partial(queries.save_checkpoint, job_id=job.job_id, holder=holder,
+                                                       attempt=job.attempt, data=data))
+        if held:
+            # A later step (or a retry inside this worker) must see what was already paid for.
+            job.checkpoint.update(data)
+        return held
+
+    def log(operation: str, message: str, details: dict[str, Any]) -> None:
+        level = LogLevel.WARN if operation in WARNING_STEPS else LogLevel.INFO
+        runtime.log_row(job, level, operation, message, details)
+
+    return RowContext(job=job, storage=runtime.storage, log=log, save_checkpoint=checkpoint,
+                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo)
