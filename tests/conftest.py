@@ -22,7 +22,6 @@ from csvjobs import cli, db
 from csvjobs.config import Settings
 
 
-
 @dataclass
 class Server:
     """An admin URL for a PostgreSQL server the tests may create databases on."""

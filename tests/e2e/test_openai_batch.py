@@ -11,11 +11,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from support.fake_openai import FakeOpenAI
 from support.helpers import USER_A, batch_row, cli, job_counts, make_batch
-from PIL import Image
 from support.pool import finish, start_pool, wait_for
-
 
 pytestmark = pytest.mark.slow
 

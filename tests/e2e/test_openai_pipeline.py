@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from support.fake_openai import FakeOpenAI
 from support.helpers import batch_row, job_counts, make_batch
-from PIL import Image
 from support.pool import finish, start_pool, wait_for
 
 # These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.

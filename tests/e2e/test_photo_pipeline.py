@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.helpers import REAL_DATA
-from support.fake_openai import FakeOpenAI
-from support.helpers import USER_A, cli, job_counts
-from support.photo_server import PhotoServer, photo_bytes
 from PIL import Image
+from support.fake_openai import FakeOpenAI
+from support.helpers import REAL_DATA, USER_A, cli, job_counts
+from support.photo_server import PhotoServer, photo_bytes
 from support.pool import finish, start_pool
 
 from csvjobs.providers.white_background import is_pure_white_border

@@ -5,19 +5,13 @@ delays rows but loses none."""
 from __future__ import annotations
 
 import json
-import logging
-import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from support.helpers import USER_A, batch_row, cli, job_counts, make_batch
-from moto.server import ThreadedMotoServer
 from support.pool import finish, start_pool, wait_for
-from support.s3 import S3
+from support.s3 import BUCKETS
 
 # These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow

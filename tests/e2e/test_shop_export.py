@@ -8,14 +8,13 @@ import csv
 import io
 import json
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import REAL_DATA
-from support.helpers import USER_A, cli
+from support.helpers import REAL_DATA, cli
 from support.photo_server import PhotoServer
-from support.pool import finish, start_pool
+from support.s3 import S3
+from support.shop import BASE, parse, upload_and_work
 
 from csvjobs.operate.shop_export import ALT_TEXT_LIMIT, SHOPIFY_VARIANT_HEADERS, WOOCOMMERCE_HEADERS, slug
 
@@ -146,7 +145,7 @@ def test_a_source_without_a_stable_identifier_is_refused(env, conn, tmp_path: Pa
     assert {r["Handle"] for r in parse(by_column.stdout)[1]} == {"Mug"}
 
 
-def test_presigned_s3_urls_are_fetched_by_the_shop(s3_env, s3: S3, conn, tmp_path: Path) -> None:  # noqa: F811
+def test_presigned_s3_urls_are_fetched_by_the_shop(s3_env, s3: S3, conn, tmp_path: Path) -> None:
     source = tmp_path / "p.csv"
     source.write_text("title,description,mpn\nMug,Big mug,M-1\nBowl,Salad bowl,B-2\n")
     batch = upload_and_work(s3_env, source)

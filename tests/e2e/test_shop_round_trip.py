@@ -11,11 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import REAL_DATA
-from support.helpers import cli
+from support.helpers import REAL_DATA, cli
 from support.photo_server import PhotoServer
-from support.shop_importers import shopify_import, shopify_store, woocommerce_import, woocommerce_store
 from support.shop import BASE, parse, upload_and_work
+from support.shop_importers import shopify_import, shopify_store, woocommerce_import, woocommerce_store
 
 from csvjobs.ingest.shop_columns import normalise_header
 
@@ -53,7 +52,7 @@ def real_shopify(photos: PhotoServer) -> str:
         "https://burst.shopifycdn.com", photos.base)
 
 
-def export(env: dict[str, str], batch: uuid.UUID, fmt: str, *args: str) -> tuple[int, str, str]:  # noqa: F811
+def export(env: dict[str, str], batch: uuid.UUID, fmt: str, *args: str) -> tuple[int, str, str]:
     result = cli(env, "export", str(batch), "--format", fmt, "--base-url", BASE, *args)
     return result.returncode, result.stdout, result.stderr
 
@@ -84,7 +83,7 @@ def assert_only_images_added(before, after, created, *, variant_images: bool = F
 
 @needs_real_data
 @pytest.mark.parametrize("form", ["legacy", "today"])
-def test_a_shopify_export_round_trips_adding_images_only(env, conn, tmp_path: Path, form: str,  # noqa: F811
+def test_a_shopify_export_round_trips_adding_images_only(env, conn, tmp_path: Path, form: str,
                                                          photos: PhotoServer) -> None:
     legacy = real_shopify(photos)
     source = legacy if form == "legacy" else in_todays_format(legacy)
@@ -127,7 +126,7 @@ def test_a_shopify_export_round_trips_adding_images_only(env, conn, tmp_path: Pa
 
 
 @needs_real_data
-def test_a_partial_review_round_trips_safely(env, conn, tmp_path: Path, photos: PhotoServer) -> None:  # noqa: F811
+def test_a_partial_review_round_trips_safely(env, conn, tmp_path: Path, photos: PhotoServer) -> None:
     source = real_shopify(photos)
     path = tmp_path / "products_export.csv"
     path.write_text(source, encoding="utf-8")
@@ -143,7 +142,7 @@ def test_a_partial_review_round_trips_safely(env, conn, tmp_path: Path, photos: 
     assert 0 < added < 2 * (looks["total_rows"] - looks["reused_rows"])
 
 
-def test_a_plain_csv_is_refused_unless_replacing_is_accepted(env, conn, tmp_path: Path) -> None:  # noqa: F811
+def test_a_plain_csv_is_refused_unless_replacing_is_accepted(env, conn, tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     path.write_text('title,description,mpn\n"=HYPERLINK(""http://x.test"")",A mug,-M1\nBowl,Salad bowl,B-2\n')
     batch = upload_and_work(env, path)
@@ -171,7 +170,7 @@ def test_a_plain_csv_is_refused_unless_replacing_is_accepted(env, conn, tmp_path
 
 
 @needs_real_data
-def test_the_real_ptbr_woocommerce_export_uploads_unmapped_and_round_trips(env, conn, tmp_path: Path) -> None:  # noqa: F811
+def test_the_real_ptbr_woocommerce_export_uploads_unmapped_and_round_trips(env, conn, tmp_path: Path) -> None:
     source_path = REAL_DATA / "woocommerce_ptbr_products.csv"
     batch = upload_and_work(env, source_path)
     products = conn.execute("SELECT row_number, csv_row_job_product(j.row_data, j.product, b.column_mapping) AS p"

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support.helpers import REAL_DATA
-from support.helpers import claim
+from support.helpers import REAL_DATA, claim
 
 from csvjobs.config import Settings
 from csvjobs.errors import InputError

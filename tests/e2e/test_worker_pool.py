@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 from support.helpers import batch_row, job_counts, make_batch
 from support.pool import finish, start_pool, wait_for
-
 
 # These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -170,8 +166,10 @@ def test_lost_database_connections_are_survived(pool_env, conn) -> None:
 
 
 def test_until_done_on_an_empty_queue_exits_at_once(pool_env, conn) -> None:
+    """Without waiting for a poll or a heartbeat (ten minutes each here): only process start-up takes time."""
+    slow_timers = dict(pool_env, CSVJOBS_POLL_SECONDS="600", CSVJOBS_HEARTBEAT_SECONDS="600")
     started = time.monotonic()
-    code, err = finish(start_pool(pool_env, "--until-done", "--concurrency", "2"), timeout=60)
+    code, err = finish(start_pool(slow_timers, "--until-done", "--concurrency", "2"), timeout=60)
     assert code == 0, err
     assert time.monotonic() - started < 30
 

@@ -15,7 +15,14 @@ from support.helpers import SUPABASE_STORAGE, apply_supabase_default_privileges
 
 from csvjobs import db
 from csvjobs.models import (
-    BatchStatus, JobStatus, LogLevel, ProcessingMode, ReviewState, SubmissionState, SubmissionStep, WorkerStatus,
+    BatchStatus,
+    JobStatus,
+    LogLevel,
+    ProcessingMode,
+    ReviewState,
+    SubmissionState,
+    SubmissionStep,
+    WorkerStatus,
 )
 
 SYSTEM_PG = os.environ.get("CSVJOBS_TEST_PG15_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -116,7 +123,7 @@ def test_a_database_from_before_the_baseline_is_refused_with_a_way_out(empty_dat
         conn.execute(f"CREATE TABLE {db.LEDGER_TABLE} (version integer PRIMARY KEY, name text NOT NULL,"
                      " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
         conn.execute(f"INSERT INTO {db.LEDGER_TABLE} (version, name, checksum) VALUES (1, 'supabase_compat', 'x')")
-        with pytest.raises(db.DatabaseError, match="before its schema baseline.*new database"):
+        with pytest.raises(db.DatabaseError, match=r"before its schema baseline.*new database"):
             db.migrate(conn)
 
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from support.helpers import USER_A, USER_B, as_service, batch_row, claim, job_counts, make_batch, report
 from psycopg.rows import dict_row
+from support.helpers import USER_A, USER_B, as_service, batch_row, claim, job_counts, make_batch, report
 
 
 def test_claim_hands_out_pending_jobs_with_a_claim_token_and_starts_the_batch(conn: psycopg.Connection) -> None:

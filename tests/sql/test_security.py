@@ -8,10 +8,17 @@ import uuid
 
 import psycopg
 import pytest
-from support.helpers import (
-    SUPABASE_STORAGE, USER_A, USER_B, apply_supabase_default_privileges, as_service, as_user, claim, make_batch,
-)
 from psycopg.rows import dict_row
+from support.helpers import (
+    SUPABASE_STORAGE,
+    USER_A,
+    USER_B,
+    apply_supabase_default_privileges,
+    as_service,
+    as_user,
+    claim,
+    make_batch,
+)
 
 from csvjobs import db
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from csvjobs.providers.openai_batch import InputFile, line_error, parse_custom_id, request_line

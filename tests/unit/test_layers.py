@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "csvjobs"
+PACKAGE = Path(__file__).resolve().parents[2] / "csvjobs"
 
 # Lower ranks are imported by higher ones, never the other way; components of one rank do not import each other.
 RANKS = {
@@ -52,13 +52,14 @@ def _type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def imports_of(name: str) -> list[tuple[str, int]]:
-    """(imported module, line) for every import in a module, at any depth, except under `if TYPE_CHECKING:`."""
+def imports_of(name: str, *, type_only: bool = False) -> list[tuple[str, int]]:
+    """(imported module, line) for every import in a module, at any depth, except under `if TYPE_CHECKING:`
+    (unless type_only: then those too)."""
     tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
     found: list[tuple[str, int]] = []
 
     def visit(node: ast.AST) -> None:
-        if _type_checking(node):
+        if _type_checking(node) and not type_only:
             return
         if isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)
@@ -129,6 +130,35 @@ def test_no_import_cycles() -> None:
 
     for module in sorted(graph):
         walk(module)
+
+
+@pytest.mark.parametrize(("module", "other"), [
+    ("csvjobs.queue.worker", "csvjobs.queue.submission_loop"),
+    ("csvjobs.queue.submission_loop", "csvjobs.queue.worker"),
+])
+def test_the_two_loops_do_not_import_each_other(module: str, other: str) -> None:
+    """The synchronous loop and the Batch API submission loop share the runtime and the row rules, not each
+    other, not even for types."""
+    assert other in MODULES and module in MODULES
+    found = [line for imported, line in imports_of(module, type_only=True) if imported == other]
+    assert found == [], f"{module} imports {other} on line(s) {found}"
+
+
+def test_no_sql_outside_the_queries_modules_of_the_queue() -> None:
+    """The queue's loops reach the database only through typed query functions."""
+    for module in MODULES:
+        if not module.startswith("csvjobs.queue.") or module.endswith("queries"):
+            continue
+        text = MODULES[module].read_text(encoding="utf-8")
+        for word in ("SELECT ", "INSERT INTO", "UPDATE csv", "DELETE FROM", ".execute("):
+            assert word not in text, f"{module} holds SQL ({word!r})"
+
+
+def test_the_readme_names_the_openai_importers() -> None:
+    """README's statement of which modules import the openai SDK is the rule this test enforces."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    for module in DRIVERS["openai"]:
+        assert module.replace("csvjobs.", "").replace(".", "/") + ".py" in readme, module
 
 
 def test_the_cli_holds_no_sql() -> None:

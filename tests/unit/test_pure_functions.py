@@ -87,7 +87,7 @@ def test_headers_presets_and_map_options() -> None:
     assert mapping.row_data_keys() == {"title": "Nome", "description": "Descrição"}
     with pytest.raises(InputError, match="no column 'Preço'"):
         build_mapping(["Nome"], "auto", {"title": "Preço"})
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="title"):
         build_mapping(["sku", "price"], "plain", {})
 
 

@@ -1,0 +1,187 @@
+"""The worker's loops in-process, against a real PostgreSQL, with a scripted provider: retries with backoff, the
+bound on finished rows held unreported, report wake-ups, shutdown, a side task that dies, and a database upgraded
+past the code. No subprocess: what fails here fails on the line that broke."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import psycopg
+from support.helpers import job_counts, make_batch
+
+from csvjobs.config import Settings
+from csvjobs.errors import TransientError
+from csvjobs.models import WorkerStatus
+from csvjobs.providers.contract import RowContext, RowOutcome
+from csvjobs.providers.noop import NoopProvider
+from csvjobs.queue.process import Worker
+from csvjobs.queue.runtime import EXIT_POOL_STOPS, WorkerConfig
+
+
+class Scripted(NoopProvider):
+    """A provider that runs a script per call: raise, wait on an event, or succeed."""
+
+    def __init__(self, script: Any = None) -> None:
+        super().__init__(0.0)
+        self.script = script
+        self.calls: list[int] = []
+        self.gate: asyncio.Event | None = None
+
+    async def process(self, ctx: RowContext) -> RowOutcome:
+        self.calls.append(ctx.job.row_number)
+        if self.script is not None:
+            self.script(ctx.job.row_number, self.calls.count(ctx.job.row_number))
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().process(ctx)
+
+
+def config(database_url: str, settings: Settings, tune: dict[str, Any] | None = None,
+           **changes: Any) -> WorkerConfig:
+    fast = settings.model_copy(update={"heartbeat_seconds": 0.2, "poll_seconds": 0.2, "grace_seconds": 5.0,
+                                       "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05, **(tune or {})})
+    return WorkerConfig(database_url=database_url, settings=fast, instance_id=f"test-{uuid.uuid4().hex[:6]}",
+                        **changes)
+
+
+def run(worker: Worker, timeout: float = 60) -> int:
+    return asyncio.run(asyncio.wait_for(worker.run(), timeout))
+
+
+def test_transient_errors_back_off_and_succeed_in_the_worker(database_url, settings, conn) -> None:
+    batch = make_batch(conn, 3)
+
+    def twice(_row: int, call: int) -> None:
+        if call <= 2:
+            raise TransientError("HTTP 503", retry_after=0.01)
+
+    provider = Scripted(twice)
+    worker = Worker(config(database_url, settings, concurrency=2, until_done=True), provider)
+    assert run(worker) == 0
+    assert sorted(provider.calls) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert job_counts(conn, batch) == {"completed": 3}
+    warnings = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE operation = 'transient_error'"
+                            " AND log_level = 'WARN' AND batch_id = %s", [batch]).fetchone()
+    assert warnings == {"n": 6}
+
+
+def test_finished_rows_held_unreported_stay_within_the_bound(database_url, settings, conn) -> None:
+    """While reports cannot land, the claim loop stops at concurrency + 4 reports' worth of finished rows."""
+    make_batch(conn, 60)
+    provider = Scripted()
+    cfg = config(database_url, settings, concurrency=2, tune={"report_batch_size": 3})
+    worker = Worker(cfg, provider)
+    rt = worker.runtime
+    peak = 0
+
+    async def scenario() -> None:
+        nonlocal peak
+        blocked = asyncio.Event()
+
+        async def never(*_args: Any, **_kwargs: Any) -> None:  # reports that never land
+            await blocked.wait()
+
+        rt.flush = never  # type: ignore[method-assign]
+        task = asyncio.create_task(worker.run())
+        for _ in range(30):
+            await asyncio.sleep(0.05)
+            peak = max(peak, len(rt.unreported))
+        rt.let_go()
+        blocked.set()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+    bound = cfg.concurrency + 4 * cfg.settings.report_batch_size
+    assert peak == bound  # it got there, and no further
+    assert len(provider.calls) == bound
+
+
+def test_a_landed_report_wakes_the_claim_loop(database_url, settings, conn) -> None:
+    """At the bound, the claim loop sleeps; the report that frees it wakes it at once, not after a poll."""
+    batch = make_batch(conn, 12)
+    cfg = config(database_url, settings, concurrency=1, until_done=True,
+                 tune={"report_batch_size": 1, "poll_seconds": 30.0})
+    worker = Worker(cfg, Scripted())
+
+    async def timed() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await worker.run() == 0
+        return loop.time() - start
+
+    elapsed = asyncio.run(asyncio.wait_for(timed(), 60))
+    assert job_counts(conn, batch) == {"completed": 12}
+    assert elapsed < 15  # a 30 s poll per stall would take minutes
+
+
+def test_shutdown_gives_back_rows_in_flight_without_a_retry(database_url, settings, conn) -> None:
+    batch = make_batch(conn, 4)
+    provider = Scripted()
+    provider.gate = asyncio.Event()  # rows never finish on their own
+    worker = Worker(config(database_url, settings, concurrency=4, tune={"grace_seconds": 0.2}), provider)
+
+    async def scenario() -> int:
+        task = asyncio.create_task(worker.run())
+        while len(worker.runtime.running) < 4:
+            await asyncio.sleep(0.02)
+        worker.request_stop()
+        return await asyncio.wait_for(task, 30)
+
+    assert asyncio.run(scenario()) == 0
+    assert job_counts(conn, batch) == {"pending": 4}
+    rows = conn.execute("SELECT retry_count, claimed_by FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()
+    assert {(r["retry_count"], r["claimed_by"]) for r in rows} == {(0, None)}
+    status = conn.execute("SELECT status FROM csv_processing_workers WHERE instance_id = %s",
+                          [worker.runtime.config.instance_id]).fetchone()
+    assert status == {"status": WorkerStatus.STOPPED.value}
+
+
+def test_a_dead_heartbeat_task_stops_the_worker(database_url, settings, conn, capsys) -> None:
+    """Without heartbeats, cleanup would take this worker's rows while it works on them: it stops instead."""
+    batch = make_batch(conn, 2)
+    provider = Scripted()
+    provider.gate = asyncio.Event()
+    worker = Worker(config(database_url, settings, concurrency=2, tune={"grace_seconds": 0.2}), provider)
+    rt = worker.runtime
+    beats = 0
+    original = rt.heartbeat
+
+    async def failing(status: WorkerStatus) -> None:
+        nonlocal beats
+        beats += 1
+        if beats > 1 and status is not WorkerStatus.STOPPED:
+            raise RuntimeError("a bug in the heartbeat")
+        await original(status)
+
+    rt.heartbeat = failing  # type: ignore[method-assign]
+    assert run(worker, timeout=30) == 0
+    assert "heartbeat task stopped (RuntimeError: a bug in the heartbeat)" in capsys.readouterr().err
+    assert job_counts(conn, batch) == {"pending": 2}
+
+
+def test_a_database_upgraded_past_the_code_stops_the_pool_with_one_line(database_url, settings, conn) -> None:
+    make_batch(conn, 3)
+    conn.execute("ALTER FUNCTION claim_csv_row_jobs(text, uuid, numeric, integer, uuid, text, boolean)"
+                 " RENAME TO claim_csv_row_jobs_v2")
+    provider = Scripted()
+    worker = Worker(config(database_url, settings, concurrency=2, until_done=True), provider)
+    assert run(worker, timeout=30) == EXIT_POOL_STOPS
+    assert worker.fatal is not None and "was upgraded past this csvjobs" in worker.fatal
+    assert "upgrade csvjobs on this machine" in worker.fatal and provider.calls == []
+
+
+def test_the_worker_fence_drops_a_result_of_another_worker(database_url, conn) -> None:
+    """The set-based result is fenced on the worker as well as the attempt: the right attempt reported by the
+    wrong worker changes nothing."""
+    batch = make_batch(conn, 1)
+    conn.execute("SELECT * FROM update_csv_worker_heartbeat('w1', 'idle')")
+    (job,) = conn.execute("SELECT * FROM claim_csv_row_jobs('w1', NULL, 5, 1)").fetchall()
+    results = psycopg.types.json.Jsonb([{"job_id": job["job_id"], "attempt": job["attempt"], "status": "completed"}])
+    (row,) = conn.execute("SELECT * FROM update_csv_row_job_results('w2', %s)", [results]).fetchall()
+    assert row["applied"] is False
+    assert job_counts(conn, batch) == {"claimed": 1}
+    (row,) = conn.execute("SELECT * FROM update_csv_row_job_results('w1', %s)", [results]).fetchall()
+    assert row["applied"] is True
+    assert job_counts(conn, batch) == {"completed": 1}
