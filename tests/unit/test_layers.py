@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "csvjobs"
 RANKS = {
     "errors": 0, "models": 0, "config": 0, "examples": 0,
     "db": 1, "users": 1,
-    "storage": 2,
+    "storage": 2, "images": 2.5,
     "providers": 3, "pipeline": 3.5,  # pipeline: the contract under its old import path
     "ingest": 4, "queue": 4,
     "operate": 5,
