@@ -89,6 +89,16 @@ def _read_api_key(path: Path) -> str:
     return key
 
 
+def _channels(values: list[str]) -> list[str]:
+    """--channel values (or CSVJOBS_CHANNELS) as channel names; a bad one is a one-line error."""
+    from csvjobs.models import parse_channels
+
+    try:
+        return [c.value for c in parse_channels(values)]
+    except ValueError as exc:
+        raise InputError(f"--channel: {exc}") from None
+
+
 def _print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str)) if sys.stdout.isatty() else print(json.dumps(data, default=str))
 
@@ -145,6 +155,12 @@ def upload(
         typer.Option("--openai-batch", help="Process this batch through OpenAI's Batch API: half the price, "
                      "results within 24 hours (`csvjobs work` submits and collects)."),
     ] = False,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", help="Where the images will be sold: amazon, google, shopify, ebay or etsy "
+                     "(repeatable; default CSVJOBS_CHANNELS). Images are stored at the size they need and checked "
+                     "against their rules."),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Parse, map and validate; write nothing.")] = False,
     delimiter: Annotated[str | None, typer.Option(help="Field delimiter (default: detected).")] = None,
     encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detected).")] = None,
@@ -172,6 +188,7 @@ def upload(
         skip_invalid=skip_invalid,
         per_variant=per_variant,
         openai_batch=openai_batch,
+        channels=_channels(channel or [settings.channels]),
         dry_run=dry_run,
         delimiter=delimiter,
         encoding=encoding,

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     # variants differing only in other options (size) share images; `upload --per-variant` turns that off.
     look_options: str = "colour,color,material,pattern,finish,print,cor,estampa,farbe,couleur,motif"
 
+    # Where the images will be sold (amazon, google, shopify, ebay, etsy; comma-separated): images are stored at
+    # the size those channels need and checked against their rules. `upload --channel` sets a batch's own.
+    channels: str = ""
+    # The white-background image: "auto" cuts the product out of its photo when the photo's background can be
+    # told from the product (no image model is paid), else asks the image model; "generate" always asks it.
+    packshot: str = "auto"
+    packshot_shadow: bool = False
+    # An image made from the product's photo must show the product's colours (images/fidelity.py): below this
+    # score it is made once more (paid), then kept and flagged for review.
+    fidelity_threshold: float = Field(default=0.6, ge=0, le=1)
+
     @property
     def look_option_words(self) -> tuple[str, ...]:
         """look_options as lowercase words."""
@@ -95,7 +106,7 @@ class Settings(BaseSettings):
     # Results are reported in sets: up to this many at once, waiting this long for more rows to finish.
     report_batch_size: int = Field(default=32, ge=1)
     report_delay_seconds: float = Field(default=0.02, ge=0)
-    # Batches uploaded with --openai-batch go through OpenAI's Batch API (queue/openai_batches.py): submitted
+    # Batches uploaded with --openai-batch go through OpenAI's Batch API (queue/submission_loop.py): submitted
     # OpenAI batches are checked this often, and input files are cut at OpenAI's limits (50,000 requests, 200 MB).
     openai_batch_poll_seconds: float = Field(default=60.0, gt=0)
     openai_batch_max_requests: int = Field(default=50_000, ge=2, le=50_000)
@@ -129,6 +140,13 @@ class Settings(BaseSettings):
     def _format(cls, value: str) -> str:
         if value not in ("png", "jpeg", "webp"):
             raise ValueError("image format must be png, jpeg or webp")
+        return value
+
+    @field_validator("packshot")
+    @classmethod
+    def _packshot(cls, value: str) -> str:
+        if value not in ("auto", "generate"):
+            raise ValueError("packshot must be auto (cut the product out of its photo when possible) or generate")
         return value
 
     @property

@@ -58,6 +58,14 @@ class ImageStyle(StrEnum):
     SINGLE_WHITE_BACKGROUND = "single_white_background"
 
 
+class Route(StrEnum):
+    """What made an image: the product cut out of its own photo, or the image model from the photo or text."""
+
+    CUTOUT = "cutout"
+    GENERATED_FROM_PHOTO = "generated_from_photo"
+    GENERATED_FROM_TEXT = "generated_from_text"
+
+
 class ReviewState(StrEnum):
     """A merchant's decision on an image (csv_image_versions.review, and each image's review in csv_row_jobs)."""
 
@@ -96,6 +104,34 @@ class Preset(StrEnum):
     SHOPIFY = "shopify"
     WOOCOMMERCE = "woocommerce"
     PLAIN = "plain"
+
+
+class Channel(StrEnum):
+    """Where the merchant sells, each with its own image rules."""
+
+    AMAZON = "amazon"
+    GOOGLE = "google"
+    SHOPIFY = "shopify"
+    EBAY = "ebay"
+    ETSY = "etsy"
+
+
+def parse_channels(values: list[str]) -> list[Channel]:
+    """Channel names as given (any case, repeated or comma-separated); ValueError naming a bad one."""
+    found: list[Channel] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip().lower()
+            if not name:
+                continue
+            try:
+                channel = Channel(name)
+            except ValueError:
+                raise ValueError(f"unknown channel {name!r}; choose from {', '.join(c.value for c in Channel)}") \
+                    from None
+            if channel not in found:
+                found.append(channel)
+    return found
 
 
 # The image formats csvjobs opens (Image.open(..., formats=...)): never EPS/PS/PDF, which Pillow hands to

@@ -21,13 +21,15 @@ def create_batch(
     max_concurrent_jobs: int,
     column_mapping: dict[str, Any],
     processing_mode: str = "sync",
+    channels: list[str] | None = None,
 ) -> None:
     """INSERT the batch; run as the user, so that row-level security checks that it is theirs."""
     conn.execute(
         "INSERT INTO csv_batches (id, user_id, filename, original_filename, csv_headers, storage_path,"
-        " max_concurrent_jobs, column_mapping, processing_mode) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " max_concurrent_jobs, column_mapping, processing_mode, channels)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [batch_id, user_id, storage_path.rsplit("/", 1)[-1], original_filename, headers, storage_path,
-         max_concurrent_jobs, json.dumps(column_mapping), processing_mode],
+         max_concurrent_jobs, json.dumps(column_mapping), processing_mode, list(channels or [])],
     )
 
 

@@ -42,6 +42,8 @@ class UploadOptions(BaseModel):
     per_variant: bool = False
     # Process the batch through OpenAI's Batch API (half the price, within 24 hours) instead of call by call.
     openai_batch: bool = False
+    # Where the images will be sold (models.Channel values): sizes and rules for the images.
+    channels: list[str] = []
     look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
 
     @model_validator(mode="after")
@@ -92,6 +94,7 @@ class UploadReport:
     # The same estimate at OpenAI's Batch API prices (upload --openai-batch).
     estimated_batch_cost_usd: float | None = None
     processing_mode: str = "sync"
+    channels: list[str] = field(default_factory=list)
     cost_basis: str = ""
     photo_column: str = ""
     photo_rows: int = 0
@@ -110,6 +113,7 @@ class UploadReport:
             "photo_rows": self.photo_rows,
             "reused_rows": self.reused_rows,
             "processing_mode": self.processing_mode,
+            "channels": self.channels,
             **({"estimated_cost_usd": self.estimated_cost_usd,
                 "estimated_batch_cost_usd": self.estimated_batch_cost_usd}
                if self.estimated_cost_usd is not None else {}),

@@ -70,7 +70,7 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
         batch_estimate = round(estimate * pricing.BATCH_PRICE_FACTOR, 4) if estimate is not None else None
         return stream.report(None, total, "dry-run", None, estimated_cost_usd=estimate,
                              estimated_batch_cost_usd=batch_estimate, cost_basis=basis, sample_trigger_texts=texts,
-                             dry_run=True, processing_mode=_mode(options))
+                             dry_run=True, processing_mode=_mode(options), channels=list(options.channels))
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -147,7 +147,7 @@ def _upload(
                 storage.delete(path)
             raise
         return stream.report(batch_id, total, "queued" if total else "completed", storage_path,
-                             processing_mode=_mode(options))
+                             processing_mode=_mode(options), channels=list(options.channels))
 
 
 def _mode(options: UploadOptions) -> ProcessingMode:
@@ -176,7 +176,7 @@ def _write_batch(
             queries.create_batch(
                 conn, batch_id=batch_id, user_id=user_id, original_filename=options.path.name,
                 headers=stream.headers, storage_path=storage_path, max_concurrent_jobs=options.max_concurrent_jobs,
-                processing_mode=_mode(options),
+                processing_mode=_mode(options), channels=options.channels,
                 column_mapping={"preset": stream.mapping.preset, "fields": stream.mapping.describe(),
                                 "row_data_keys": stream.mapping.row_data_keys()},
             )

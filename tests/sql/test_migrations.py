@@ -16,6 +16,7 @@ from support.helpers import SUPABASE_STORAGE, apply_supabase_default_privileges
 from csvjobs import db
 from csvjobs.models import (
     BatchStatus,
+    Channel,
     JobStatus,
     LogLevel,
     ProcessingMode,
@@ -168,6 +169,9 @@ def test_status_words_match_the_python_enums(conn: psycopg.Connection) -> None:
     assert allowed("csv_openai_submissions", "step") == {s.value for s in SubmissionStep}
     assert allowed("csv_openai_submissions", "state") == {s.value for s in SubmissionState}
     assert allowed("csv_image_versions", "review") == {s.value for s in ReviewState}
+    channels = conn.execute("SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                            " WHERE conname = 'csv_batches_channels_check'").fetchone()
+    assert channels is not None and set(re.findall(r"'([a-z]+)'", channels["def"])) == {c.value for c in Channel}
 
 
 def test_supabase_objects_are_reused_and_extended(empty_database_url: str) -> None:
