@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import InputError
+from csvjobs.images.channels import describe_checks
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
@@ -52,7 +53,9 @@ RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
     "cost_usd", "photo_source", "reference_photo", "photo_note", "reuses_row", "lifestyle_emotional_review",
-    "single_white_background_review", "earlier_versions",
+    "single_white_background_review", "earlier_versions", "lifestyle_emotional_route", "single_white_background_route",
+    "lifestyle_emotional_checks", "single_white_background_checks", "lifestyle_emotional_fidelity",
+    "single_white_background_fidelity",
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -90,7 +93,21 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         # The merchant's review of each current image, and how many earlier versions are kept.
         **{f"{style.value}_review": review_state(row.get("review"), style) for style in ImageStyle},
         "earlier_versions": row.get("versions") or 0,
+        # What made each image (cut out of the photo, or generated from the photo or text), the batch's channels'
+        # verdicts on it, and the fidelity check of an image made from the photo.
+        **{f"{style.value}_route": image_for(row["generated_images"], style).get("route") or ""
+           for style in ImageStyle},
+        **{f"{style.value}_checks": describe_checks(image_for(row["generated_images"], style).get("checks") or {})
+           for style in ImageStyle},
+        **{f"{style.value}_fidelity": _fidelity(image_for(row["generated_images"], style)) for style in ImageStyle},
     }
+
+
+def _fidelity(image: dict[str, Any]) -> str:
+    verdict = image.get("fidelity")
+    if not isinstance(verdict, dict):
+        return ""
+    return f"{float(verdict.get('score', 0)):.2f} {'ok' if verdict.get('passed') else 'flagged for review'}"
 
 
 @dataclass

@@ -44,7 +44,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
+from csvjobs.images.channels import describe_checks
 from csvjobs.models import ImageStyle
+from csvjobs.models import Route as ImageRoute
 from csvjobs.operate import queries
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
 from csvjobs.storage.keys import IMAGES_BUCKET
@@ -267,14 +269,24 @@ class HeaderDeadlineProtocol(H11Protocol):
 # --- data ---------------------------------------------------------------------------------------------------
 
 
+ROUTE_LABEL = {ImageRoute.CUTOUT.value: "cut out of the product's photo",
+               ImageRoute.GENERATED_FROM_PHOTO.value: "generated from the product's photo",
+               ImageRoute.GENERATED_FROM_TEXT.value: "generated from text (no photo)"}
+
+
 def _row_view(row: dict[str, Any]) -> dict[str, Any]:
     images = []
     for style in ImageStyle:
         image = image_for(row["generated_images"], style)
         path = image_location(image)
+        fidelity = image.get("fidelity") if isinstance(image.get("fidelity"), dict) else None
         images.append({"style": style.value, "label": STYLE_LABEL[style], "path": path,
                        "prompt": prompt_for(row["generated_prompts"], style),
-                       "review": review_state(row["review"], style)})
+                       "review": review_state(row["review"], style),
+                       "route": ROUTE_LABEL.get(str(image.get("route") or ""), ""),
+                       "checks": describe_checks(image.get("checks") or {}),
+                       "flagged": bool(image.get("flagged")),
+                       "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else ""})
     return {"row": row["row_number"], "title": row["title"] or f"row {row['row_number']}", "status": row["status"],
             "error": row["error_message"] or "", "cost": float(row["cost_usd"] or 0), "images": images,
             "tags": tags_of(row["generated_tags"]), "reference": row["reference_photo"] or "",
@@ -445,7 +457,11 @@ def _render_row(server: ReviewServer, row: dict[str, Any]) -> str:
             f'<figure class="image {esc(image["review"])}" tabindex="0" data-style="{esc(image["style"])}">'
             f'<img src="{src}" alt="{esc(image["label"])}" data-large>'
             f'<figcaption><b>{esc(image["label"])}</b> <span class="state">{esc(image["review"])}</span>'
-            f'<span class="prompt">{esc(image["prompt"])}</span>'
+            f'<span class="route">{esc(image["route"])}</span>'
+            + (f'<span class="flag warn">check the product: it may have changed (fidelity {esc(image["fidelity"])})'
+               '</span>' if image["flagged"] else "")
+            + (f'<span class="checks">{esc(image["checks"])}</span>' if image["checks"] else "")
+            + f'<span class="prompt">{esc(image["prompt"])}</span>'
             '<span class="actions"><button data-action="approve">approve (a)</button>'
             '<button data-action="reject">reject (r)</button>'
             '<button data-action="regenerate">redo… (g)</button></span></figcaption></figure>')
@@ -467,7 +483,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f6f4;color:#22
 figure img{width:100%;cursor:zoom-in}figure.approved{border-color:#2a2}figure.rejected{border-color:#c33;opacity:.6}
 figure:focus{outline:3px solid #36c}.state{margin-left:.4rem;font-size:.8rem;color:#666}
 .prompt{display:block;font-size:.75rem;color:#666;max-height:4.5em;overflow:hidden}
-.error{color:#c33}.warn{color:#a60}
+.error{color:#c33}.warn{color:#a60}.route,.checks,.flag{display:block;font-size:.75rem}
 .tags span{background:#eef;border-radius:4px;padding:0 .4rem;margin-right:.3rem;font-size:.8rem}
 #large{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;justify-content:center}
 #large img{max-width:92vw;max-height:92vh}#help{color:#666;font-size:.85rem}

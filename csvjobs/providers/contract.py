@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, trigger_text
+from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, Route, trigger_text
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import IMAGES_BUCKET, readable_name
 
@@ -57,6 +57,17 @@ class GeneratedImage(BaseModel):
     edited: bool = False
     # A white-background image checked to be pure (255, 255, 255) to its edges.
     pure_white: bool | None = None
+    # What made it (the product's own pixels cut out, or the image model from the photo or from text alone).
+    route: Route | None = None
+    # Each of the batch's channels' verdict on the stored file: {"amazon": {"passed": true, "failed": []}}.
+    checks: dict[str, Any] = Field(default_factory=dict)
+    # How the photo's background measured (images/cutout.py Separation), when the row has a photo.
+    separation: dict[str, Any] | None = None
+    # The fidelity check of an image made from the photo (images/fidelity.py), and whether it needs a look.
+    fidelity: dict[str, Any] | None = None
+    flagged: bool = False
+    # Usage of earlier paid attempts at this image (a redo after a failed fidelity check): they cost too.
+    earlier_usage: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class RowOutcome(BaseModel):
@@ -115,6 +126,8 @@ class RowContext:
     # Styles being redone at the merchant's request: their new image gets a key of its own, so the version it
     # replaces stays where it is.
     redo: frozenset[str] = frozenset()
+    # The batch's sales channels (models.Channel values): the images' size and the rules they are checked against.
+    channels: tuple[str, ...] = ()
 
     def redo_note(self, style: ImageStyle) -> str:
         """The reviewer's note for a style being redone ('' when there is none)."""

@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from csvjobs.config import Settings
-from csvjobs.models import IMAGE_FORMATS, ImageStyle
+from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route
 from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
+from csvjobs.providers.packshot import PhotoAnalysis, analyse_photo, finish_image, store_cutout
 from csvjobs.providers.photos import prepare_reference
-from csvjobs.providers.white_background import make_white
 
 IMAGE_SIZE = (512, 512)
 _BACKGROUND = {ImageStyle.LIFESTYLE_EMOTIONAL: (250, 226, 200), ImageStyle.SINGLE_WHITE_BACKGROUND: (255, 255, 255)}
@@ -106,7 +106,8 @@ class OfflineProvider:
         prompts = template_prompts(ctx.job.product, trigger)
         ctx.log("prompts_generated", "prompts generated from templates (offline provider)", {})
         photo = reference.png if reference is not None else None
-        images = await asyncio.gather(*(self._image(ctx, style, prompts, photo) for style in ImageStyle))
+        analysis = await analyse_photo(ctx, photo) if photo is not None else None
+        images = await asyncio.gather(*(self._image(ctx, style, prompts, photo, analysis) for style in ImageStyle))
         return RowOutcome(
             trigger_text=trigger,
             prompts=prompts.model_dump(mode="json"),
@@ -115,16 +116,19 @@ class OfflineProvider:
         )
 
     async def _image(self, ctx: RowContext, style: ImageStyle, prompts: GeneratedPrompts,
-                     photo: bytes | None) -> GeneratedImage:
+                     photo: bytes | None, analysis: PhotoAnalysis | None) -> GeneratedImage:
+        white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
+        if white and analysis is not None and analysis.cutout is not None and self.settings.packshot == "auto":
+            return await store_cutout(ctx, self.settings, analysis)  # the real thing: no model is needed
         prompt = prompts.for_style(style).prompt
         note = ctx.redo_note(style)
         if note:
             prompt = f"{prompt} Changes the reviewer asked for: {note}"
         data = await asyncio.to_thread(render_placeholder, style, prompt, ctx.job.row_number, photo)
-        white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
-        if white:  # the same rule as for real images: pure white to the edges, checked
-            data, _fmt = await asyncio.to_thread(make_white, data, "png")
-        bucket, key = ctx.image_key(style)
+        # The same finishing as real images (pure white to the edges, the channels' size and checks); a placeholder
+        # is not claimed to be AI-made.
+        data, fmt, checks = await asyncio.to_thread(finish_image, data, style, "png", ctx.channels, ai_made=False)
+        bucket, key = ctx.image_key(style, fmt)
         path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)
         details: dict[str, Any] = {"style": style.value, "storage_path": path, "bytes": len(data)}
         ctx.log("image_stored", f"placeholder image stored: {path}", details)
@@ -132,12 +136,14 @@ class OfflineProvider:
             style=style,
             storage_path=path,
             model="offline-placeholder",
-            size=f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}",
+            size="x".join(str(n) for n in Image.open(io.BytesIO(data), formats=IMAGE_FORMATS).size),
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             placeholder=True,
             edited=photo is not None,
             pure_white=white or None,
+            route=Route.GENERATED_FROM_PHOTO if photo is not None else Route.GENERATED_FROM_TEXT,
+            checks=checks,
         )
 
     async def aclose(self) -> None:

@@ -134,6 +134,12 @@ async def outstanding_rows(conn: db.AsyncConnection, *, mode: ProcessingMode | N
     return int(row["n"]) if row else 0
 
 
+async def batch_channels(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> tuple[str, ...]:
+    """The sales channels a batch's images are made for."""
+    row = await _one(conn, "SELECT channels FROM csv_batches WHERE id = %s", [batch_id])
+    return tuple(row["channels"]) if row and row["channels"] else ()
+
+
 async def batch_status(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> str | None:
     """A batch's status word, or None when it is gone."""
     row = await _one(conn, "SELECT status FROM csv_batches WHERE id = %s", [batch_id])

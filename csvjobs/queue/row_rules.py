@@ -88,7 +88,8 @@ def styles_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:
     return [style for style in ImageStyle if f"image:{style.value}" not in checkpoint or style.value in redo]
 
 
-def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: frozenset[str]) -> RowContext:
+def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: frozenset[str],
+                channels: tuple[str, ...] = ()) -> RowContext:
     """What a provider gets for one row: storage, the shared rate limits, a step log, and a checkpoint fenced on
     holder (the worker, or the submission that holds the row) and the claim's attempt."""
     async def checkpoint(data: dict[str, Any]) -> bool:
@@ -100,8 +101,9 @@ def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: f
         return held
 
     def log(operation: str, message: str, details: dict[str, Any]) -> None:
-        level = LogLevel.WARN if operation in WARNING_STEPS else LogLevel.INFO
+        # A step that names a failed check (passed: false) warns too, so a merchant filtering for warnings sees it.
+        level = LogLevel.WARN if operation in WARNING_STEPS or details.get("passed") is False else LogLevel.INFO
         runtime.log_row(job, level, operation, message, details)
 
     return RowContext(job=job, storage=runtime.storage, log=log, save_checkpoint=checkpoint,
-                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo)
+                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo, channels=channels)

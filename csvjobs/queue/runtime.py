@@ -112,6 +112,7 @@ class WorkerRuntime:
         self._resync = False
         self.fatal: str | None = None
         self._side_tasks: list[asyncio.Task[None]] = []
+        self._channels: dict[uuid.UUID, tuple[str, ...]] = {}
 
     # --- messages -------------------------------------------------------------------------------------------------
 
@@ -205,6 +206,17 @@ class WorkerRuntime:
                 self.say(f"database unavailable ({db.first_line(exc)}); retrying in {delay:.1f}s")
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def channels_of(self, batch_id: uuid.UUID) -> tuple[str, ...]:
+        """A batch's sales channels (read once per batch: they never change after the upload)."""
+        if batch_id not in self._channels:
+            self._channels[batch_id] = await self.db_call(functools.partial(queries.batch_channels,
+                                                                            batch_id=batch_id))
+        return self._channels[batch_id]
+
+    def known_channels(self, batch_id: uuid.UUID) -> tuple[str, ...]:
+        """channels_of() for a batch already asked about."""
+        return self._channels.get(batch_id, ())
 
     # --- results --------------------------------------------------------------------------------------------------
 

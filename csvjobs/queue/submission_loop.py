@@ -62,6 +62,7 @@ from csvjobs.providers.openai_batch import (
     parse_prompts,
     request_line,
 )
+from csvjobs.providers.packshot import analyse_photo, check_fidelity, store_cutout
 from csvjobs.providers.photos import prepare_reference
 from csvjobs.providers.redact import redact
 from csvjobs.queue import queries, row_rules
@@ -176,6 +177,7 @@ class SubmissionLoop:
 
     async def _advance(self, sub: Submission) -> None:
         try:
+            await self.runtime.channels_of(sub.batch_id)  # for the rows' contexts
             status = await self._batch_status(sub.batch_id)
             if sub.state in (SubmissionState.PREPARING, SubmissionState.UPLOADED) and status == BatchStatus.CANCELLED:
                 await self._finish(sub, {"cancelled_before_submission": True})
@@ -228,7 +230,8 @@ class SubmissionLoop:
                                                             holder=sub.holder))
 
     def _context(self, sub: Submission, job: ClaimedJob) -> RowContext:
-        return row_rules.row_context(self.runtime, job, holder=sub.holder, redo=redo_styles(job.checkpoint))
+        return row_rules.row_context(self.runtime, job, holder=sub.holder, redo=redo_styles(job.checkpoint),
+                                     channels=self.runtime.known_channels(sub.batch_id))
 
     # preparing -> uploaded
 
@@ -308,6 +311,15 @@ class SubmissionLoop:
                                                    body)]
         needed = row_rules.styles_needed(job.checkpoint)
         row_rules.prepare_redo(self.runtime, job)  # the reviewer's notes go into the prompts of the styles redone
+        white = ImageStyle.SINGLE_WHITE_BACKGROUND
+        if white in needed and reference is not None and self.settings.packshot == "auto":
+            # The packshot from the product's own pixels, now: it needs no request (and no wait of a day).
+            analysis = await analyse_photo(ctx, reference.png)
+            if analysis.cutout is not None:
+                image = await store_cutout(ctx, self.settings, analysis)
+                if not await ctx.save_checkpoint({f"image:{white.value}": image.model_dump(mode="json")}):
+                    raise JobLostError(f"row job {job.job_id} is no longer held by its submission")
+                needed.remove(white)
         prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
         lines: list[bytes] = []
         endpoint = ""
@@ -404,14 +416,29 @@ class SubmissionLoop:
                         f"{sub.openai_batch_id})", {"usage": usage, "openai_batch_id": sub.openai_batch_id})
                 return
             style = ImageStyle(kind)
-            image = await self.provider.store_image(ctx, style, images_answer(body),
-                                                    edited=sub.endpoint == "/v1/images/edits")
+            edited = sub.endpoint == "/v1/images/edits"
+            image = await self.provider.store_image(ctx, style, images_answer(body), edited=edited)
+            if edited:
+                await self._check_fidelity(ctx, image)
             if await ctx.save_checkpoint({f"image:{style.value}": image.model_dump(mode="json")}):
                 st.images[style.value] = image
                 ctx.log("image_stored", f"{style.value} image stored: {image.storage_path} (OpenAI batch "
                         f"{sub.openai_batch_id})", {"style": style.value, "bytes": image.bytes, "model": image.model})
         except (TransientError, PermanentError, ValidationError, ValueError) as exc:
             st.retry = redact(f"the OpenAI batch output for {kind} could not be used: {exc}", self.runtime.secrets)
+
+    async def _check_fidelity(self, ctx: RowContext, image: GeneratedImage) -> None:
+        """The fidelity check of an image made from the photo. Here a failing image is flagged for review, not
+        made again: a redo through the Batch API would wait another day (the synchronous path redoes it once)."""
+        reference = await prepare_reference(ctx, self.settings)
+        if reference is None:
+            return
+        analysis = await analyse_photo(ctx, reference.png)
+        data = await asyncio.to_thread(ctx.storage.read_bytes, image.storage_path)
+        verdict = check_fidelity(ctx, self.settings, analysis, image, data)
+        image.fidelity = verdict.model_dump(mode="json")
+        image.flagged = not verdict.passed
+        image.separation = analysis.separation.model_dump(mode="json")
 
     async def _settle(self, sub: Submission, state: BatchState, rows: dict[int, ClaimedJob],
                       states: dict[int, _RowState], needed: dict[int, list[str]]) -> None:

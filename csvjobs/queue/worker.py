@@ -93,7 +93,8 @@ class SyncLoop:
                 result = reused
             else:
                 ctx = row_rules.row_context(rt, job, holder=rt.config.instance_id,
-                                            redo=row_rules.prepare_redo(rt, job))
+                                            redo=row_rules.prepare_redo(rt, job),
+                                            channels=await rt.channels_of(job.batch_id))
                 result = (await self._with_retries(ctx)).as_result(job)
             rt.stats.processed += 1
         except PermanentError as exc:

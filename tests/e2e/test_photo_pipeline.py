@@ -37,7 +37,10 @@ def photos() -> Iterator[PhotoServer]:
 def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
     return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-photos-0123456789",
                 OPENAI_BASE_URL=fake.base_url, CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
-                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2")
+                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2",
+                # The generative route for both images, which these tests are about (test_packshot_pipeline.py
+                # has the cut-out).
+                CSVJOBS_PACKSHOT="generate")
 
 
 def write_catalogue(folder: Path, rows: list[tuple[str, str, str]]) -> Path:

@@ -41,6 +41,33 @@ def cutout_png(color: tuple[int, int, int] = (30, 140, 200), side: int = 32) -> 
     return out.getvalue()
 
 
+def _reference_of(body: dict[str, Any]) -> bytes | None:
+    """The photo an edit was sent: the multipart file, or a JSON body's first images[].image_url data URL."""
+    files = body.get("_files") or {}
+    if files.get("image"):
+        return bytes(files["image"])
+    images = body.get("images")
+    if isinstance(images, list) and images and isinstance(images[0], dict):
+        url = str(images[0].get("image_url") or "")
+        if url.startswith("data:") and "," in url:
+            return base64.b64decode(url.split(",", 1)[1])
+    return None
+
+
+def _edit(reference: bytes, transparent: bool, lose: bool) -> bytes:
+    """What an edit returns: the reference pasted into a green scene (or, transparent, onto nothing); losing the
+    product, the scene alone (or a blue block)."""
+    if lose:
+        return cutout_png() if transparent else tiny_png((60, 150, 70))
+    photo = Image.open(io.BytesIO(reference)).convert("RGB")
+    photo.thumbnail((44, 44))
+    canvas = Image.new("RGBA", (64, 64), (0, 0, 0, 0) if transparent else (60, 150, 70, 255))
+    canvas.paste(photo, ((64 - photo.width) // 2, (64 - photo.height) // 2))
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()
+
+
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Fields and files of a multipart/form-data body (the Images edit endpoint's)."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -93,6 +120,10 @@ class FakeOpenAI:
     batch_fail_when: str | None = None
     batch_fail_times: int = 1_000_000
     batch_expire_after: int | None = None
+    # Edits of a product photo: the first lose_product_edits of them (any endpoint) lose the product (a green
+    # scene, or a blue block on transparency); the others paste the reference into the scene, as a faithful model
+    # keeps the product.
+    lose_product_edits: int = 0
     # Answer 400 to every batch creation (an input file OpenAI will not take).
     refuse_batches: bool = False
     files: dict[str, bytes] = field(default_factory=dict)
@@ -259,7 +290,14 @@ class FakeOpenAI:
         chaos = self._chaos(call)
         if chaos:
             return chaos
-        png = cutout_png() if body.get("background") == "transparent" else self.png
+        transparent = body.get("background") == "transparent"
+        png = cutout_png() if transparent else self.png
+        reference = _reference_of(body) if endpoint in ("edit", "batch_edit") or body.get("images") else None
+        if reference is not None:
+            with self.lock:
+                lose = self.lose_product_edits > 0
+                self.lose_product_edits -= 1 if lose else 0
+            png = _edit(reference, transparent, lose)
         image_tokens = 1300 if endpoint == "edit" else 0  # an edit's input includes the reference photo
         encoded = base64.b64encode(png).decode()
         item = {"url": f"data:image/png;base64,{encoded}"} if self.image_as_url else {"b64_json": encoded}
