@@ -133,7 +133,7 @@ FUNCTIONS_TABLE = "csvjobs_schema_functions"
 # it calls must exist by then. privileges.sql comes last and is applied whenever any other file is.
 FUNCTION_FILES = (
     "caller", "triggers", "review", "upload", "claim", "results", "workers", "progress", "rate_limits",
-    "batch_control", "submissions", "privileges",
+    "batch_control", "submissions", "budget", "privileges",
 )
 PRIVILEGES_FILE = "privileges"
 # The first ledger row of databases made by development builds before the baseline (nothing was released with

@@ -98,7 +98,7 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'unknown action %', p_action USING ERRCODE = '22023';
     END IF;
-    UPDATE public.csv_batches SET status = v_new, updated_at = now(),
+    UPDATE public.csv_batches SET status = v_new, updated_at = now(), pause_reason = NULL,
            completed_at = CASE WHEN v_new = 'cancelled' THEN now() ELSE completed_at END
      WHERE id = p_batch_id;
     INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation)

@@ -26,7 +26,7 @@ BEGIN
               'csv_openai_submission_take_rows', 'open_csv_openai_submission', 'lease_csv_openai_submissions',
               'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',
               'finish_csv_openai_submission', 'release_csv_openai_submission_leases', 'csv_fold_batch_counters',
-              'csv_reused_row_done', 'csv_start_batch'])
+              'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -64,7 +64,8 @@ GRANT EXECUTE ON FUNCTION
     split_csv_openai_submission(bigint, text, text, bigint[]),
     release_csv_openai_submission_rows(bigint, text, bigint[], boolean, text),
     finish_csv_openai_submission(bigint, text, jsonb),
-    release_csv_openai_submission_leases(text)
+    release_csv_openai_submission_leases(text),
+    reserve_csv_row_cost(bigint, text, integer, numeric, numeric)
 TO service_role;
 GRANT EXECUTE ON FUNCTION
     get_csv_batch_progress(uuid),
@@ -72,7 +73,8 @@ GRANT EXECUTE ON FUNCTION
     set_csv_batch_state(uuid, text),
     csv_row_job_product(json, jsonb, jsonb),
     review_csv_images(uuid, integer[], text, text),
-    request_csv_image_regeneration(uuid, integer[], text, text)
+    request_csv_image_regeneration(uuid, integer[], text, text),
+    set_csv_batch_budget(uuid, numeric)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
 GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;
