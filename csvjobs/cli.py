@@ -155,6 +155,11 @@ def upload(
         typer.Option("--openai-batch", help="Process this batch through OpenAI's Batch API: half the price, "
                      "results within 24 hours (`csvjobs work` submits and collects)."),
     ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", min=0, help="The batch's budget in USD: workers pause it rather than spend more "
+                     "(default CSVJOBS_MAX_COST_USD; `csvjobs resume --max-cost` raises it)."),
+    ] = None,
     channel: Annotated[
         list[str] | None,
         typer.Option("--channel", help="Where the images will be sold: amazon, google, shopify, ebay or etsy "
@@ -189,6 +194,7 @@ def upload(
         per_variant=per_variant,
         openai_batch=openai_batch,
         channels=_channels(channel or [settings.channels]),
+        max_cost_usd=max_cost if max_cost is not None else settings.max_cost_usd,
         dry_run=dry_run,
         delimiter=delimiter,
         encoding=encoding,
@@ -481,8 +487,12 @@ def work(
         until_done=until_done,
         provider=provider,
     )
-    code = run_pool(settings, options)
-    raise typer.Exit(code)
+    result = run_pool(settings, options)
+    if result.summary is not None:
+        from csvjobs.operate.progress import render_run_summary
+
+        render_run_summary(err, result.summary)
+    raise typer.Exit(result.code)
 
 
 @app.command()
@@ -579,12 +589,13 @@ def _parse_rows(rows: str | None) -> list[int] | None:
     return sorted(set(numbers))
 
 
-def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str) -> None:
+def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str,
+                   max_cost: float | None = None) -> None:
     from csvjobs.operate.batch_control import change_state
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
-    change = change_state(_settings(ctx, user), batch_id, action)
+    change = change_state(_settings(ctx, user), batch_id, action, max_cost=max_cost)
     out.print(f"batch {batch_id} is now {change.status}")
     if change.openai_cancelled:
         out.print(f"cancelled its OpenAI batches {', '.join(change.openai_cancelled)} (what they finished is kept)")
@@ -647,15 +658,17 @@ def regenerate(
 
     Example: csvjobs regenerate 3f0c... --rows 3 --style lifestyle --note "warmer light, no people"
     """
-    from csvjobs.operate.review import parse_style, regenerate_images
+    from csvjobs.operate.review import parse_style, redo_cost, regenerate_images
 
     batch_id = _parse_uuid(batch, "batch")
     assert batch_id is not None
     numbers = _parse_rows(rows)
     assert numbers is not None
-    count = regenerate_images(_settings(ctx, user), batch_id, numbers, parse_style(style), note)
-    out.print(f"{count} row(s) of {batch_id} queued for new images" + ("; run `csvjobs work`" if count else
-                                                                         " (only completed rows can be redone)"))
+    settings = _settings(ctx, user)
+    count = regenerate_images(settings, batch_id, numbers, parse_style(style), note)
+    cost = f" (about ${redo_cost(settings, count, parse_style(style)):.2f} of new images)" if count else ""
+    out.print(f"{count} row(s) of {batch_id} queued for new images{cost}" + (
+        "; run `csvjobs work`" if count else " (only completed rows can be redone)"))
 
 
 @app.command()
@@ -703,12 +716,20 @@ def pause(ctx: typer.Context, batch: BatchArgument, user: UserOption = None) -> 
 
 
 @app.command()
-def resume(ctx: typer.Context, batch: BatchArgument, user: UserOption = None) -> None:
-    """Resume a paused batch.
+def resume(
+    ctx: typer.Context,
+    batch: BatchArgument,
+    user: UserOption = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", min=0, help="A new budget in USD (for a batch its budget paused)."),
+    ] = None,
+) -> None:
+    """Resume a paused batch (one its budget paused: with a higher --max-cost).
 
-    Example: csvjobs resume 3f0c...
+    Example: csvjobs resume 3f0c... --max-cost 25
     """
-    _state_command(ctx, batch, user, "resume")
+    _state_command(ctx, batch, user, "resume", max_cost)
 
 
 @app.command()

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     # An image made from the product's photo must show the product's colours (images/fidelity.py): below this
     # score it is made once more (paid), then kept and flagged for review.
     fidelity_threshold: float = Field(default=0.6, ge=0, le=1)
+    # Budgets (USD): an upload's default budget (`upload --max-cost` overrides; unset: none), and a cap on what the
+    # whole account may spend in a day (every batch, every worker; unset: none).
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    daily_max_cost_usd: float | None = Field(default=None, ge=0)
+    # The prompt step through OpenAI's flex processing (Batch API prices, slower, may answer 429 when it has no
+    # capacity): "flex" tries it, falling back to the standard tier after flex_wait_seconds of 429s.
+    prompt_service_tier: str = "default"
+    flex_wait_seconds: float = Field(default=60.0, ge=0)
 
     @property
     def look_option_words(self) -> tuple[str, ...]:
@@ -140,6 +148,13 @@ class Settings(BaseSettings):
     def _format(cls, value: str) -> str:
         if value not in ("png", "jpeg", "webp"):
             raise ValueError("image format must be png, jpeg or webp")
+        return value
+
+    @field_validator("prompt_service_tier")
+    @classmethod
+    def _tier(cls, value: str) -> str:
+        if value not in ("default", "flex"):
+            raise ValueError("prompt service tier must be default or flex")
         return value
 
     @field_validator("packshot")

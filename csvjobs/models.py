@@ -233,11 +233,30 @@ class BatchProgress(BaseModel):
     openai_batches: list[OpenAIBatchInfo] = []
     # Completed rows whose images were made without the product's photo (it could not be fetched or used).
     rows_without_photo: int = 0
+    # What the upload estimated, the budget (None: none), and why csvjobs paused the batch (its budget).
+    estimated_cost_usd: Decimal | None = None
+    max_cost_usd: Decimal | None = None
+    pause_reason: str | None = None
 
     @property
     def finished(self) -> bool:
         """True once the batch will not change any more."""
         return self.status in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED)
+
+
+class RunSummary(BaseModel):
+    """What one `csvjobs work` run did: rows finished while it ran, images paid for, cut out of photos or reused,
+    what they cost, what is left, and batches a budget paused."""
+
+    seconds: float
+    completed: int = 0
+    failed: int = 0
+    left: int = 0
+    images_paid: int = 0
+    images_cut_out: int = 0
+    images_reused: int = 0
+    cost_usd: float = 0.0
+    paused: dict[str, str] = {}
 
 
 class CleanupReport(BaseModel):

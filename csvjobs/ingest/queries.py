@@ -33,6 +33,13 @@ def create_batch(
     )
 
 
+def set_batch_costs(conn: db.Connection, batch_id: uuid.UUID, *, estimated_cost_usd: float,
+                    estimated_row_cost_usd: float, max_cost_usd: float | None) -> None:
+    """Record the batch's estimate and budget (as the service role, in the upload's transaction)."""
+    conn.execute("UPDATE csv_batches SET estimated_cost_usd = %s, estimated_row_cost_usd = %s, max_cost_usd = %s"
+                 " WHERE id = %s", [estimated_cost_usd, estimated_row_cost_usd, max_cost_usd, batch_id])
+
+
 def link_reused_rows(conn: db.Connection, batch_id: uuid.UUID) -> int:
     """Point each row that shares an earlier row's images at that row's job (csv_row_jobs.reuses_job); the
     upload wrote the row number, and ids exist only once COPY has run. Run as the service role."""

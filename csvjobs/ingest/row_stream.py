@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from csvjobs.errors import InputError
 from csvjobs.ingest.column_mapping import ColumnMapping, RowMapper, build_mapping, normalise_header
@@ -42,6 +42,8 @@ class UploadOptions(BaseModel):
     per_variant: bool = False
     # Process the batch through OpenAI's Batch API (half the price, within 24 hours) instead of call by call.
     openai_batch: bool = False
+    # The batch's budget in USD (None: none): workers pause the batch rather than spend past it.
+    max_cost_usd: float | None = Field(default=None, ge=0)
     # Where the images will be sold (models.Channel values): sizes and rules for the images.
     channels: list[str] = []
     look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
@@ -91,8 +93,11 @@ class UploadReport:
     sample_trigger_texts: list[str] = field(default_factory=list)
     dry_run: bool = False
     estimated_cost_usd: float | None = None
-    # The same estimate at OpenAI's Batch API prices (upload --openai-batch).
+    # The same rows row by row and at OpenAI's Batch API prices (estimated_cost_usd is in the batch's own mode).
+    estimated_standard_cost_usd: float | None = None
     estimated_batch_cost_usd: float | None = None
+    estimated_row_cost_usd: float | None = None
+    max_cost_usd: float | None = None
     processing_mode: str = "sync"
     channels: list[str] = field(default_factory=list)
     cost_basis: str = ""
@@ -115,8 +120,10 @@ class UploadReport:
             "processing_mode": self.processing_mode,
             "channels": self.channels,
             **({"estimated_cost_usd": self.estimated_cost_usd,
-                "estimated_batch_cost_usd": self.estimated_batch_cost_usd}
+                "estimated_standard_cost_usd": self.estimated_standard_cost_usd,
+                "estimated_batch_cost_usd": self.estimated_batch_cost_usd, "cost_basis": self.cost_basis}
                if self.estimated_cost_usd is not None else {}),
+            "max_cost_usd": self.max_cost_usd,
         }
 
 
@@ -135,6 +142,8 @@ class RowStream:
         self.photos = LocalPhotos(options.path, options.photo_max_bytes)
         self.photo_rows = 0
         self.reused_rows = 0
+        self.reused_photo_rows = 0
+        self.costs: dict[str, Any] = {}
         self._first_row_of_look: dict[str, int] = {}
 
     def __enter__(self) -> RowStream:
@@ -246,6 +255,7 @@ class RowStream:
                     if first != self._row_number:
                         product["reuses_row"] = str(first)
                         self.reused_rows += 1
+                        self.reused_photo_rows += 1 if photo else 0
             yield self._row_number, values, product
 
     def _check_saw_data(self) -> None:
@@ -262,6 +272,7 @@ class RowStream:
         self.photo_rows = summary["photo_rows"]
         self.photos.files = dict(summary["photos"])
         self.reused_rows = summary["reused_rows"]
+        self.reused_photo_rows = summary["reused_photo_rows"]
 
     def report(
         self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
@@ -301,6 +312,7 @@ def copy_in_child(
             "photo_rows": stream.photo_rows,
             "photos": stream.photos.files,
             "reused_rows": stream.reused_rows,
+            "reused_photo_rows": stream.reused_photo_rows,
         }
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from csvjobs.config import Settings
-from csvjobs.errors import InputError
+from csvjobs.errors import CsvJobsError, InputError
 from csvjobs.ingest.child_producer import ChildProducer
 from csvjobs.ingest.copy_encoding import COPY_SQL
+from csvjobs.ingest.estimate import Estimate, LearnedPrices, estimate, learned_prices
 from csvjobs.ingest.row_stream import (
     RowError,
     RowStream,
@@ -19,7 +20,6 @@ from csvjobs.ingest.row_stream import (
     collector_paused,
 )
 from csvjobs.models import ProcessingMode, trigger_text
-from csvjobs.providers import pricing
 from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename, uploaded_photo_key
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
@@ -55,22 +55,41 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
             if len(texts) < samples:
                 texts.append(trigger_text(product))
         assert stream.mapping is not None
-        estimate, basis = None, ""
+        costs: dict[str, Any] = {}
         if settings is not None:
-            args = (settings.prompt_model, settings.image_model, settings.image_size, settings.image_quality)
-            per_row = pricing.row_estimate(*args)
-            per_photo_row = pricing.row_estimate(*args, photo=True)
-            photos = stream.photo_rows
-            estimate = round(per_row * (total - photos) + per_photo_row * photos, 4)
-            basis = (f"{total - photos} rows x ${per_row:.4f} + {photos} rows with a photo x ${per_photo_row:.4f}: "
-                     f"one {settings.prompt_model} call and two {settings.image_model} {settings.image_size} "
-                     f"{settings.image_quality} images per row (edits of the photo where there is one)")
-            if not pricing.is_priced(settings.prompt_model, settings.image_model):
-                basis += " (a model is missing from the price table: counted as free)"
-        batch_estimate = round(estimate * pricing.BATCH_PRICE_FACTOR, 4) if estimate is not None else None
-        return stream.report(None, total, "dry-run", None, estimated_cost_usd=estimate,
-                             estimated_batch_cost_usd=batch_estimate, cost_basis=basis, sample_trigger_texts=texts,
-                             dry_run=True, processing_mode=_mode(options), channels=list(options.channels))
+            costs = _costs(settings, stream, total, options, _learned_for_preview(settings, options))
+        return stream.report(None, total, "dry-run", None, sample_trigger_texts=texts, dry_run=True,
+                             processing_mode=_mode(options), channels=list(options.channels), **costs)
+
+
+def _learned_for_preview(settings: Settings, options: UploadOptions) -> LearnedPrices | None:
+    """What this account's recent rows cost, if its database can be reached (a dry run writes nothing, and goes
+    on with the published prices when there is no database to read)."""
+    from csvjobs import db
+
+    if settings.database_url is None and not db.embedded_server_status(settings.pgdata)["running"]:
+        return None  # no database of this account yet (and a dry run does not start one)
+    try:
+        _target, conn = db.open_database(settings, application_name="csvjobs-estimate")
+    except CsvJobsError:
+        return None
+    with conn:
+        user_id = options.user_id or resolve_user_id(settings)
+        with db.user_transaction(conn, user_id):
+            return learned_prices(conn, user_id, settings)
+
+
+def _costs(settings: Settings, stream: RowStream, total: int, options: UploadOptions,
+           learned: LearnedPrices | None) -> dict[str, Any]:
+    """The report's cost fields: the estimate in the batch's mode, row by row and through the Batch API."""
+    def at(mode: ProcessingMode) -> Estimate:
+        return estimate(settings, rows=total, photo_rows=stream.photo_rows, reused_rows=stream.reused_rows,
+                        reused_photo_rows=stream.reused_photo_rows, mode=mode, learned=learned)
+
+    mine, standard, batch = at(_mode(options)), at(ProcessingMode.SYNC), at(ProcessingMode.OPENAI_BATCH)
+    return {"estimated_cost_usd": mine.total_usd, "estimated_standard_cost_usd": standard.total_usd,
+            "estimated_batch_cost_usd": batch.total_usd, "cost_basis": mine.basis,
+            "estimated_row_cost_usd": standard.per_row_usd, "max_cost_usd": options.max_cost_usd}
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -139,7 +158,7 @@ def _upload(
                                                        Path(path)))
 
                 total = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path, progress,
-                                     store_photos)
+                                     store_photos, settings)
             finally:
                 conn.close()
         except BaseException:
@@ -147,7 +166,7 @@ def _upload(
                 storage.delete(path)
             raise
         return stream.report(batch_id, total, "queued" if total else "completed", storage_path,
-                             processing_mode=_mode(options), channels=list(options.channels))
+                             processing_mode=_mode(options), channels=list(options.channels), **stream.costs)
 
 
 def _mode(options: UploadOptions) -> ProcessingMode:
@@ -164,6 +183,7 @@ def _write_batch(
     storage_path: str,
     progress: ProgressCallback | None,
     store_photos: Callable[[], None],
+    settings: Settings,
 ) -> int:
     from csvjobs import db
     from csvjobs.ingest import queries
@@ -204,6 +224,10 @@ def _write_batch(
             store_photos()
             if stream.reused_rows:
                 queries.link_reused_rows(conn, batch_id)
+            stream.costs = _costs(settings, stream, count, options, learned_prices(conn, user_id, settings))
+            queries.set_batch_costs(conn, batch_id, estimated_cost_usd=stream.costs["estimated_cost_usd"],
+                                    estimated_row_cost_usd=stream.costs["estimated_row_cost_usd"],
+                                    max_cost_usd=options.max_cost_usd)
             queries.queue_batch(conn, batch_id, count, stream.skipped_rows + stream.error_count)
             if progress is not None:
                 progress(size, size)

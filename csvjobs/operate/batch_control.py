@@ -31,11 +31,14 @@ class StateChange(BaseModel):
     openai_problem: str = ""
 
 
-def change_state(settings: Settings, batch_id: uuid.UUID, action: str) -> StateChange:
-    """cancel, pause or resume a batch; cancelling also cancels its OpenAI batches still running."""
+def change_state(settings: Settings, batch_id: uuid.UUID, action: str, *, max_cost: float | None = None) -> StateChange:
+    """cancel, pause or resume a batch (resume with max_cost: with that budget first); cancelling also cancels
+    its OpenAI batches still running."""
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-control")
     with conn:
+        if max_cost is not None:
+            queries.set_batch_budget(conn, user_id, batch_id, max_cost)
         change = StateChange(status=queries.set_batch_state(conn, user_id, batch_id, action))
         running = queries.running_openai_batches(conn, user_id, batch_id) if change.status == "cancelled" else []
     if not running:

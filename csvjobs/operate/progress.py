@@ -18,7 +18,7 @@ from rich.text import Text
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.ingest.upload import UploadReport
-from csvjobs.models import BatchProgress, ProcessingMode
+from csvjobs.models import BatchProgress, ProcessingMode, RunSummary
 from csvjobs.operate import queries
 from csvjobs.users import resolve_user_id
 
@@ -51,6 +51,17 @@ def upload_progress(enabled: bool, console: Console) -> Iterator[Callable[[int, 
             bar.stop()
 
 
+def render_run_summary(console: Console, summary: RunSummary) -> None:
+    """The bill at the end of `csvjobs work`: rows, images paid, cut out and reused, cost, time, what is left."""
+    console.print(Text(
+        f"done in {summary.seconds:.0f}s: {summary.completed} row(s) completed, {summary.failed} failed, "
+        f"{summary.left} left; {summary.images_paid} image(s) paid for, {summary.images_cut_out} cut out of "
+        f"product photos, {summary.images_reused} reused from look-alike rows; cost ${summary.cost_usd:.4f}",
+        style="bold"))
+    for batch, reason in summary.paused.items():
+        console.print(Text(f"batch {batch[:8]} is paused: {reason}", style="yellow"))
+
+
 def render_upload_report(out: Console, err: Console, report: UploadReport) -> None:
     """Tell the user what the upload did and what to run next."""
     mapped = ", ".join(f"{k} <- {v}" for k, v in report.mapped_columns.items())
@@ -61,7 +72,7 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         for text in report.sample_trigger_texts:
             out.print(Text(f"  trigger: {text[:160]}"))
         if report.estimated_cost_usd is not None:
-            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f} row by row, "
+            out.print(Text(f"estimated OpenAI cost: ${report.estimated_standard_cost_usd or 0:.2f} row by row, "
                            f"${report.estimated_batch_cost_usd or 0:.2f} through OpenAI's Batch API "
                            f"(--openai-batch: half the price, within 24 hours) ({report.cost_basis})"))
     else:
@@ -71,6 +82,10 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
                            "`csvjobs work` submits the rows and collects the results"))
         out.print(Text(f"format: {report.format.label}; preset: {report.preset}; mapped: {mapped}"))
         out.print(Text(f"stored as {report.storage_path}"))
+        if report.estimated_cost_usd is not None:
+            budget = (f"; budget ${report.max_cost_usd:.2f} (the batch pauses rather than spend more)"
+                      if report.max_cost_usd is not None else "; no budget (upload --max-cost sets one)")
+            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f}{budget} ({report.cost_basis})"))
     out.print(Text(_photo_line(report)))
     if report.reused_rows:
         out.print(Text(f"variants: {report.reused_rows} row(s) look like an earlier row of their product (same photo "
@@ -129,7 +144,7 @@ def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
     """The progress table for one or more batches (fewer columns on a narrow terminal)."""
     table = Table(title="Active Batches" if len(snapshots) != 1 else None)
     columns = ("batch", "file", "mode", "status", "progress", "done", "ok", "failed", "no photo", "in flight",
-               "rows/min", "ETA", "workers", "cost $")
+               "rows/min", "ETA", "workers", "cost $", "estimate $", "budget $")
     shown = [c for c in columns if width >= 120 or c not in _WIDE_ONLY]
     for column in shown:
         table.add_column(column, no_wrap=True,
@@ -144,9 +159,13 @@ def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
             "in flight": str(p.in_flight_rows),
             "rows/min": f"{float(p.rows_per_minute):.0f}", "ETA": _eta(p), "workers": str(p.active_workers),
             "cost $": f"{float(p.cost_usd):.4f}",
+            "estimate $": f"{float(p.estimated_cost_usd):.2f}" if p.estimated_cost_usd is not None else "-",
+            "budget $": f"{float(p.max_cost_usd):.2f}" if p.max_cost_usd is not None else "-",
         }
         table.add_row(*(cells[c] for c in shown))
         waiting.extend(f"{str(p.batch_id)[:8]} {info.describe()}" for info in p.openai_batches)
+        if p.pause_reason and p.status.value == "paused":
+            waiting.append(f"{str(p.batch_id)[:8]} paused: {p.pause_reason}")
     if waiting:
         table.caption = "\n".join(waiting)
     return table
@@ -159,6 +178,9 @@ def plain_line(p: BatchProgress) -> str:
         f"ok={p.successful_rows} failed={p.failed_rows} without_photo={p.rows_without_photo} "
         f"in_flight={p.in_flight_rows} "
         f"rate={float(p.rows_per_minute):.0f}/min eta={_eta(p)} cost=${float(p.cost_usd):.4f}"
+        + (f" estimate=${float(p.estimated_cost_usd):.2f}" if p.estimated_cost_usd is not None else "")
+        + (f" budget=${float(p.max_cost_usd):.2f}" if p.max_cost_usd is not None else "")
+        + (f" paused: {p.pause_reason}" if p.pause_reason and p.status.value == "paused" else "")
         + (f" mode={p.processing_mode}" if p.processing_mode != "sync" else "")
         + "".join(f"\n  {info.describe()}" for info in p.openai_batches)
     )

@@ -15,7 +15,8 @@ from csvjobs.models import BatchProgress
 
 # get_csv_batch_progress, with the batch's processing mode and its submissions to OpenAI still under way.
 PROGRESS_COLUMNS = (
-    "SELECT p.*, b.processing_mode, (SELECT coalesce(jsonb_agg(jsonb_build_object("
+    "SELECT p.*, b.processing_mode, b.estimated_cost_usd, b.max_cost_usd, b.pause_reason,"
+    " (SELECT coalesce(jsonb_agg(jsonb_build_object("
     "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
     " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
     " ORDER BY o.id), '[]') FROM csv_openai_submissions o WHERE o.batch_id = b.id AND o.state <> 'done')"
@@ -140,6 +141,12 @@ def retry_batch_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUI
 def set_batch_state(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, action: str) -> str:
     """set_csv_batch_state as the user (cancel, pause, resume); the new status."""
     return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_state(%s, %s) AS v", [batch_id, action]))
+
+
+def set_batch_budget(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, max_cost: float | None) -> str:
+    """set_csv_batch_budget as the user; the batch's status."""
+    return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_budget(%s, %s::numeric) AS v",
+                           [batch_id, max_cost]))
 
 
 def running_openai_batches(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[str]:

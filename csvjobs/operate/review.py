@@ -9,6 +9,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import InputError
 from csvjobs.models import ImageStyle
 from csvjobs.operate import queries
+from csvjobs.providers import pricing
 from csvjobs.users import resolve_user_id
 
 STYLE_NAMES = {"lifestyle": ImageStyle.LIFESTYLE_EMOTIONAL, "white": ImageStyle.SINGLE_WHITE_BACKGROUND}
@@ -44,3 +45,10 @@ def regenerate_images(settings: Settings, batch_id: uuid.UUID, rows: list[int], 
     _target, conn = db.open_database(settings, application_name="csvjobs-review")
     with conn:
         return queries.request_regeneration(conn, user_id, batch_id, rows, style.value if style else None, note)
+
+
+def redo_cost(settings: Settings, rows: int, style: ImageStyle | None) -> float:
+    """What redoing the images of `rows` rows will cost at the configured image model, size and quality (their
+    prompts are reused; an edit of the photo costs a little more, a cut-out nothing)."""
+    per_image = pricing.image_cost(settings.image_model, settings.image_size, settings.image_quality, None)
+    return round(rows * (1 if style is not None else len(ImageStyle)) * per_image, 4)

@@ -45,7 +45,7 @@ from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
 from csvjobs.images.channels import describe_checks
-from csvjobs.models import ImageStyle
+from csvjobs.models import BatchProgress, ImageStyle
 from csvjobs.models import Route as ImageRoute
 from csvjobs.operate import queries
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
@@ -313,10 +313,11 @@ def build_app(server: ReviewServer) -> Starlette:
     storage = open_storage(server.settings)
     image_prefix = f"{IMAGES_BUCKET}/{server.user_id}/{server.batch_id}/"
 
-    def rows(which: str = "all") -> list[dict[str, Any]]:
+    def rows(which: str = "all") -> tuple[list[dict[str, Any]], BatchProgress]:
         with db.connect(server.target, application_name="csvjobs-review") as conn:
             views = [_row_view(r) for r in queries.review_rows(conn, server.user_id, server.batch_id)]
-        return [v for v in views if _matches(v, which)]
+            progress = queries.batch_progress(conn, server.user_id, server.batch_id)
+        return [v for v in views if _matches(v, which)], progress
 
     def page(request: Request) -> HTMLResponse:
         # The shell holds no data: the page fetches its rows with the session secret. A fresh launch code puts the
@@ -331,11 +332,12 @@ def build_app(server: ReviewServer) -> Starlette:
         which = request.query_params.get("filter", "all")
         if which not in FILTERS:
             which = "all"
-        return HTMLResponse(render_rows(server, rows(which), which))
+        found, progress = rows(which)
+        return HTMLResponse(render_rows(server, found, which, progress))
 
     def api_rows(request: Request) -> JSONResponse:
         which = request.query_params.get("filter", "all")
-        return JSONResponse(rows(which if which in FILTERS else "all"))
+        return JSONResponse(rows(which if which in FILTERS else "all")[0])
 
     async def change(request: Request) -> JSONResponse:
         try:
@@ -419,13 +421,25 @@ def render_shell(server: ReviewServer, secret: str) -> str:
             .replace("{{secret}}", esc(secret)).replace("{{events}}", esc(server.sign("events") if secret else "")))
 
 
-def render_rows(server: ReviewServer, rows: list[dict[str, Any]], which: str) -> str:
-    """The rows of one filter, as the page shows them (image URLs carry their read grants)."""
+
+
+
+def render_rows(server: ReviewServer, rows: list[dict[str, Any]], which: str, progress: BatchProgress) -> str:
+    """The rows of one filter, as the page shows them (image URLs carry their read grants), under the batch's spend
+    against its estimate and budget."""
     cards = "\n".join(_render_row(server, row) for row in rows) or '<p class="empty">no rows here</p>'
     without = sum(1 for row in rows if row["without_photo"])
     summary = (f'<p id="without-photo" class="warn">{without} row(s) here had their images made without the '
                "product's photo: check that the product in them is right</p>" if without else "")
-    return f'<div data-filter="{html.escape(which)}">{summary}{cards}</div>'
+    spend = f"spent ${float(progress.cost_usd):.4f}"
+    if progress.estimated_cost_usd is not None:
+        spend += f" of an estimated ${float(progress.estimated_cost_usd):.2f}"
+    if progress.max_cost_usd is not None:
+        spend += f"; budget ${float(progress.max_cost_usd):.2f}"
+    if progress.pause_reason and progress.status.value == "paused":
+        spend += f"; paused: {progress.pause_reason}"
+    return (f'<div data-filter="{html.escape(which)}"><p id="spend">{html.escape(spend)}</p>{summary}{cards}'
+            "</div>")
 
 
 def _image_src(server: ReviewServer, path: str) -> str:

@@ -167,6 +167,16 @@ class Provider(Protocol):
 
 
 @runtime_checkable
+class Paying(Protocol):
+    """A provider whose rows cost money: workers reserve a row's estimated cost against the budgets before it
+    pays (providers without this, offline and noop, cost nothing and reserve nothing)."""
+
+    def row_cost_estimate(self, *, photo: bool) -> float:
+        """What one row is expected to cost at standard prices, from the published figures."""
+        ...
+
+
+@runtime_checkable
 class BatchCapable(Protocol):
     """A provider that can also send rows through OpenAI's Batch API at batch prices: a worker runs the submission
     loop beside its synchronous one exactly when its provider has these (the loop builds the requests with them,

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import time
 from typing import Any
 
 import httpx
@@ -89,6 +90,11 @@ class OpenAIProvider:
             timeout=settings.openai_timeout_seconds,
         )
         self._http: httpx.AsyncClient | None = None
+
+    def row_cost_estimate(self, *, photo: bool) -> float:
+        """What one row is expected to cost at standard prices (the Paying contract)."""
+        s = self.settings
+        return pricing.row_estimate(s.prompt_model, s.image_model, s.image_size, s.image_quality, photo=photo)
 
     async def aclose(self) -> None:
         """Close the HTTP clients."""
@@ -213,21 +219,45 @@ class OpenAIProvider:
         settings = self.settings
         messages = self.prompt_messages(ctx, trigger, reference)
         problem = ""
-        for _attempt in range(PROMPT_ATTEMPTS):
+        # Flex processing: Batch API prices, but it may answer 429 when it has no capacity; such 429s are waited
+        # out (with backoff) for at most flex_wait_seconds, then the call goes to the standard tier.
+        flex_until = time.monotonic() + settings.flex_wait_seconds if settings.prompt_service_tier == "flex" else None
+        busy = 0
+        attempt = 0
+        while attempt < PROMPT_ATTEMPTS:
+            flex = flex_until is not None
             await self._limit(ctx, f"prompts:{settings.prompt_model}", settings.rpm)
             try:
                 completion = await self.client.chat.completions.parse(
                     model=settings.prompt_model,
                     messages=messages,  # type: ignore[arg-type]
                     response_format=GeneratedPrompts,
+                    service_tier="flex" if flex else openai.omit,
                 )
             except (ValidationError, ValueError) as exc:  # JSON that is not valid for the schema
                 problem = f"the prompt model returned invalid output ({str(exc).splitlines()[0][:200]})"
+                attempt += 1
+                continue
+            except openai.RateLimitError as exc:
+                if flex_until is None:
+                    raise await self._classify(ctx, exc, f"prompts:{settings.prompt_model}",
+                                               settings.prompt_model, "CSVJOBS_PROMPT_MODEL") from exc
+                busy += 1
+                wait = min(2.0 ** min(busy, 5) * 0.25, max(0.0, flex_until - time.monotonic()))
+                if wait <= 0:
+                    flex_until = None
+                    ctx.log("flex_fallback", f"flex processing had no capacity for {settings.flex_wait_seconds:.0f}s; "
+                            "the prompt goes to the standard tier (standard price)", {"busy_answers": busy})
+                else:
+                    await asyncio.sleep(wait)
                 continue
             except openai.OpenAIError as exc:
                 raise await self._classify(ctx, exc, f"prompts:{settings.prompt_model}",
                                            settings.prompt_model, "CSVJOBS_PROMPT_MODEL") from exc
             usage = completion.usage.model_dump() if completion.usage else {}
+            # Priced by the tier that served it (pricing.prompt_cost): flex at Batch API prices.
+            usage["service_tier"] = "flex" if flex else "default"
+            attempt += 1
             if not completion.choices:
                 problem = "the prompt model returned no choices"
                 continue

@@ -31,11 +31,13 @@ REFERENCE_IMAGE_TOKENS_ESTIMATE = 1300
 
 
 def prompt_cost(model: str, usage: dict[str, Any] | None) -> float:
-    """Cost of one prompt-generation call from its token usage."""
+    """Cost of one prompt-generation call from its token usage; a call flex processing served is at Batch API
+    prices (OpenAI: "Batch API prices for Responses/Chat Completions")."""
     price = PROMPT_MODEL_PRICES.get(model)
     if price is None or not usage:
         return 0.0
-    return (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1e6
+    cost = (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1e6
+    return cost * BATCH_PRICE_FACTOR if usage.get("service_tier") == "flex" else cost
 
 
 def _area_factor(size: str) -> float:

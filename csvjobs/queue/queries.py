@@ -14,7 +14,15 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from csvjobs import db
-from csvjobs.models import ClaimedJob, CleanupReport, JobResult, JobStatus, ProcessingMode, WorkerStatus
+from csvjobs.models import (
+    ClaimedJob,
+    CleanupReport,
+    JobResult,
+    JobStatus,
+    ProcessingMode,
+    RunSummary,
+    WorkerStatus,
+)
 
 # NOTIFY channel of new and released jobs (sql/upload.sql, results.sql, batch_control.sql): idle workers wake on it.
 JOBS_CHANNEL = "csv_row_jobs"
@@ -134,10 +142,28 @@ async def outstanding_rows(conn: db.AsyncConnection, *, mode: ProcessingMode | N
     return int(row["n"]) if row else 0
 
 
-async def batch_channels(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> tuple[str, ...]:
-    """The sales channels a batch's images are made for."""
-    row = await _one(conn, "SELECT channels FROM csv_batches WHERE id = %s", [batch_id])
-    return tuple(row["channels"]) if row and row["channels"] else ()
+class BatchInfo(BaseModel):
+    """What a worker needs to know of a row's batch, fixed at upload: its channels and its estimate per row."""
+
+    channels: tuple[str, ...] = ()
+    estimated_row_cost_usd: float | None = None
+
+
+async def batch_info(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> BatchInfo:
+    """The sales channels a batch's images are made for, and what one of its rows is expected to cost."""
+    row = await _one(conn, "SELECT channels, estimated_row_cost_usd FROM csv_batches WHERE id = %s", [batch_id])
+    if row is None:
+        return BatchInfo()
+    return BatchInfo(channels=tuple(row["channels"] or ()), estimated_row_cost_usd=row["estimated_row_cost_usd"])
+
+
+async def reserve_row_cost(conn: db.AsyncConnection, *, job_id: int, worker_id: str, attempt: int, amount: float,
+                           daily_max: float | None) -> str | None:
+    """reserve_csv_row_cost: None when the row's cost is reserved; else why not (the batch was paused and the row
+    given back to pending, or the row is no longer this worker's)."""
+    row = await _one(conn, "SELECT reserve_csv_row_cost(%s::bigint, %s, %s::integer, %s::numeric, %s::numeric)"
+                           " AS refused", [job_id, worker_id, attempt, amount, daily_max])
+    return str(row["refused"]) if row and row["refused"] else None
 
 
 async def batch_status(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> str | None:
@@ -197,6 +223,48 @@ def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> Cleanu
             " WHERE o.state <> 'done'").fetchone()
     assert row is not None and waiting is not None
     return CleanupReport.model_validate({**row, "waiting_on_openai": waiting["n"]})
+
+
+_IMAGES = "jsonb_array_elements(CASE WHEN jsonb_typeof(j.generated_images) = 'array' THEN j.generated_images END)"
+
+
+def database_now(conn: db.Connection) -> Any:
+    """The database's clock (which stamps completed_at)."""
+    row = conn.execute("SELECT now() AS now").fetchone()
+    assert row is not None
+    return row["now"]
+
+
+def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uuid.UUID | None,
+                user_id: uuid.UUID | None) -> RunSummary:
+    """What finished since a run started (rows of the batches it served), and what is left of active batches."""
+    scope = ("(%(batch)s::uuid IS NULL OR j.batch_id = %(batch)s) AND (%(user)s::uuid IS NULL OR j.batch_id IN"
+             " (SELECT b.id FROM csv_batches b WHERE b.user_id = %(user)s))")
+    params = {"since": since, "batch": batch_id, "user": user_id}
+    with db.service_transaction(conn):
+        done = conn.execute(
+            "SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,"
+            " count(*) FILTER (WHERE j.status = 'failed') AS failed, coalesce(sum(j.cost_usd), 0) AS cost_usd,"
+            " 2 * count(*) FILTER (WHERE j.usage ? 'reuses_row') AS images_reused,"
+            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE i ->> 'route' = 'cutout')), 0) AS images_cut_out,"
+            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE coalesce(i ->> 'route', '') <> 'cutout'"
+            "   AND NOT coalesce((i ->> 'placeholder')::boolean, false)) + 0)"
+            "   FILTER (WHERE NOT coalesce(j.usage ? 'reuses_row', false)), 0) AS images_paid"
+            f" FROM csv_row_jobs j WHERE j.completed_at >= %(since)s AND {scope}", params).fetchone()
+        left = conn.execute(
+            "SELECT coalesce(sum(b.total_rows - b.processed_rows - coalesce((SELECT sum(c.successful_rows"
+            " + c.failed_rows) FROM csv_batch_counters c WHERE c.batch_id = b.id), 0)), 0) AS n"
+            " FROM csv_batches b WHERE b.status IN ('queued', 'processing', 'paused')"
+            " AND (%(batch)s::uuid IS NULL OR b.id = %(batch)s) AND (%(user)s::uuid IS NULL OR b.user_id = %(user)s)",
+            params).fetchone()
+        paused = conn.execute(
+            "SELECT b.id, b.pause_reason FROM csv_batches b WHERE b.status = 'paused' AND b.pause_reason IS NOT NULL"
+            " AND (%(batch)s::uuid IS NULL OR b.id = %(batch)s) AND (%(user)s::uuid IS NULL OR b.user_id = %(user)s)",
+            params).fetchall()
+    assert done is not None and left is not None
+    return RunSummary(seconds=round(seconds, 1), left=int(left["n"]), paused={str(r["id"]): r["pause_reason"]
+                                                                              for r in paused},
+                      **{k: float(v) if k == "cost_usd" else int(v) for k, v in done.items()})
 
 
 def release_worker_jobs(conn: db.Connection, worker_id: str, count_retry: bool) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import functools
 from typing import Any
 
 from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, trigger_text
-from csvjobs.providers.contract import RowContext, redo_styles
+from csvjobs.providers.contract import Paying, RowContext, redo_styles
 from csvjobs.queue import queries
 from csvjobs.queue.rate_limits import DatabaseRateLimiter
 from csvjobs.queue.runtime import WorkerRuntime
@@ -80,6 +80,34 @@ def prepare_redo(runtime: WorkerRuntime, job: ClaimedJob) -> frozenset[str]:
     runtime.log_row(job, LogLevel.INFO, "images_redo", f"redoing {', '.join(sorted(styles))} at the reviewer's "
                     "request", {"request": request})
     return styles
+
+
+# A worker reserves this multiple of a row's estimate: a row can pay an image twice (a fidelity redo), and its
+# real usage can run above the estimate; a budget is never exceeded as long as a row costs at most this much.
+RESERVE_MARGIN = 2.0
+
+
+def reservation(provider: object, info: queries.BatchInfo, job: ClaimedJob, *, price_factor: float = 1.0) -> float:
+    """What to reserve against the budgets before paying for this row (0: the provider pays nothing)."""
+    if not isinstance(provider, Paying):
+        return 0.0
+    published = provider.row_cost_estimate(photo=bool(job.product.get("image_url")))
+    learned = info.estimated_row_cost_usd or 0.0
+    return round(max(published, learned) * RESERVE_MARGIN * price_factor, 6)
+
+
+async def reserve(runtime: WorkerRuntime, provider: object, job: ClaimedJob, *, holder: str,
+                  price_factor: float = 1.0) -> str | None:
+    """Reserve the row's cost against its batch's budget and the daily cap; None when reserved (or nothing to
+    reserve), else why not: the batch was paused and the row went back to pending."""
+    amount = reservation(provider, await runtime.batch_info(job.batch_id), job, price_factor=price_factor)
+    if amount <= 0:
+        return None
+    # Asked every time (the function returns at once when there is no budget): `resume --max-cost` may set a
+    # budget while workers run.
+    return await runtime.db_call(functools.partial(
+        queries.reserve_row_cost, job_id=job.job_id, worker_id=holder, attempt=job.attempt, amount=amount,
+        daily_max=runtime.settings.daily_max_cost_usd))
 
 
 def styles_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:

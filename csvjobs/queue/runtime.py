@@ -112,7 +112,7 @@ class WorkerRuntime:
         self._resync = False
         self.fatal: str | None = None
         self._side_tasks: list[asyncio.Task[None]] = []
-        self._channels: dict[uuid.UUID, tuple[str, ...]] = {}
+        self._batches: dict[uuid.UUID, queries.BatchInfo] = {}
 
     # --- messages -------------------------------------------------------------------------------------------------
 
@@ -207,16 +207,20 @@ class WorkerRuntime:
                 attempt += 1
                 await asyncio.sleep(delay)
 
+    async def batch_info(self, batch_id: uuid.UUID) -> queries.BatchInfo:
+        """A batch's channels and row estimate (read once per batch: they never change after the upload)."""
+        if batch_id not in self._batches:
+            self._batches[batch_id] = await self.db_call(functools.partial(queries.batch_info, batch_id=batch_id))
+        return self._batches[batch_id]
+
     async def channels_of(self, batch_id: uuid.UUID) -> tuple[str, ...]:
-        """A batch's sales channels (read once per batch: they never change after the upload)."""
-        if batch_id not in self._channels:
-            self._channels[batch_id] = await self.db_call(functools.partial(queries.batch_channels,
-                                                                            batch_id=batch_id))
-        return self._channels[batch_id]
+        """A batch's sales channels."""
+        return (await self.batch_info(batch_id)).channels
 
     def known_channels(self, batch_id: uuid.UUID) -> tuple[str, ...]:
         """channels_of() for a batch already asked about."""
-        return self._channels.get(batch_id, ())
+        info = self._batches.get(batch_id)
+        return info.channels if info is not None else ()
 
     # --- results --------------------------------------------------------------------------------------------------
 

@@ -165,6 +165,10 @@ class SubmissionLoop:
                 if reused is not None:
                     rt.finish(job, reused)
                     continue
+            if await row_rules.reserve(rt, self.provider, job, holder=self.instance_id,
+                                       price_factor=pricing.BATCH_PRICE_FACTOR):
+                rt.forget([job.job_id])  # the budget paused the batch; the row is pending again
+                continue
             step = SubmissionStep.IMAGES if "prompts" in job.checkpoint else SubmissionStep.PROMPTS
             groups[(job.batch_id, step)].append(job.job_id)
         for (batch_id, step), ids in groups.items():

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 from csvjobs import db
 from csvjobs.config import Settings
-from csvjobs.errors import ConfigError, InputError
+from csvjobs.errors import ConfigError, DatabaseError, InputError
+from csvjobs.models import RunSummary
 from csvjobs.providers.registry import default_provider_name, load_provider
 from csvjobs.queue import queries
 from csvjobs.queue.process import child_main
@@ -236,10 +237,19 @@ class Supervisor:
                 self._conn.close()
 
 
-def run_pool(settings: Settings, options: PoolOptions) -> int:
-    """Start the worker pool described by options and supervise it; returns the exit code."""
+class PoolResult(BaseModel):
+    """How a run ended: its exit code, and what it did."""
+
+    code: int
+    summary: RunSummary | None = None
+
+
+def run_pool(settings: Settings, options: PoolOptions) -> PoolResult:
+    """Start the worker pool described by options, supervise it, and say what it did."""
     target, conn = db.open_database(settings, application_name="csvjobs-supervisor")
-    conn.close()
+    with conn:
+        # The database's clock, which stamps completed_at: the summary counts rows finished from here on.
+        started_at, started = queries.database_now(conn), time.monotonic()
     name = options.provider or default_provider_name(settings)
     # A bad provider name or a missing key fails here, once, rather than in every worker process.
     asyncio.run(load_provider(name, settings).aclose())
@@ -248,4 +258,11 @@ def run_pool(settings: Settings, options: PoolOptions) -> int:
         say("no OpenAI API key configured: using the offline provider (template prompts, placeholder images)")
     if options.batch_id is not None and options.user_id is not None:
         raise InputError("--batch and --user cannot be combined; a batch already belongs to one user")
-    return Supervisor(settings, options, target).run()
+    code = Supervisor(settings, options, target).run()
+    try:
+        with db.connect(target, application_name="csvjobs-supervisor") as conn:
+            summary = queries.run_summary(conn, since=started_at, seconds=time.monotonic() - started,
+                                          batch_id=options.batch_id, user_id=options.user_id)
+    except DatabaseError:
+        summary = None  # the database went away at the end: the exit code still tells
+    return PoolResult(code=code, summary=summary)

@@ -91,6 +91,17 @@ class SyncLoop:
             reused = await row_rules.reuse_images(rt, job) if row_rules.reuses_images(job) else None
             if reused is not None:
                 result = reused
+            elif (refused := await row_rules.reserve(rt, self.provider, job, holder=rt.config.instance_id)):
+                # The row is pending again (not ours): the budget paused the batch, or rows in flight hold the
+                # rest of it (then this slot waits a moment, rather than claim the same row again at once).
+                rt.unreported.pop(job.job_id, None)
+                if refused.startswith("wait:"):
+                    await asyncio.sleep(min(1.0, rt.settings.poll_seconds))
+                else:
+                    rt.say(f"row {job.row_number} of batch {str(job.batch_id)[:8]} not started: {refused}")
+                rt.running.pop(job.job_id, None)
+                rt.wake.set()
+                return
             else:
                 ctx = row_rules.row_context(rt, job, holder=rt.config.instance_id,
                                             redo=row_rules.prepare_redo(rt, job),

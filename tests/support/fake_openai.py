@@ -124,6 +124,8 @@ class FakeOpenAI:
     # scene, or a blue block on transparency); the others paste the reference into the scene, as a faithful model
     # keeps the product.
     lose_product_edits: int = 0
+    # Flex processing: the next flex_busy requests with service_tier "flex" answer 429 (no capacity).
+    flex_busy: int = 0
     # Answer 400 to every batch creation (an input file OpenAI will not take).
     refuse_batches: bool = False
     files: dict[str, bytes] = field(default_factory=dict)
@@ -238,6 +240,14 @@ class FakeOpenAI:
         chaos = self._chaos(call)
         if chaos:
             return chaos
+        if body.get("service_tier") == "flex":
+            with self.lock:
+                busy = self.flex_busy > 0
+                self.flex_busy -= 1 if busy else 0
+            if busy:  # flex processing without capacity, as OpenAI answers it
+                call.status = 429
+                return 429, {}, {"error": {"message": "Resource unavailable: flex processing has no capacity now",
+                                           "type": "resource_unavailable", "code": "resource_unavailable"}}
         user = body["messages"][-1]["content"]
         if isinstance(user, list):  # text and an image (vision input)
             user = " ".join(part.get("text", "") for part in user if part.get("type") == "text")
@@ -264,6 +274,7 @@ class FakeOpenAI:
             "model": body.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200},
+            "service_tier": body.get("service_tier") or "default",
         }
 
     def _image(self, body: dict[str, Any], endpoint: str = "image") -> tuple[int, dict[str, str], Any]:

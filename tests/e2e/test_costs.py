@@ -1,0 +1,155 @@
+"""What it costs, before it is spent: the real worker pool against the loopback OpenAI-compatible server, whose
+usage is known, so every cost is known to the cent. Estimates that hold once the account has run a batch (on the
+real Shopify sample with its look-alike variants, and on a plain file), a budget that four workers in two
+processes never exceed, the bill at the end of a run, and flex processing with its fallback."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.fake_openai import FakeOpenAI
+from support.helpers import REAL_DATA, USER_A, cli, job_counts
+from support.photo_server import PhotoServer
+from support.pool import finish, start_pool
+
+pytestmark = pytest.mark.slow
+
+# The loopback server's usage, priced by hand from OpenAI's published prices (gpt-6.1-terra $1 in / $5 out,
+# gpt-image-2.6-flare $5 text in, $8 image in, $30 image out, per 1M tokens): the ledger must say exactly this.
+PROMPT = (120 * 1.00 + 80 * 5.00) / 1e6
+GENERATION = (50 * 5.00 + 1056 * 30.00) / 1e6
+TEXT_ROW = PROMPT + 2 * GENERATION  # 0.06438
+
+
+@pytest.fixture
+def photos() -> Iterator[PhotoServer]:
+    server = PhotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
+    return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-costs-0123456789",
+                OPENAI_BASE_URL=fake.base_url, CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
+                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2", CSVJOBS_POLL_SECONDS="0.5")
+
+
+def plain_file(tmp_path: Path, rows: int, name: str = "plain.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("title,description,mpn\n" + "".join(f"Mug {n},A mug numbered {n},M-{n}\n"
+                                                         for n in range(1, rows + 1)), encoding="utf-8")
+    return path
+
+
+def upload(env: dict[str, str], path: Path, *args: str) -> dict:
+    result = cli(env, "upload", str(path), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def work(env: dict[str, str], *args: str) -> str:
+    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", *args), timeout=240)
+    assert code == 0, err
+    return err
+
+
+def cost_of(conn, batch: str) -> float:
+    row = conn.execute("SELECT coalesce(sum(cost_usd), 0) AS c FROM csv_row_jobs WHERE batch_id = %s",
+                       [batch]).fetchone()
+    return float(row["c"])
+
+
+def test_the_ledger_agrees_with_the_usage_the_server_reported(env, conn, tmp_path: Path) -> None:
+    batch = upload(env, plain_file(tmp_path, 3))["batch_id"]
+    err = work(env)
+    costs = [float(r["cost_usd"]) for r in conn.execute(
+        "SELECT cost_usd FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()]
+    assert costs == pytest.approx([TEXT_ROW] * 3, abs=1e-9)
+    # The bill at the end of the run.
+    summary = re.search(r"done in \d+s: (\d+) row\(s\) completed, (\d+) failed, (\d+) left; (\d+) image\(s\) paid "
+                        r"for, (\d+) cut out of product photos, (\d+) reused from look-alike rows; cost \$([\d.]+)",
+                        err)
+    assert summary is not None, err
+    assert summary.groups()[:6] == ("3", "0", "0", "6", "0", "0")
+    assert float(summary.group(7)) == pytest.approx(3 * TEXT_ROW, abs=1e-4)
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
+def test_estimates_hold_once_the_account_has_run_a_batch(env, photos, conn, tmp_path: Path) -> None:
+    # The real Shopify sample, its photos served from loopback (every URL answers the same studio photo).
+    source = (REAL_DATA / "shopify_product_template.csv").read_text(encoding="utf-8")
+    shop = tmp_path / "shopify.csv"
+    shop.write_text(re.sub(r"https://burst\.shopifycdn\.com", photos.base + "/mug.png?", source), encoding="utf-8")
+    plain = plain_file(tmp_path, 6)
+    for path in (shop, plain):
+        first = upload(env, path)
+        work(env, "--concurrency", "4")
+        second = upload(env, path)
+        # A normal upload estimates as the dry run does, and stores it with the batch.
+        assert upload(env, path, "--dry-run")["estimated_cost_usd"] == pytest.approx(second["estimated_cost_usd"])
+        work(env, "--concurrency", "4")
+        actual = cost_of(conn, second["batch_id"])
+        assert actual > 0
+        assert abs(second["estimated_cost_usd"] - actual) <= 0.15 * actual, (path.name, second, actual)
+        assert cost_of(conn, first["batch_id"]) == pytest.approx(actual, abs=1e-6)
+        if path is shop:
+            # Look-alike variants are counted once: they cost nothing.
+            assert second["reused_rows"] > 0 and "look-alike variant(s) reuse" in second["cost_basis"]
+        stored = conn.execute("SELECT estimated_cost_usd FROM csv_batches WHERE id = %s",
+                              [second["batch_id"]]).fetchone()
+        assert float(stored["estimated_cost_usd"]) == pytest.approx(second["estimated_cost_usd"])
+
+
+def test_a_budget_is_never_exceeded_by_four_workers_in_two_processes(env, conn, tmp_path: Path) -> None:
+    budget = round(5 * TEXT_ROW, 4)  # about five rows
+    report = upload(env, plain_file(tmp_path, 14), "--max-cost", str(budget))
+    batch = report["batch_id"]
+    assert report["max_cost_usd"] == budget
+    err = work(env, "--concurrency", "4", "--processes", "2")
+    spent = cost_of(conn, batch)
+    counts = job_counts(conn, uuid.UUID(batch))
+    assert 0 < spent <= budget, (spent, counts)
+    assert counts.get("failed", 0) == 0 and counts.get("pending", 0) >= 14 - 5
+    row = conn.execute("SELECT status, pause_reason FROM csv_batches WHERE id = %s", [batch]).fetchone()
+    assert row["status"] == "paused" and row["pause_reason"].startswith("budget reached")
+    assert f"batch {batch[:8]} is paused: budget reached" in err
+    warned = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE batch_id = %s"
+                          " AND operation = 'budget_reached' AND log_level = 'WARN'", [batch]).fetchone()
+    assert warned == {"n": 1}
+    retried = conn.execute("SELECT coalesce(max(retry_count), 0) AS n FROM csv_row_jobs WHERE batch_id = %s",
+                           [batch]).fetchone()
+    assert retried == {"n": 0}  # rows the budget held back were not counted as failures
+    shown = cli(env, "progress", batch)
+    assert "budget reached" in shown.stdout + shown.stderr
+    # A higher budget, and the rest is made.
+    resumed = cli(env, "resume", batch, "--max-cost", "5")
+    assert resumed.returncode == 0, resumed.stderr
+    work(env, "--concurrency", "4", "--processes", "2")
+    assert job_counts(conn, uuid.UUID(batch)) == {"completed": 14}
+    assert cost_of(conn, batch) == pytest.approx(14 * TEXT_ROW, abs=1e-6)
+
+
+def test_flex_prompts_cost_half_and_fall_back_to_the_standard_tier(env, fake, conn, tmp_path: Path) -> None:
+    flex = dict(env, CSVJOBS_PROMPT_SERVICE_TIER="flex", CSVJOBS_FLEX_WAIT_SECONDS="30")
+    fake.flex_busy = 2  # no capacity twice, then served by flex
+    batch = upload(flex, plain_file(tmp_path, 1, "a.csv"))["batch_id"]
+    work(flex, "--concurrency", "1")
+    assert cost_of(conn, batch) == pytest.approx(PROMPT / 2 + 2 * GENERATION, abs=1e-9)
+    chats = [c for c in fake.calls if c.endpoint == "chat"]
+    assert [c.status for c in chats] == [429, 429, 200] and all(c.body["service_tier"] == "flex" for c in chats)
+
+    fake.flex_busy = 10_000  # never any capacity: after the wait, the standard tier, at the standard price
+    batch = upload(flex, plain_file(tmp_path, 1, "b.csv"))["batch_id"]
+    work(dict(flex, CSVJOBS_FLEX_WAIT_SECONDS="1"), "--concurrency", "1")
+    assert cost_of(conn, batch) == pytest.approx(TEXT_ROW, abs=1e-9)
+    last = [c for c in fake.calls if c.endpoint == "chat"][-1]
+    assert "service_tier" not in last.body and last.status == 200
+    fell_back = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE batch_id = %s"
+                             " AND operation = 'flex_fallback'", [batch]).fetchone()
+    assert fell_back == {"n": 1}
