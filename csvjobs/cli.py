@@ -65,6 +65,15 @@ def _first_error(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
+def _batch_id(ctx: typer.Context, value: str | None, user: str | None = None, what: str = "batch") -> uuid.UUID | None:
+    """A batch argument: a whole id, or the first characters of one (as progress and logs show them)."""
+    if value is None:
+        return None
+    from csvjobs.operate.batch_ids import resolve_batch
+
+    return resolve_batch(_settings(ctx, user), value, what)
+
+
 def _parse_uuid(value: str | None, what: str) -> uuid.UUID | None:
     if value is None:
         return None
@@ -227,7 +236,7 @@ def progress(
     from csvjobs.operate.progress import show_progress
 
     settings = _settings(ctx, user)
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     follow = (sys.stdout.isatty() and not as_json) if watch is None else watch
     show_progress(settings, batch_id, watch=follow, as_json=as_json, console=out)
 
@@ -411,6 +420,16 @@ def work(
     batch: Annotated[str | None, typer.Option(help="Work only on this batch (a dedicated worker).")] = None,
     user: Annotated[str | None, typer.Option("--user", help="Work only on this user's batches.")] = None,
     until_done: Annotated[bool, typer.Option(help="Exit 0 once no pending or claimed row remains.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve Prometheus metrics at http://HOST:PORT/metrics while the pool "
+                     "runs, summed over its processes (default CSVJOBS_METRICS_PORT: none)."),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(help="The address the metrics listen on (default CSVJOBS_METRICS_HOST, 127.0.0.1; 0.0.0.0 "
+                     "for a Prometheus on another machine)."),
+    ] = None,
     provider: Annotated[
         str | None,
         typer.Option(help="openai, offline, noop[:SECONDS] or module:attribute (default: openai with a key)."),
@@ -482,10 +501,12 @@ def work(
         require_photo=require_photo,
     )
     options = PoolOptions(
-        batch_id=_parse_uuid(batch, "--batch"),
+        batch_id=_batch_id(ctx, batch, what="--batch"),
         user_id=_parse_uuid(user, "--user"),
         until_done=until_done,
         provider=provider,
+        metrics_port=metrics_port if metrics_port is not None else settings.metrics_port,
+        metrics_host=metrics_host or settings.metrics_host,
     )
     result = run_pool(settings, options)
     if result.summary is not None:
@@ -517,7 +538,7 @@ def logs(
 
     settings = _settings(ctx, user)
     filt = LogFilter(
-        batch_id=_parse_uuid(batch, "batch"),
+        batch_id=_batch_id(ctx, batch, user),
         level=level,
         operation=operation,
         row=row,
@@ -562,7 +583,7 @@ def retry(
     from csvjobs.operate.batch_control import retry_rows
 
     numbers = _parse_rows(rows)
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     count = retry_rows(_settings(ctx, user), batch_id, numbers)
     out.print(f"{count} failed row(s) of {batch_id} back to pending" + ("; run `csvjobs work`" if count else ""))
@@ -593,7 +614,7 @@ def _state_command(ctx: typer.Context, batch: str, user: str | None, action: str
                    max_cost: float | None = None) -> None:
     from csvjobs.operate.batch_control import change_state
 
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     change = change_state(_settings(ctx, user), batch_id, action, max_cost=max_cost)
     out.print(f"batch {batch_id} is now {change.status}")
@@ -617,7 +638,7 @@ def _review(ctx: typer.Context, batch: str, rows: str | None, style: str | None,
             action: str) -> None:
     from csvjobs.operate.review import parse_style, review_images
 
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     count = review_images(_settings(ctx, user), batch_id, _parse_rows(rows), parse_style(style), action)
     out.print(f"{count} image(s) of {batch_id} {'approved' if action == 'approve' else 'rejected'}")
@@ -660,7 +681,7 @@ def regenerate(
     """
     from csvjobs.operate.review import parse_style, redo_cost, regenerate_images
 
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     numbers = _parse_rows(rows)
     assert numbers is not None
@@ -687,7 +708,7 @@ def review(
 
     from csvjobs.operate.review_app import prepare, serve
 
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     server = prepare(_settings(ctx, user), batch_id, port)
     out.print(f"reviewing batch {batch_id} at {server.url}  (Ctrl-C to stop)")
@@ -782,7 +803,7 @@ def export(
     from csvjobs.operate.export import export_batch
     from csvjobs.operate.shop_export import ShopExportOptions
 
-    batch_id = _parse_uuid(batch, "batch")
+    batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     shop = ShopExportOptions(handle_column=handle_column, replace_images=replace_images,
                              include_placeholders=include_placeholders, variant_images=variant_images,

@@ -22,11 +22,13 @@ BEGIN
               'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
               'csv_delete_rows_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
               'get_csv_workers', 'csv_batch_has_pending_jobs', 'csv_review_target_rows',
+              'csv_review_sharing_rows',
               'review_csv_images', 'request_csv_image_regeneration', 'csv_openai_submission_holder',
               'csv_openai_submission_take_rows', 'open_csv_openai_submission', 'lease_csv_openai_submissions',
               'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',
               'finish_csv_openai_submission', 'release_csv_openai_submission_leases', 'csv_fold_batch_counters',
-              'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget'])
+              'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
+              'set_csv_image_alt_text'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -74,7 +76,8 @@ GRANT EXECUTE ON FUNCTION
     csv_row_job_product(json, jsonb, jsonb),
     review_csv_images(uuid, integer[], text, text),
     request_csv_image_regeneration(uuid, integer[], text, text),
-    set_csv_batch_budget(uuid, numeric)
+    set_csv_batch_budget(uuid, numeric),
+    set_csv_image_alt_text(uuid, integer[], text, text)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
 GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;

@@ -5,13 +5,45 @@
 -- Users change review state only through the SECURITY DEFINER functions here, which check ownership as the
 -- policies do; every change is logged and notified on csv_image_reviews (the review page listens).
 
--- Internal: the rows of p_batch_id named by p_rows (all rows when NULL), as job ids.
+-- Internal: the rows of p_batch_id named by p_rows (all rows when NULL), as job ids; a row number the batch does
+-- not have is an error naming it (a typo must not look like "0 changed").
 CREATE OR REPLACE FUNCTION csv_review_target_rows(p_batch_id uuid, p_rows integer[])
 RETURNS bigint[]
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(array_agg(j.id ORDER BY j.row_number), '{}')
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_ids bigint[];
+    v_missing integer[];
+BEGIN
+    SELECT coalesce(array_agg(j.id ORDER BY j.row_number), '{}') INTO v_ids
     FROM public.csv_row_jobs j
     WHERE j.batch_id = p_batch_id AND (p_rows IS NULL OR j.row_number = ANY (p_rows));
+    IF p_rows IS NOT NULL THEN
+        SELECT array_agg(DISTINCT n ORDER BY n) INTO v_missing FROM unnest(p_rows) n
+        WHERE NOT EXISTS (SELECT 1 FROM public.csv_row_jobs j WHERE j.batch_id = p_batch_id AND j.row_number = n);
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'batch % has no row %', left(p_batch_id::text, 8), array_to_string(v_missing, ', ')
+                USING ERRCODE = '22023', HINT = 'row numbers are the file''s data rows, from 1';
+        END IF;
+    END IF;
+    RETURN v_ids;
+END
+$$;
+
+-- Internal: the rows sharing the images of the given rows: a look-alike variant that reuses another row's images
+-- (csv_row_jobs.reuses_job, while its images are still that row's), the row it reuses, and that row's other such
+-- variants. A merchant's decision on one image is a decision on every row that shows it.
+CREATE OR REPLACE FUNCTION csv_review_sharing_rows(p_batch_id uuid, p_ids bigint[])
+RETURNS bigint[]
+LANGUAGE sql STABLE AS $$
+    WITH owners AS (
+        SELECT CASE WHEN j.usage ? 'reuses_row' AND j.reuses_job IS NOT NULL THEN j.reuses_job ELSE j.id END AS id
+        FROM public.csv_row_jobs j WHERE j.id = ANY (p_ids)
+    )
+    SELECT coalesce(array_agg(DISTINCT j.id), '{}')
+    FROM public.csv_row_jobs j
+    WHERE j.batch_id = p_batch_id
+      AND (j.id = ANY (p_ids) OR j.id IN (SELECT id FROM owners)
+           OR (j.reuses_job IN (SELECT id FROM owners) AND j.usage ? 'reuses_row'));
 $$;
 
 -- Approve or reject (p_action 'approve' / 'reject' / 'clear') the current image of p_style (both styles when
@@ -48,7 +80,8 @@ BEGIN
                SET review = coalesce(j.review, '{}'::jsonb) || jsonb_build_object(v_style, jsonb_build_object(
                        'state', v_state, 'by', auth.uid(), 'at', now())),
                    updated_at = now()
-             WHERE j.id = ANY (public.csv_review_target_rows(p_batch_id, p_rows))
+             WHERE j.id = ANY (public.csv_review_sharing_rows(p_batch_id,
+                                                              public.csv_review_target_rows(p_batch_id, p_rows)))
                AND j.status = 'completed'
                AND jsonb_typeof(j.generated_images) = 'array'
                AND EXISTS (SELECT 1 FROM jsonb_array_elements(j.generated_images) i WHERE i ->> 'style' = v_style)
@@ -124,6 +157,51 @@ BEGIN
                 jsonb_build_object('rows', p_rows, 'style', p_style, 'note', p_note, 'count', v_count));
         PERFORM pg_notify('csv_row_jobs', p_batch_id::text);
         PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
+        PERFORM pg_notify('csv_image_reviews', p_batch_id::text);
+    END IF;
+    RETURN v_count;
+END
+$$;
+
+-- Set the alt text of the current image of p_style of the given rows (and of the rows sharing it), as the merchant
+-- edited it on the review page; exports then use it instead of the prompt model's. An empty text goes back to the
+-- model's. Returns how many rows changed.
+-- Locks: the batch row (ownership), then the rows' job rows.
+CREATE OR REPLACE FUNCTION set_csv_image_alt_text(p_batch_id uuid, p_rows integer[], p_style text, p_text text)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_text text := nullif(btrim(coalesce(p_text, '')), '');
+    v_count integer;
+BEGIN
+    PERFORM public.csv_lock_owned_batch(p_batch_id);
+    IF p_style IS NULL OR p_style NOT IN ('lifestyle_emotional', 'single_white_background') THEN
+        RAISE EXCEPTION 'unknown image style %; use lifestyle_emotional or single_white_background', p_style
+            USING ERRCODE = '22023';
+    END IF;
+    IF length(v_text) > 500 THEN
+        RAISE EXCEPTION 'alt text of % characters; keep it under 500', length(v_text) USING ERRCODE = '22023';
+    END IF;
+    WITH upd AS (
+        UPDATE public.csv_row_jobs j
+           SET review = coalesce(j.review, '{}'::jsonb) || jsonb_build_object(p_style,
+                   CASE WHEN v_text IS NULL THEN coalesce(j.review -> p_style, '{}'::jsonb) - 'alt_text'
+                        ELSE coalesce(j.review -> p_style, '{}'::jsonb) || jsonb_build_object('alt_text', v_text)
+                   END),
+               updated_at = now()
+         WHERE j.id = ANY (public.csv_review_sharing_rows(p_batch_id,
+                                                          public.csv_review_target_rows(p_batch_id, p_rows)))
+           AND j.status = 'completed'
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_count FROM upd;
+    IF v_count > 0 THEN
+        INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
+        VALUES (p_batch_id, 'INFO', format('alt text of %s image(s) edited', v_count), 'alt_text_edited',
+                jsonb_build_object('rows', p_rows, 'style', p_style));
         PERFORM pg_notify('csv_image_reviews', p_batch_id::text);
     END IF;
     RETURN v_count;

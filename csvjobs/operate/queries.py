@@ -15,7 +15,7 @@ from csvjobs.models import BatchProgress
 
 # get_csv_batch_progress, with the batch's processing mode and its submissions to OpenAI still under way.
 PROGRESS_COLUMNS = (
-    "SELECT p.*, b.processing_mode, b.estimated_cost_usd, b.max_cost_usd, b.pause_reason,"
+    "SELECT p.*, b.processing_mode, b.estimated_cost_usd, b.max_cost_usd, b.pause_reason, b.channels,"
     " (SELECT coalesce(jsonb_agg(jsonb_build_object("
     "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
     " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
@@ -143,6 +143,14 @@ def set_batch_state(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID
     return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_state(%s, %s) AS v", [batch_id, action]))
 
 
+def batches_with_prefix(conn: db.Connection, user_id: uuid.UUID, prefix: str) -> list[uuid.UUID]:
+    """The user's batches whose id starts with prefix (hex digits and dashes only), newest first, at most 10."""
+    with db.user_transaction(conn, user_id):
+        rows = conn.execute("SELECT id FROM csv_batches WHERE id::text LIKE %s ORDER BY created_at DESC LIMIT 10",
+                            [prefix.lower() + "%"]).fetchall()
+    return [row["id"] for row in rows]
+
+
 def set_batch_budget(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, max_cost: float | None) -> str:
     """set_csv_batch_budget as the user; the batch's status."""
     return str(_batch_call(conn, user_id, batch_id, "SELECT set_csv_batch_budget(%s, %s::numeric) AS v",
@@ -164,6 +172,13 @@ def review_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, 
     """review_csv_images as the user; how many images changed."""
     return int(_batch_call(conn, user_id, batch_id, "SELECT review_csv_images(%s, %s::integer[], %s, %s) AS v",
                            [batch_id, rows, style, action]))
+
+
+def set_alt_text(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int], style: str,
+                 text: str) -> int:
+    """set_csv_image_alt_text as the user; how many rows changed."""
+    return int(_batch_call(conn, user_id, batch_id, "SELECT set_csv_image_alt_text(%s, %s::integer[], %s, %s) AS v",
+                           [batch_id, rows, style, text]))
 
 
 def request_regeneration(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int],
@@ -225,6 +240,7 @@ def review_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) ->
             " j.checkpoint ->> 'reference_error' AS photo_problem,"
             " jsonb_path_exists(coalesce(j.generated_images, '[]'), '$[*] ? (@.edited == false)') AS without_photo,"
             " csv_row_job_product(j.row_data, j.product, b.column_mapping) ->> 'title' AS title,"
+            " CASE WHEN j.usage ? 'reuses_row' THEN (j.usage ->> 'reuses_row')::integer END AS reuses_row,"
             " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
             "  AND v.row_number = j.row_number) AS versions"
             " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
