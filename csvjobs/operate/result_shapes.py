@@ -68,8 +68,13 @@ def tags_of(tags: Any) -> list[str]:
     return [str(t).strip() for t in value if isinstance(t, str | int | float) and str(t).strip()]
 
 
-def alt_text_for(prompts: Any, style: ImageStyle) -> str:
-    """The model's alt text for one style's image (csvjobs' own shape has one; the contract's has none: '')."""
+def alt_text_for(prompts: Any, style: ImageStyle, review: Any = None) -> str:
+    """One style's image's alt text: as the merchant edited it (review), else the model's (csvjobs' own shape has
+    one; the contract's has none: '')."""
+    entry = review.get(style.value) if isinstance(review, dict) else None
+    edited = entry.get("alt_text") if isinstance(entry, dict) else None
+    if isinstance(edited, str) and edited.strip():
+        return edited.strip()
     value = _unwrap(prompts, "prompts")
     entry = value.get(style.value) if isinstance(value, dict) else None
     alt = entry.get("alt_text") if isinstance(entry, dict) else None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import html
 import json
 import mimetypes
 import secrets
@@ -28,6 +27,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -39,6 +39,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.templating import Jinja2Templates
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from csvjobs import db
@@ -48,7 +49,8 @@ from csvjobs.images.channels import describe_checks
 from csvjobs.models import BatchProgress, ImageStyle
 from csvjobs.models import Route as ImageRoute
 from csvjobs.operate import queries
-from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
+from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, prompt_for, review_state, tags_of
+from csvjobs.providers import pricing
 from csvjobs.storage.keys import IMAGES_BUCKET
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
@@ -182,6 +184,19 @@ class ChangeRequest(BaseModel):
         return self
 
 
+class AltTextRequest(BaseModel):
+    """A review page's edit of an image's alt text (an empty text goes back to the model's)."""
+
+    rows: list[int] = Field(min_length=1, max_length=10_000)
+    style: str
+    text: str = Field(max_length=500)
+
+    def checked(self) -> AltTextRequest:
+        """Itself, once the row numbers and the style are in range (else ValueError)."""
+        ChangeRequest(rows=self.rows, style=self.style, action="alt").checked()
+        return self
+
+
 class Notifier:
     """One LISTEN connection shared by every event stream (each stream used to hold a connection of its own):
     it fans the batch's notifications out to the open streams' queues, and reconnects if the database goes."""
@@ -286,13 +301,14 @@ def _row_view(row: dict[str, Any]) -> dict[str, Any]:
                        "route": ROUTE_LABEL.get(str(image.get("route") or ""), ""),
                        "checks": describe_checks(image.get("checks") or {}),
                        "flagged": bool(image.get("flagged")),
-                       "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else ""})
+                       "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else "",
+                       "alt": alt_text_for(row["generated_prompts"], style, row["review"])})
     return {"row": row["row_number"], "title": row["title"] or f"row {row['row_number']}", "status": row["status"],
             "error": row["error_message"] or "", "cost": float(row["cost_usd"] or 0), "images": images,
             "tags": tags_of(row["generated_tags"]), "reference": row["reference_photo"] or "",
             "regenerating": bool(row["regenerating"]), "versions": int(row["versions"] or 0),
             "without_photo": bool(row["without_photo"]) and row["status"] == "completed",
-            "photo_problem": row["photo_problem"] or ""}
+            "photo_problem": row["photo_problem"] or "", "reuses_row": row["reuses_row"]}
 
 
 def _matches(view: dict[str, Any], which: str) -> bool:
@@ -319,21 +335,51 @@ def build_app(server: ReviewServer) -> Starlette:
             progress = queries.batch_progress(conn, server.user_id, server.batch_id)
         return [v for v in views if _matches(v, which)], progress
 
+    redo_cost = pricing.image_cost(server.settings.image_model, server.settings.image_size,
+                                   server.settings.image_quality, None)
+
     def page(request: Request) -> HTMLResponse:
         # The shell holds no data: the page fetches its rows with the session secret. A fresh launch code puts the
         # secret into this one response (the page moves it to sessionStorage and drops the code from the URL);
         # a used or wrong code gets the shell without it, which says to run `csvjobs review` again.
         code = request.query_params.get("code", "")
         secret = server.token if code and server.redeem(code) else ""
-        status = 403 if code and not secret else 200
-        return HTMLResponse(render_shell(server, secret), status_code=status)
+        with db.connect(server.target, application_name="csvjobs-review") as conn:
+            progress = queries.batch_progress(conn, server.user_id, server.batch_id)
+        channels = f" · for {', '.join(progress.channels)}" if progress.channels else ""
+        context = {"title": f"Review {progress.original_filename}", "secret": secret, "filters": FILTERS,
+                   "subtitle": f"batch {str(server.batch_id)[:8]} · {progress.total_rows} row(s){channels}",
+                   "events": server.sign("events") if secret else ""}
+        return TEMPLATES.TemplateResponse(request, "review_page.html", context,
+                                          status_code=403 if code and not secret else 200)
 
-    def api_page(request: Request) -> HTMLResponse:
+    def api_page(request: Request) -> Response:
         which = request.query_params.get("filter", "all")
         if which not in FILTERS:
             which = "all"
-        found, progress = rows(which)
-        return HTMLResponse(render_rows(server, found, which, progress))
+        try:
+            number = int(request.query_params.get("page", "1"))
+        except ValueError:
+            number = 1
+        views, progress = rows("all")
+        context = page_context(server, group_views(views), which, number, progress, redo_cost)
+        return TEMPLATES.TemplateResponse(request, "review_rows.html", context)
+
+    async def alt_text(request: Request) -> JSONResponse:
+        try:
+            body = AltTextRequest.model_validate_json(await request.body()).checked()
+        except (ValidationError, ValueError):
+            return JSONResponse({"error": "send JSON: {rows: [row numbers], style, text}"}, status_code=400)
+
+        def apply() -> int:
+            with db.connect(server.target, application_name="csvjobs-review") as conn:
+                return queries.set_alt_text(conn, server.user_id, server.batch_id, body.rows, body.style, body.text)
+
+        try:
+            count = await asyncio.to_thread(apply)
+        except CsvJobsError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"changed": count})
 
     def api_rows(request: Request) -> JSONResponse:
         which = request.query_params.get("filter", "all")
@@ -396,7 +442,8 @@ def build_app(server: ReviewServer) -> Starlette:
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     routes = [Route("/", page), Route("/api/page", api_page), Route("/api/rows", api_rows),
-              Route("/api/change", change, methods=["POST"]), Route("/image", image), Route("/events", events)]
+              Route("/api/change", change, methods=["POST"]), Route("/api/alt", alt_text, methods=["POST"]),
+              Route("/image", image), Route("/events", events)]
     return Starlette(routes=routes, middleware=[Middleware(Guard, server=server)])
 
 
@@ -411,26 +458,40 @@ def serve(server: ReviewServer) -> None:
 
 # --- the page -----------------------------------------------------------------------------------------------
 
-
-def render_shell(server: ReviewServer, secret: str) -> str:
-    """The page without its rows (they are fetched with the session secret); the secret and the event stream's
-    grant only in the one response that redeems the launch code."""
-    esc = html.escape
-    tabs = " ".join(f'<a class="tab" data-filter="{f}" href="#{f}">{f.replace("_", " ")}</a>' for f in FILTERS)
-    return (_PAGE.replace("{{title}}", esc(f"Review {server.batch_id}")).replace("{{tabs}}", tabs)
-            .replace("{{secret}}", esc(secret)).replace("{{events}}", esc(server.sign("events") if secret else "")))
+# Products a page shows: its images are all a browser fetches at once, whatever the batch's size.
+PAGE_SIZE = 48
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 
 
+def group_views(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the merchant decides on them: a look-alike variant that reuses another row's images is shown once,
+    with that row ("with rows 3, 4"), since a decision on a shared image is a decision on every row showing it."""
+    by_row = {view["row"]: view for view in views}
+    groups: dict[int, dict[str, Any]] = {}
+    for view in views:
+        owner = view["reuses_row"] if view["reuses_row"] in by_row else view["row"]
+        group = groups.setdefault(owner, {**by_row[owner], "variants": [], "rows": [owner]})
+        if view["row"] != owner:
+            group["variants"].append(view["row"])
+            group["rows"].append(view["row"])
+    return [groups[row] for row in sorted(groups)]
 
 
+def counts_of(groups: list[dict[str, Any]]) -> dict[str, int]:
+    """The heading's counts, over the whole batch (a shared image counts once)."""
+    images = [image for g in groups for image in g["images"] if image["path"]]
+    return {"products": len(groups), "images": len(images),
+            "to_review": sum(1 for g in groups for i in g["images"]
+                             if i["path"] and g["status"] == "completed" and i["review"] == "unreviewed"),
+            "approved": sum(1 for i in images if i["review"] == "approved"),
+            "rejected": sum(1 for i in images if i["review"] == "rejected"),
+            "redoing": sum(1 for g in groups if g["regenerating"]),
+            "failed": sum(1 for g in groups if g["status"] == "failed"),
+            "without_photo": sum(1 for g in groups if g["without_photo"])}
 
-def render_rows(server: ReviewServer, rows: list[dict[str, Any]], which: str, progress: BatchProgress) -> str:
-    """The rows of one filter, as the page shows them (image URLs carry their read grants), under the batch's spend
-    against its estimate and budget."""
-    cards = "\n".join(_render_row(server, row) for row in rows) or '<p class="empty">no rows here</p>'
-    without = sum(1 for row in rows if row["without_photo"])
-    summary = (f'<p id="without-photo" class="warn">{without} row(s) here had their images made without the '
-               "product's photo: check that the product in them is right</p>" if without else "")
+
+def spend_line(progress: BatchProgress) -> str:
+    """Spend against the estimate and the budget."""
     spend = f"spent ${float(progress.cost_usd):.4f}"
     if progress.estimated_cost_usd is not None:
         spend += f" of an estimated ${float(progress.estimated_cost_usd):.2f}"
@@ -438,155 +499,25 @@ def render_rows(server: ReviewServer, rows: list[dict[str, Any]], which: str, pr
         spend += f"; budget ${float(progress.max_cost_usd):.2f}"
     if progress.pause_reason and progress.status.value == "paused":
         spend += f"; paused: {progress.pause_reason}"
-    return (f'<div data-filter="{html.escape(which)}"><p id="spend">{html.escape(spend)}</p>{summary}{cards}'
-            "</div>")
+    return spend
 
 
 def _image_src(server: ReviewServer, path: str) -> str:
     return f"/image?path={quote(path)}&sig={server.sign(path)}"
 
 
-def _render_row(server: ReviewServer, row: dict[str, Any]) -> str:
-    esc = html.escape
-    redoing = " · redoing" if row["regenerating"] else ""
-    versions = f" · {row['versions']} earlier version(s)" if row["versions"] else ""
-    parts = [f'<section class="row" data-row="{row["row"]}" data-status="{esc(row["status"])}">',
-             f'<h2>{esc(row["title"])} <small>row {row["row"]} · {esc(row["status"])}{redoing}'
-             f' · ${row["cost"]:.4f}{versions}</small></h2>']
-    if row["error"]:
-        parts.append(f'<p class="error">{esc(row["error"])}</p>')
-    if row["without_photo"]:
-        why = f" ({row['photo_problem']})" if row["photo_problem"] else ""
-        parts.append(f'<p class="warn no-photo">made without the product\'s photo{esc(why)}</p>')
-    parts.append('<div class="images">')
-    if row["reference"]:
-        src = esc(_image_src(server, row["reference"]))
-        parts.append(f'<figure class="reference"><img src="{src}" alt="reference photo" data-large>'
-                     "<figcaption>the product's photo</figcaption></figure>")
-    for image in row["images"]:
-        if not image["path"]:
-            continue
-        src = esc(_image_src(server, image["path"]))
-        parts.append(
-            f'<figure class="image {esc(image["review"])}" tabindex="0" data-style="{esc(image["style"])}">'
-            f'<img src="{src}" alt="{esc(image["label"])}" data-large>'
-            f'<figcaption><b>{esc(image["label"])}</b> <span class="state">{esc(image["review"])}</span>'
-            f'<span class="route">{esc(image["route"])}</span>'
-            + (f'<span class="flag warn">check the product: it may have changed (fidelity {esc(image["fidelity"])})'
-               '</span>' if image["flagged"] else "")
-            + (f'<span class="checks">{esc(image["checks"])}</span>' if image["checks"] else "")
-            + f'<span class="prompt">{esc(image["prompt"])}</span>'
-            '<span class="actions"><button data-action="approve">approve (a)</button>'
-            '<button data-action="reject">reject (r)</button>'
-            '<button data-action="regenerate">redo… (g)</button></span></figcaption></figure>')
-    parts.append("</div>")
-    if row["tags"]:
-        parts.append('<p class="tags">' + " ".join(f"<span>{esc(t)}</span>" for t in row["tags"]) + "</p>")
-    parts.append("</section>")
-    return "".join(parts)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="csvjobs-session" content="{{secret}}"><title>{{title}}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f6f4;color:#222}
-.tab{margin-right:.6rem;color:#555}.tab.on{font-weight:bold;color:#000}
-.row{background:#fff;border:1px solid #ddd;border-radius:8px;padding:.8rem 1rem;margin:1rem 0}
-.images{display:flex;gap:1rem;flex-wrap:wrap}figure{margin:0;width:260px;border:3px solid transparent;padding:4px}
-figure img{width:100%;cursor:zoom-in}figure.approved{border-color:#2a2}figure.rejected{border-color:#c33;opacity:.6}
-figure:focus{outline:3px solid #36c}.state{margin-left:.4rem;font-size:.8rem;color:#666}
-.prompt{display:block;font-size:.75rem;color:#666;max-height:4.5em;overflow:hidden}
-.error{color:#c33}.warn{color:#a60}.route,.checks,.flag{display:block;font-size:.75rem}
-.tags span{background:#eef;border-radius:4px;padding:0 .4rem;margin-right:.3rem;font-size:.8rem}
-#large{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;justify-content:center}
-#large img{max-width:92vw;max-height:92vh}#help{color:#666;font-size:.85rem}
-</style></head><body data-events="{{events}}">
-<h1>{{title}}</h1><nav>{{tabs}}</nav>
-<p id="help">Keys: j / k next and previous image, a approve, r reject, g redo with a note, Enter large view,
-Esc close. New and redone images appear here as the workers make them.</p>
-<main id="rows"></main>
-<div id="large"><img alt="large view"></div>
-<script>
-// The session secret arrives once, in the response to the printed URL; it lives in this origin's sessionStorage
-// (never in a cookie, which the browser would send to every local port) and goes out as a header.
-const given = document.querySelector('meta[name="csvjobs-session"]').content;
-if (given) {
-  sessionStorage.setItem('csvjobs-review', given);
-  sessionStorage.setItem('csvjobs-review-events', document.body.dataset.events);
-}
-history.replaceState(null, '', location.pathname + location.hash);
-const secret = sessionStorage.getItem('csvjobs-review');
-const main = document.getElementById('rows');
-const large = document.getElementById('large');
-let filter = (location.hash || '#all').slice(1);
-function api(path, options) {
-  options = options || {};
-  options.headers = Object.assign({'X-Review-Token': secret || ''}, options.headers || {});
-  return fetch(path, options);
-}
-function figures() { return Array.from(document.querySelectorAll('figure.image')); }
-async function act(fig, action) {
-  const row = Number(fig.closest('.row').dataset.row);
-  const body = {rows: [row], style: fig.dataset.style, action: action};
-  if (action === 'regenerate') {
-    const note = window.prompt('What should change in this image? (optional)', '');
-    if (note === null) return;
-    body.note = note;
-  }
-  const res = await api('/api/change', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                        body: JSON.stringify(body)});
-  if (!res.ok) { alert((await res.json()).error || res.statusText); return; }
-  await refresh(fig.closest('.row').dataset.row + ':' + fig.dataset.style);
-}
-async function refresh(focusKey) {
-  const res = await api('/api/page?filter=' + encodeURIComponent(filter));
-  if (!res.ok) { main.innerHTML = '<p class="error">the review server refused: ' + res.status + '</p>'; return; }
-  const key = focusKey || (document.activeElement && document.activeElement.matches('figure.image') ?
-    document.activeElement.closest('.row').dataset.row + ':' + document.activeElement.dataset.style : null);
-  main.innerHTML = await res.text();
-  document.querySelectorAll('.tab').forEach(t => t.classList.toggle('on', t.dataset.filter === filter));
-  if (key) {
-    const [row, style] = key.split(':');
-    const fig = document.querySelector(`.row[data-row="${row}"] figure[data-style="${style}"]`);
-    if (fig) fig.focus();
-  }
-  document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
-}
-document.querySelector('nav').addEventListener('click', (e) => {
-  const tab = e.target.closest('.tab');
-  if (tab) { filter = tab.dataset.filter; refresh(null); }
-});
-main.addEventListener('click', (e) => {
-  const button = e.target.closest('button[data-action]');
-  if (button) { act(button.closest('figure'), button.dataset.action); return; }
-  const img = e.target.closest('img[data-large]');
-  if (img) { large.querySelector('img').src = img.src; large.style.display = 'flex'; }
-});
-large.addEventListener('click', () => { large.style.display = 'none'; });
-document.addEventListener('keydown', (e) => {
-  if (e.target.matches('input, textarea')) return;
-  const all = figures();
-  const current = document.activeElement && document.activeElement.matches('figure.image') ?
-    all.indexOf(document.activeElement) : -1;
-  if (e.key === 'Escape') { large.style.display = 'none'; return; }
-  if (e.key === 'j' || e.key === 'ArrowRight') { (all[Math.min(current + 1, all.length - 1)] || all[0]).focus(); }
-  else if (e.key === 'k' || e.key === 'ArrowLeft') { (all[Math.max(current - 1, 0)] || all[0]).focus(); }
-  else if (current >= 0 && e.key === 'a') { act(all[current], 'approve'); }
-  else if (current >= 0 && e.key === 'r') { act(all[current], 'reject'); }
-  else if (current >= 0 && e.key === 'g') { act(all[current], 'regenerate'); }
-  else if (current >= 0 && e.key === 'Enter') { all[current].querySelector('img').click(); }
-});
-if (!secret) {
-  main.innerHTML = '<p class="error">This page opens from the URL <code>csvjobs review</code> printed, and each ' +
-    'such URL works once: run <code>csvjobs review</code> again for a new one.</p>';
-} else {
-  refresh(null).then(() => {
-    const events = new EventSource('/events?sig=' + sessionStorage.getItem('csvjobs-review-events'));
-    events.addEventListener('ready', () => { document.body.dataset.live = 'yes'; });
-    events.addEventListener('changed', () => { refresh(null); });
-  });
-}
-</script>
-</body></html>
-"""
+def page_context(server: ReviewServer, groups: list[dict[str, Any]], which: str, page: int,
+                 progress: BatchProgress, redo_cost: float) -> dict[str, Any]:
+    """What review_rows.html shows for one page of one filter (image URLs carry their read grants)."""
+    shown = [g for g in groups if _matches(g, which)]
+    pages = max(1, -(-len(shown) // PAGE_SIZE))
+    page = min(max(1, page), pages)
+    current = []
+    for group in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+        images = [{**image, "src": _image_src(server, image["path"]) if image["path"] else ""}
+                  for image in group["images"]]
+        current.append({**group, "images": images,
+                         "reference_src": _image_src(server, group["reference"]) if group["reference"] else ""})
+    return {"which": which, "page": page, "pages": pages, "groups": current, "counts": counts_of(groups),
+            "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"]),
+            "redo_cost": redo_cost}

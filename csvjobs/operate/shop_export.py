@@ -151,7 +151,7 @@ def _images(row: dict[str, Any], urls: ImageUrls, options: ShopExportOptions,
         key = str(image.get("sha256") or path)
         if image.get("placeholder"):
             notes.placeholders.add(key)
-        found.append((style, key, url, alt_text_for(row["generated_prompts"], style)))
+        found.append((style, key, url, alt_text_for(row["generated_prompts"], style, row.get("review"))))
     return found
 
 

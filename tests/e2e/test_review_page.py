@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from support.helpers import USER_A, USER_B, cli
 from support.pool import finish, start_pool
+from support.review import wait_until_listening
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -58,20 +59,6 @@ def review(env: dict[str, str], batch: uuid.UUID) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
-
-
-def wait_until_listening(url: str) -> None:
-    """Wait for uvicorn to listen (asking for the page's shell, which does not spend the launch code)."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url.split("?")[0], timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the review server did not start"
-            time.sleep(0.1)
 
 
 def redeem(url: str) -> tuple[str, str]:
@@ -210,7 +197,10 @@ def test_review_with_the_keyboard_and_redo_while_a_worker_runs(env, batch, revie
         wait(lambda: (review_of(1)["review"] or {}).get("lifestyle_emotional", {}).get("state") == "approved",
              "row 1's lifestyle image approved")
         page.wait_for_selector('.row[data-row="1"] figure.approved[data-style="lifestyle_emotional"]')
-        page.keyboard.press("j")  # row 1, white
+        # A decision moves the focus on to the next undecided image: row 1's white one.
+        page.wait_for_function("document.activeElement && document.activeElement.dataset.style === "
+                               "'single_white_background'"
+                               " && document.activeElement.closest('.row').dataset.row === '1'")
         page.keyboard.press("r")
         wait(lambda: (review_of(1)["review"] or {}).get("single_white_background", {}).get("state") == "rejected",
              "row 1's white image rejected")

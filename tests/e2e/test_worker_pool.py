@@ -177,7 +177,7 @@ def test_until_done_on_an_empty_queue_exits_at_once(pool_env, conn) -> None:
 def test_bad_options_are_one_line_errors(pool_env) -> None:
     for args, message in ((["--processes", "5", "--concurrency", "2"], "--processes"),
                           (["--provider", "gpt-magic"], "unknown provider"),
-                          (["--batch", "nope"], "not a valid id")):
+                          (["--batch", "nope"], "is not a batch id")):
         code, err = finish(start_pool(pool_env, *args), timeout=60)
         assert code == 2, err
         assert message in err and "Traceback" not in err
