@@ -237,6 +237,7 @@ class BatchProgress(BaseModel):
     estimated_cost_usd: Decimal | None = None
     max_cost_usd: Decimal | None = None
     pause_reason: str | None = None
+    channels: list[str] = []
 
     @property
     def finished(self) -> bool:
