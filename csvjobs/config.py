@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Budgets (USD): an upload's default budget (`upload --max-cost` overrides; unset: none), and a cap on what the
     # whole account may spend in a day (every batch, every worker; unset: none).
     max_cost_usd: float | None = Field(default=None, ge=0)
+    # `csvjobs work` serves Prometheus metrics here while it runs (unset: not at all).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     daily_max_cost_usd: float | None = Field(default=None, ge=0)
     # The prompt step through OpenAI's flex processing (Batch API prices, slower, may answer 429 when it has no
     # capacity): "flex" tries it, falling back to the standard tier after flex_wait_seconds of 429s.

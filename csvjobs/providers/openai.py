@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from csvjobs.config import Settings
 from csvjobs.errors import ConfigError
+from csvjobs.metrics import RequestTimer
 from csvjobs.models import ImageStyle, Route
 from csvjobs.providers import pricing
 from csvjobs.providers.contract import (
@@ -35,6 +36,8 @@ from csvjobs.providers.contract import (
 from csvjobs.providers.packshot import PhotoAnalysis, analyse_photo, check_fidelity, finish_image, store_cutout
 from csvjobs.providers.photos import Reference, prepare_reference
 from csvjobs.providers.redact import redact
+
+_TIMER = RequestTimer()
 
 SYSTEM_PROMPT = (
     "You write image-generation prompts for e-commerce marketing. For the product described by the user, return: "
@@ -88,6 +91,9 @@ class OpenAIProvider:
             base_url=settings.openai_base_url,
             max_retries=0,
             timeout=settings.openai_timeout_seconds,
+            # The SDK's own client, with hooks that count each request for `work --metrics-port`.
+            http_client=openai.DefaultAsyncHttpxClient(
+                event_hooks={"request": [_TIMER.started], "response": [_TIMER.answered]}),
         )
         self._http: httpx.AsyncClient | None = None
 

@@ -228,6 +228,31 @@ def cleanup_stale_workers(conn: db.Connection, timeout_minutes: float) -> Cleanu
 _IMAGES = "jsonb_array_elements(CASE WHEN jsonb_typeof(j.generated_images) = 'array' THEN j.generated_images END)"
 
 
+def queue_state(conn: db.Connection) -> tuple[dict[str, int], float]:
+    """Rows of active batches by status, and the age in seconds of the oldest row waiting in a queued or processing
+    batch: from the batches' counters and the in-flight and pending indexes, never a count over every row."""
+    with db.service_transaction(conn):
+        totals = conn.execute(
+            "SELECT coalesce(sum(b.successful_rows + coalesce(s.ok, 0)), 0) AS completed,"
+            " coalesce(sum(b.failed_rows + coalesce(s.failed, 0)), 0) AS failed,"
+            " coalesce(sum(b.total_rows - b.processed_rows - coalesce(s.ok, 0) - coalesce(s.failed, 0)), 0) AS open"
+            " FROM csv_batches b LEFT JOIN LATERAL (SELECT sum(c.successful_rows) AS ok, sum(c.failed_rows) AS failed"
+            " FROM csv_batch_counters c WHERE c.batch_id = b.id) s ON true"
+            " WHERE b.status IN ('queued', 'processing', 'paused')").fetchone()
+        flight = {r["status"]: int(r["n"]) for r in conn.execute(
+            "SELECT j.status, count(*) AS n FROM csv_row_jobs j WHERE j.status IN ('claimed', 'processing')"
+            " GROUP BY j.status").fetchall()}
+        oldest = conn.execute(
+            "SELECT coalesce(extract(epoch FROM now() - min((SELECT j.created_at FROM csv_row_jobs j"
+            " WHERE j.batch_id = b.id AND j.status = 'pending' ORDER BY j.id + 0 LIMIT 1))), 0) AS age"
+            " FROM csv_batches b WHERE b.status IN ('queued', 'processing')").fetchone()
+    assert totals is not None and oldest is not None
+    claimed, processing = flight.get("claimed", 0), flight.get("processing", 0)
+    rows = {"pending": max(0, int(totals["open"]) - claimed - processing), "claimed": claimed,
+            "processing": processing, "completed": int(totals["completed"]), "failed": int(totals["failed"])}
+    return rows, float(oldest["age"])
+
+
 def database_now(conn: db.Connection) -> Any:
     """The database's clock (which stamps completed_at)."""
     row = conn.execute("SELECT now() AS now").fetchone()

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from csvjobs import db
+from csvjobs import db, metrics
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError
-from csvjobs.models import ClaimedJob, JobResult, LogLevel, WorkerStatus
+from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
 from csvjobs.providers.redact import redact, redact_json
 from csvjobs.queue import queries
 from csvjobs.storage.contract import Storage
@@ -84,6 +84,17 @@ class _Lane:
 
     conn: db.AsyncConnection | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+_OUTCOMES = {JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobStatus.PENDING: "retried"}
+
+
+def _count(result: JobResult) -> None:
+    """A reported row in the pool's metrics."""
+    reused = bool(result.usage and "reuses_row" in result.usage)
+    metrics.row_finished(_OUTCOMES.get(result.status, str(result.status)), result.processing_time_seconds,
+                         result.cost_usd if result.status is JobStatus.COMPLETED else None,
+                         result.generated_images or (), reused=reused)
 
 
 class WorkerRuntime:
@@ -245,8 +256,12 @@ class WorkerRuntime:
         depends on them having landed)."""
         if results:
             worker_id = self.config.instance_id
-            await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=holder,
-                                                 results=results))
+            rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=holder,
+                                                        results=results))
+            sent = {result.job_id: result for result in results}
+            for row in rows:
+                if row.applied and row.job_id in sent:
+                    _count(sent[row.job_id])
 
     async def flush(self, give_up: bool = False) -> None:
         """Write the queued log lines and results in one transaction."""
@@ -255,6 +270,7 @@ class WorkerRuntime:
         results, self._results = self._results, []
         logs, self._logs = self._logs, []
         worker_id = self.config.instance_id
+        sent = {result.job_id: result for result in results}
         try:
             rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=worker_id,
                                                         results=results, logs=logs), give_up=give_up, reports=True)
@@ -266,6 +282,8 @@ class WorkerRuntime:
             self.wake.set()  # the claim loop may wait for held rows to be reported (or, at the end, to exit)
         for row in rows:
             self.unreported.pop(row.job_id, None)
+            if row.applied and row.job_id in sent:
+                _count(sent[row.job_id])
             if not row.applied:
                 self.stats.lost += 1
                 self.say(f"row job {row.job_id} was reclaimed by another worker; its result was dropped")

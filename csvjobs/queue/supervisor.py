@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import ConfigError, DatabaseError, InputError
+from csvjobs.metrics import MetricsServer
 from csvjobs.models import RunSummary
 from csvjobs.providers.registry import default_provider_name, load_provider
 from csvjobs.queue import queries
@@ -33,6 +34,9 @@ class PoolOptions(BaseModel):
     user_id: uuid.UUID | None = None
     until_done: bool = False
     provider: str | None = None
+    # Serve Prometheus metrics at http://HOST:PORT/metrics while the pool runs (None: not at all).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def split_concurrency(total: int, processes: int) -> list[int]:
@@ -258,7 +262,23 @@ def run_pool(settings: Settings, options: PoolOptions) -> PoolResult:
         say("no OpenAI API key configured: using the offline provider (template prompts, placeholder images)")
     if options.batch_id is not None and options.user_id is not None:
         raise InputError("--batch and --user cannot be combined; a batch already belongs to one user")
-    code = Supervisor(settings, options, target).run()
+    exporter = None
+    if options.metrics_port is not None:
+        def read_queue() -> tuple[dict[str, int], float]:
+            with db.connect(target, application_name="csvjobs-metrics") as conn:
+                return queries.queue_state(conn)
+
+        try:
+            exporter = MetricsServer(options.metrics_port, options.metrics_host, read_queue)
+        except OSError as exc:
+            raise InputError(f"--metrics-port {options.metrics_port}: cannot listen there ({exc.strerror}); choose "
+                             "another port") from exc
+        say(f"metrics at http://{options.metrics_host}:{options.metrics_port}/metrics")
+    try:
+        code = Supervisor(settings, options, target).run()
+    finally:
+        if exporter is not None:
+            exporter.close()
     try:
         with db.connect(target, application_name="csvjobs-supervisor") as conn:
             summary = queries.run_summary(conn, since=started_at, seconds=time.monotonic() - started,
