@@ -67,6 +67,7 @@ def review(url: str, batch: uuid.UUID, home: Path) -> Iterator[str]:
 
 def decide(url: str, batch: uuid.UUID, home: Path, products: int, chromium: str) -> tuple[int, float, float]:
     """(keystrokes, seconds to decide every image, seconds to open the page)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with review(url, batch, home) as page_url, sync_playwright() as playwright:
@@ -79,19 +80,22 @@ def decide(url: str, batch: uuid.UUID, home: Path, products: int, chromium: str)
         page.wait_for_function("document.body.dataset.live === 'yes'")
         keys = 0
         started = time.monotonic()
-        page.keyboard.press("j")
-        keys += 1
+        focused = "document.activeElement && document.activeElement.matches('figure.image.unreviewed')"
+        settled = f"{focused} || !document.querySelector('figure.image.unreviewed')"
         for n in range(2 * products):
-            refreshed = page.evaluate("document.body.dataset.refreshed")
+            with contextlib.suppress(PlaywrightTimeout):  # the page moves the focus on by itself, in a moment
+                page.wait_for_function(settled, timeout=2000)
+            if not page.evaluate(focused):
+                if page.locator("figure.image.unreviewed").count() == 0:  # this page is done: the next one
+                    page.click("text=Next page")
+                    keys += 1
+                    page.wait_for_selector("figure.image.unreviewed")
+                page.locator("figure.image.unreviewed").first.focus()
+                keys += 1
             page.keyboard.press("a" if n % 7 else "r")
             keys += 1
-            page.wait_for_function("r => document.body.dataset.refreshed !== r", arg=refreshed)
-            if n % 96 == 95 and page.locator("button[data-page]").count():  # the next page of products
-                page.click("text=Next page")
-                keys += 1
-                page.wait_for_selector("section.row")
-                page.keyboard.press("j")
-                keys += 1
+            page.wait_for_function("n => Number(document.body.dataset.decided || 0) > n", arg=n)
+            page.wait_for_function("Number(document.body.dataset.refreshed || 0) > 0")
         seconds = time.monotonic() - started
         browser.close()
     return keys, seconds, opened
