@@ -28,7 +28,7 @@ BEGIN
               'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',
               'finish_csv_openai_submission', 'release_csv_openai_submission_leases', 'csv_fold_batch_counters',
               'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
-              'set_csv_image_alt_text'])
+              'set_csv_image_alt_text', 'restore_csv_image_version'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -77,7 +77,8 @@ GRANT EXECUTE ON FUNCTION
     review_csv_images(uuid, integer[], text, text),
     request_csv_image_regeneration(uuid, integer[], text, text),
     set_csv_batch_budget(uuid, numeric),
-    set_csv_image_alt_text(uuid, integer[], text, text)
+    set_csv_image_alt_text(uuid, integer[], text, text),
+    restore_csv_image_version(uuid, integer, text, integer)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
 GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;

@@ -207,3 +207,60 @@ BEGIN
     RETURN v_count;
 END
 $$;
+
+-- Bring back an earlier version of a row's image of p_style: it becomes the current image again (with the review
+-- it had), and the image it replaces is kept as the newest version, so nothing is ever lost. Returns the number of
+-- the version the replaced image now is.
+-- Locks: the batch row (ownership), then the job row.
+CREATE OR REPLACE FUNCTION restore_csv_image_version(p_batch_id uuid, p_row integer, p_style text, p_version integer)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_job public.csv_row_jobs;
+    v_old public.csv_image_versions;
+    v_current jsonb;
+    v_next integer;
+BEGIN
+    PERFORM public.csv_lock_owned_batch(p_batch_id);
+    SELECT * INTO v_job FROM public.csv_row_jobs j
+    WHERE j.id = (public.csv_review_target_rows(p_batch_id, ARRAY[p_row]))[1] FOR UPDATE;
+    IF v_job.status IS DISTINCT FROM 'completed' OR jsonb_typeof(v_job.generated_images) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'row % is not completed: only a completed row''s images can be swapped', p_row
+            USING ERRCODE = '55000';
+    END IF;
+    SELECT * INTO v_old FROM public.csv_image_versions v
+    WHERE v.row_job_id = v_job.id AND v.style = p_style AND v.version = p_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'row % has no version % of its % image', p_row, p_version, p_style USING ERRCODE = '22023';
+    END IF;
+    SELECT i.value INTO v_current FROM jsonb_array_elements(v_job.generated_images) i
+    WHERE i.value ->> 'style' = p_style;
+    IF v_current IS NULL THEN
+        RAISE EXCEPTION 'row % has no current % image to swap', p_row, p_style USING ERRCODE = '55000';
+    END IF;
+    v_next := 1 + (SELECT max(v.version) FROM public.csv_image_versions v
+                   WHERE v.row_job_id = v_job.id AND v.style = p_style);
+    INSERT INTO public.csv_image_versions (batch_id, row_job_id, row_number, style, version, image, review,
+                                           replaced_note, replaced_by)
+    VALUES (p_batch_id, v_job.id, v_job.row_number, p_style, v_next, v_current,
+            coalesce(v_job.review -> p_style ->> 'state', 'unreviewed'),
+            format('replaced by version %s, restored', p_version), auth.uid());
+    UPDATE public.csv_row_jobs j
+       SET generated_images = (SELECT jsonb_agg(CASE WHEN i.value ->> 'style' = p_style THEN v_old.image
+                                                     ELSE i.value END ORDER BY i.ordinality)
+                               FROM jsonb_array_elements(v_job.generated_images) WITH ORDINALITY i),
+           review = coalesce(j.review, '{}'::jsonb) || jsonb_build_object(p_style, jsonb_build_object(
+                   'state', v_old.review, 'by', auth.uid(), 'at', now())),
+           updated_at = now()
+     WHERE j.id = v_job.id;
+    INSERT INTO public.csv_processing_logs (batch_id, row_job_id, row_number, log_level, message, operation, details)
+    VALUES (p_batch_id, v_job.id, v_job.row_number, 'INFO',
+            format('%s image: version %s restored (the replaced one is version %s)', p_style, p_version, v_next),
+            'image_restored', jsonb_build_object('style', p_style, 'restored', p_version, 'kept_as', v_next));
+    PERFORM pg_notify('csv_image_reviews', p_batch_id::text);
+    RETURN v_next;
+END
+$$;

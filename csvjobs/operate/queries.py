@@ -181,6 +181,23 @@ def set_alt_text(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, r
                            [batch_id, rows, style, text]))
 
 
+def image_versions(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID,
+                   rows: list[int]) -> list[dict[str, Any]]:
+    """The earlier versions of the given rows' images, newest first, as the user."""
+    with db.user_transaction(conn, user_id):
+        return conn.execute(
+            "SELECT row_number, style, version, image ->> 'storage_path' AS path, review, replaced_note"
+            " FROM csv_image_versions WHERE batch_id = %s AND row_number = ANY (%s::integer[])"
+            " ORDER BY row_number, style, version DESC", [batch_id, rows]).fetchall()
+
+
+def restore_version(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, row: int, style: str,
+                    version: int) -> int:
+    """restore_csv_image_version as the user; the version number the replaced image now has."""
+    return int(_batch_call(conn, user_id, batch_id, "SELECT restore_csv_image_version(%s, %s, %s, %s) AS v",
+                           [batch_id, row, style, version]))
+
+
 def request_regeneration(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int],
                          style: str | None, note: str | None) -> int:
     """request_csv_image_regeneration as the user; how many rows were queued."""

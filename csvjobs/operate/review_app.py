@@ -197,6 +197,19 @@ class AltTextRequest(BaseModel):
         return self
 
 
+class RestoreRequest(BaseModel):
+    """A review page's request to bring back an earlier version of an image."""
+
+    row: int = Field(gt=0, lt=2**31)
+    style: str
+    version: int = Field(gt=0, lt=2**31)
+
+    def checked(self) -> RestoreRequest:
+        """Itself, once the style is known (else ValueError)."""
+        ChangeRequest(rows=[self.row], style=self.style, action="restore").checked()
+        return self
+
+
 class Notifier:
     """One LISTEN connection shared by every event stream (each stream used to hold a connection of its own):
     it fans the batch's notifications out to the open streams' queues, and reconnects if the database goes."""
@@ -362,8 +375,29 @@ def build_app(server: ReviewServer) -> Starlette:
         except ValueError:
             number = 1
         views, progress = rows("all")
-        context = page_context(server, group_views(views), which, number, progress, redo_cost)
+        groups = group_views(views)
+        shown, _page, _pages = page_groups(groups, which, number)
+        with db.connect(server.target, application_name="csvjobs-review") as conn:
+            versions = queries.image_versions(conn, server.user_id, server.batch_id, [g["row"] for g in shown])
+        context = page_context(server, groups, which, number, progress, redo_cost, versions)
         return TEMPLATES.TemplateResponse(request, "review_rows.html", context)
+
+    async def restore(request: Request) -> JSONResponse:
+        try:
+            body = RestoreRequest.model_validate_json(await request.body()).checked()
+        except (ValidationError, ValueError):
+            return JSONResponse({"error": "send JSON: {row, style, version}"}, status_code=400)
+
+        def apply() -> int:
+            with db.connect(server.target, application_name="csvjobs-review") as conn:
+                return queries.restore_version(conn, server.user_id, server.batch_id, body.row, body.style,
+                                               body.version)
+
+        try:
+            kept = await asyncio.to_thread(apply)
+        except CsvJobsError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"kept_as": kept})
 
     async def alt_text(request: Request) -> JSONResponse:
         try:
@@ -443,6 +477,7 @@ def build_app(server: ReviewServer) -> Starlette:
 
     routes = [Route("/", page), Route("/api/page", api_page), Route("/api/rows", api_rows),
               Route("/api/change", change, methods=["POST"]), Route("/api/alt", alt_text, methods=["POST"]),
+              Route("/api/restore", restore, methods=["POST"]),
               Route("/image", image), Route("/events", events)]
     return Starlette(routes=routes, middleware=[Middleware(Guard, server=server)])
 
@@ -506,18 +541,32 @@ def _image_src(server: ReviewServer, path: str) -> str:
     return f"/image?path={quote(path)}&sig={server.sign(path)}"
 
 
-def page_context(server: ReviewServer, groups: list[dict[str, Any]], which: str, page: int,
-                 progress: BatchProgress, redo_cost: float) -> dict[str, Any]:
-    """What review_rows.html shows for one page of one filter (image URLs carry their read grants)."""
+def page_groups(groups: list[dict[str, Any]], which: str, page: int) -> tuple[list[dict[str, Any]], int, int]:
+    """The products of one page of one filter, the page's number (within range) and the number of pages."""
     shown = [g for g in groups if _matches(g, which)]
     pages = max(1, -(-len(shown) // PAGE_SIZE))
     page = min(max(1, page), pages)
+    return shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], page, pages
+
+
+def page_context(server: ReviewServer, groups: list[dict[str, Any]], which: str, page: int,
+                 progress: BatchProgress, redo_cost: float,
+                 versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What review_rows.html shows for one page of one filter (image URLs carry their read grants), with the
+    earlier versions of the page's images."""
+    shown, page, pages = page_groups(groups, which, page)
+    earlier: dict[int, list[dict[str, Any]]] = {}
+    for version in versions or []:
+        if version["path"]:
+            earlier.setdefault(version["row_number"], []).append(
+                {**version, "label": STYLE_LABEL[ImageStyle(version["style"])],
+                 "src": _image_src(server, version["path"])})
     current = []
-    for group in shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+    for group in shown:
         images = [{**image, "src": _image_src(server, image["path"]) if image["path"] else ""}
                   for image in group["images"]]
-        current.append({**group, "images": images,
-                         "reference_src": _image_src(server, group["reference"]) if group["reference"] else ""})
+        current.append({**group, "images": images, "earlier": earlier.get(group["row"], []),
+                        "reference_src": _image_src(server, group["reference"]) if group["reference"] else ""})
     return {"which": which, "page": page, "pages": pages, "groups": current, "counts": counts_of(groups),
             "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"]),
             "redo_cost": redo_cost}

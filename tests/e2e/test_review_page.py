@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from support.helpers import USER_A, USER_B, cli
 from support.pool import finish, start_pool
-from support.review import wait_until_listening
+from support.review import review_server, wait_until_listening
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,18 +47,8 @@ def batch(env: dict[str, str], conn, tmp_path: Path) -> uuid.UUID:
 
 @pytest.fixture
 def review(env: dict[str, str], batch: uuid.UUID) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "csvjobs", "review", str(batch), "--no-browser"], env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "http://127.0.0.1:" in line, line + (proc.stderr.read() if proc.stderr else "")
-        url = line.split(" at ", 1)[1].split()[0]
-        wait_until_listening(url)
+    with review_server(env, str(batch)) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
 
 
 def redeem(url: str) -> tuple[str, str]:
@@ -227,10 +217,26 @@ def test_review_with_the_keyboard_and_redo_while_a_worker_runs(env, batch, revie
         new = page.locator('.row[data-row="2"] figure[data-style="lifestyle_emotional"] img').get_attribute("src")
         assert new is not None and "-r" in new
         assert "1 earlier version" in page.locator('.row[data-row="2"] h2').inner_text()
+        versions = conn.execute("SELECT row_number, style, replaced_note FROM csv_image_versions"
+                                " WHERE batch_id = %s", [batch]).fetchall()
+        assert versions == [{"row_number": 2, "style": "lifestyle_emotional",
+                             "replaced_note": "warmer light, no people"}]
+        # The earlier version can be seen and brought back; the image it replaces is kept in its turn.
+        page.locator('.row[data-row="2"] details.versions summary').click()
+        page.locator('.row[data-row="2"] button[data-restore="lifestyle_emotional:1"]').click()
+
+        def current_path() -> str:
+            images = review_of(2)
+            row = conn.execute("SELECT generated_images FROM csv_row_jobs WHERE batch_id = %s AND row_number = 2",
+                               [batch]).fetchone()
+            assert images is not None and row is not None
+            return next(i["storage_path"] for i in row["generated_images"] if i["style"] == "lifestyle_emotional")
+
+        wait(lambda: "-r" not in current_path(), "version 1 restored")
+        kept = conn.execute("SELECT version, image ->> 'storage_path' AS path FROM csv_image_versions"
+                            " WHERE batch_id = %s ORDER BY version", [batch]).fetchall()
+        assert [k["version"] for k in kept] == [1, 2] and "-r" in kept[1]["path"]
         browser.close()
-    versions = conn.execute("SELECT row_number, style, replaced_note FROM csv_image_versions WHERE batch_id = %s",
-                            [batch]).fetchall()
-    assert versions == [{"row_number": 2, "style": "lifestyle_emotional", "replaced_note": "warmer light, no people"}]
 
 
 class CookieCatcher:
