@@ -45,22 +45,26 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
-from csvjobs.images.channels import describe_checks
 from csvjobs.models import BatchProgress, ImageStyle
-from csvjobs.models import Route as ImageRoute
 from csvjobs.operate import queries
-from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, prompt_for, review_state, tags_of
+from csvjobs.operate.review_view import (
+    FILTERS,
+    group_views,
+    matches,
+    page_context,
+    page_groups,
+    row_view,
+)
 from csvjobs.providers import pricing
 from csvjobs.storage.keys import IMAGES_BUCKET
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 TOKEN_HEADER = "x-review-token"
 HEADER_SECONDS = 10.0  # a connection must finish a request's headers within this
 MAX_STREAMS = 16  # event streams open at once (each is a browser tab); more get 503
 MAX_CONNECTIONS = 64
-FILTERS = ("all", "to_review", "approved", "rejected", "failed", "regenerating")
-STYLE_LABEL = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 
 
 @dataclass
@@ -294,49 +298,6 @@ class HeaderDeadlineProtocol(H11Protocol):
             self.transport.close()
 
 
-# --- data ---------------------------------------------------------------------------------------------------
-
-
-ROUTE_LABEL = {ImageRoute.CUTOUT.value: "cut out of the product's photo",
-               ImageRoute.GENERATED_FROM_PHOTO.value: "generated from the product's photo",
-               ImageRoute.GENERATED_FROM_TEXT.value: "generated from text (no photo)"}
-
-
-def _row_view(row: dict[str, Any]) -> dict[str, Any]:
-    images = []
-    for style in ImageStyle:
-        image = image_for(row["generated_images"], style)
-        path = image_location(image)
-        fidelity = image.get("fidelity") if isinstance(image.get("fidelity"), dict) else None
-        images.append({"style": style.value, "label": STYLE_LABEL[style], "path": path,
-                       "prompt": prompt_for(row["generated_prompts"], style),
-                       "review": review_state(row["review"], style),
-                       "route": ROUTE_LABEL.get(str(image.get("route") or ""), ""),
-                       "checks": describe_checks(image.get("checks") or {}),
-                       "flagged": bool(image.get("flagged")),
-                       "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else "",
-                       "alt": alt_text_for(row["generated_prompts"], style, row["review"])})
-    return {"row": row["row_number"], "title": row["title"] or f"row {row['row_number']}", "status": row["status"],
-            "error": row["error_message"] or "", "cost": float(row["cost_usd"] or 0), "images": images,
-            "tags": tags_of(row["generated_tags"]), "reference": row["reference_photo"] or "",
-            "regenerating": bool(row["regenerating"]), "versions": int(row["versions"] or 0),
-            "without_photo": bool(row["without_photo"]) and row["status"] == "completed",
-            "photo_problem": row["photo_problem"] or "", "reuses_row": row["reuses_row"]}
-
-
-def _matches(view: dict[str, Any], which: str) -> bool:
-    states = {image["review"] for image in view["images"] if image["path"]}
-    if which == "to_review":
-        return view["status"] == "completed" and "unreviewed" in states
-    if which in ("approved", "rejected"):
-        return which in states
-    if which == "failed":
-        return view["status"] == "failed"
-    if which == "regenerating":
-        return view["regenerating"]
-    return True
-
-
 def build_app(server: ReviewServer) -> Starlette:
     """The review app for one batch."""
     storage = open_storage(server.settings)
@@ -344,9 +305,9 @@ def build_app(server: ReviewServer) -> Starlette:
 
     def rows(which: str = "all") -> tuple[list[dict[str, Any]], BatchProgress]:
         with db.connect(server.target, application_name="csvjobs-review") as conn:
-            views = [_row_view(r) for r in queries.review_rows(conn, server.user_id, server.batch_id)]
+            views = [row_view(r) for r in queries.review_rows(conn, server.user_id, server.batch_id)]
             progress = queries.batch_progress(conn, server.user_id, server.batch_id)
-        return [v for v in views if _matches(v, which)], progress
+        return [v for v in views if matches(v, which)], progress
 
     redo_cost = pricing.image_cost(server.settings.image_model, server.settings.image_size,
                                    server.settings.image_quality, None)
@@ -379,7 +340,8 @@ def build_app(server: ReviewServer) -> Starlette:
         shown, _page, _pages = page_groups(groups, which, number)
         with db.connect(server.target, application_name="csvjobs-review") as conn:
             versions = queries.image_versions(conn, server.user_id, server.batch_id, [g["row"] for g in shown])
-        context = page_context(server, groups, which, number, progress, redo_cost, versions)
+        context = page_context(lambda path: _image_src(server, path), groups, which, number, progress, redo_cost,
+                               versions)
         return TEMPLATES.TemplateResponse(request, "review_rows.html", context)
 
     async def restore(request: Request) -> JSONResponse:
@@ -491,82 +453,5 @@ def serve(server: ReviewServer) -> None:
     uvicorn.Server(config).run()
 
 
-# --- the page -----------------------------------------------------------------------------------------------
-
-# Products a page shows: its images are all a browser fetches at once, whatever the batch's size.
-PAGE_SIZE = 48
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
-
-
-def group_views(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as the merchant decides on them: a look-alike variant that reuses another row's images is shown once,
-    with that row ("with rows 3, 4"), since a decision on a shared image is a decision on every row showing it."""
-    by_row = {view["row"]: view for view in views}
-    groups: dict[int, dict[str, Any]] = {}
-    for view in views:
-        owner = view["reuses_row"] if view["reuses_row"] in by_row else view["row"]
-        group = groups.setdefault(owner, {**by_row[owner], "variants": [], "rows": [owner]})
-        if view["row"] != owner:
-            group["variants"].append(view["row"])
-            group["rows"].append(view["row"])
-    return [groups[row] for row in sorted(groups)]
-
-
-def counts_of(groups: list[dict[str, Any]]) -> dict[str, int]:
-    """The heading's counts, over the whole batch (a shared image counts once)."""
-    images = [image for g in groups for image in g["images"] if image["path"]]
-    return {"products": len(groups), "images": len(images),
-            "to_review": sum(1 for g in groups for i in g["images"]
-                             if i["path"] and g["status"] == "completed" and i["review"] == "unreviewed"),
-            "approved": sum(1 for i in images if i["review"] == "approved"),
-            "rejected": sum(1 for i in images if i["review"] == "rejected"),
-            "redoing": sum(1 for g in groups if g["regenerating"]),
-            "failed": sum(1 for g in groups if g["status"] == "failed"),
-            "without_photo": sum(1 for g in groups if g["without_photo"])}
-
-
-def spend_line(progress: BatchProgress) -> str:
-    """Spend against the estimate and the budget."""
-    spend = f"spent ${float(progress.cost_usd):.4f}"
-    if progress.estimated_cost_usd is not None:
-        spend += f" of an estimated ${float(progress.estimated_cost_usd):.2f}"
-    if progress.max_cost_usd is not None:
-        spend += f"; budget ${float(progress.max_cost_usd):.2f}"
-    if progress.pause_reason and progress.status.value == "paused":
-        spend += f"; paused: {progress.pause_reason}"
-    return spend
-
-
 def _image_src(server: ReviewServer, path: str) -> str:
     return f"/image?path={quote(path)}&sig={server.sign(path)}"
-
-
-def page_groups(groups: list[dict[str, Any]], which: str, page: int) -> tuple[list[dict[str, Any]], int, int]:
-    """The products of one page of one filter, the page's number (within range) and the number of pages."""
-    shown = [g for g in groups if _matches(g, which)]
-    pages = max(1, -(-len(shown) // PAGE_SIZE))
-    page = min(max(1, page), pages)
-    return shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], page, pages
-
-
-def page_context(server: ReviewServer, groups: list[dict[str, Any]], which: str, page: int,
-                 progress: BatchProgress, redo_cost: float,
-                 versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """What review_rows.html shows for one page of one filter (image URLs carry their read grants), with the
-    earlier versions of the page's images."""
-    shown, page, pages = page_groups(groups, which, page)
-    earlier: dict[int, list[dict[str, Any]]] = {}
-    for version in versions or []:
-        if version["path"]:
-            earlier.setdefault(version["row_number"], []).append(
-                {**version, "label": STYLE_LABEL[ImageStyle(version["style"])],
-                 "src": _image_src(server, version["path"])})
-    current = []
-    for group in shown:
-        images = [{**image, "src": _image_src(server, image["path"]) if image["path"] else ""}
-                  for image in group["images"]]
-        current.append({**group, "images": images, "earlier": earlier.get(group["row"], []),
-                        "reference_src": _image_src(server, group["reference"]) if group["reference"] else ""})
-    return {"which": which, "page": page, "pages": pages, "groups": current, "counts": counts_of(groups),
-            "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"]),
-            "redo_cost": redo_cost}

@@ -120,7 +120,7 @@ def test_shared_images_select_many_undo_and_alt_text(env, conn, shop_batch: str,
 def test_a_2000_row_batch_fetches_a_bounded_number_of_images(env, conn) -> None:
     from playwright.sync_api import sync_playwright
 
-    from csvjobs.operate.review_app import PAGE_SIZE
+    from csvjobs.operate.review_view import PAGE_SIZE
 
     batch = make_batch(conn, 2000)
     prefix = f"csv-images/{USER_A}/{batch}"
