@@ -104,6 +104,8 @@ async def store_cutout(ctx: RowContext, settings: Settings, analysis: PhotoAnaly
     path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)
     image = GeneratedImage(style=style, storage_path=path, model="cutout", size=f"{side}x{side}", bytes=len(data),
                            sha256=hashlib.sha256(data).hexdigest(), pure_white=True, route=Route.CUTOUT,
+                           # made from the product's photo (its own pixels): not an image "made without the photo"
+                           edited=True,
                            checks=checks, separation=analysis.separation.model_dump(mode="json"))
     ctx.log("packshot_cut_out", f"white-background image cut out of the product's photo (no image model paid): "
             f"{path}", {"style": style.value, "bytes": len(data), "separation": image.separation, "checks": checks})

@@ -123,6 +123,9 @@ def test_plain_photos_are_cut_out_and_every_image_meets_its_channels(env, fake, 
     assert exported[1]["single_white_background_route"] == "cutout"
     assert exported[3]["lifestyle_emotional_route"] == "generated_from_text"
     assert exported[1]["single_white_background_checks"] == "amazon ok; google ok"
+    # Only the row without a photo counts as made without one: a cut-out is the photo's own product.
+    listed = json.loads(cli(env, "batches", "--json").stdout)
+    assert [b["rows_without_photo"] for b in listed if b["batch_id"] == str(batch)] == [1]
     logs = {r["operation"] for r in conn.execute(
         "SELECT operation FROM csv_processing_logs WHERE batch_id = %s", [batch]).fetchall()}
     assert {"photo_background", "packshot_cut_out", "fidelity_check"} <= logs
