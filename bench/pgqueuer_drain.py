@@ -2,8 +2,13 @@
 drain mode) and with `csvjobs work --concurrency 16 --provider noop`, on the same PostgreSQL in the same run, each
 timed from its first claim to its last result. PgQueuer is a dev-only bench dependency:
 
-    pip install pgqueuer asyncpg
-    python bench/pgqueuer_drain.py [--rows 20000] [--consumers 5] [--rounds 3]
+    pip install -e '.[bench]'
+    python bench/pgqueuer_drain.py [--rows 20000] [--consumers 5] [--rounds 3] [--path user|sql]
+
+--path user (the default) measures as users run it: the rows come from `csvjobs upload` of a generated 20,000-row
+CSV (no VACUUM ANALYZE after it) and `csvjobs work` runs with its defaults (dedicated workers included), while
+PgQueuer's jobs carry the same payload bytes as the CSV's rows. --path sql loads rows by SQL with empty payloads,
+after VACUUM ANALYZE, and runs without dedicated workers (the friendlier path earlier stops measured).
 
 Prints each round's rates and the ratio csvjobs / PgQueuer (target >= 1), and where csvjobs' time goes: round
 trips and log rows per row (from pg_stat_database and the log table).
@@ -13,10 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.parse
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import psycopg.conninfo
@@ -31,7 +42,41 @@ def _asyncpg_dsn(conninfo: str) -> str:
     return f"postgresql://{parts.get('user') or 'postgres'}@/{parts['dbname']}?{query}"
 
 
-async def _pgqueuer_drain(conninfo: str, rows: int, consumers: int, batch_size: int) -> float:
+def write_csv(folder: Path, rows: int) -> tuple[Path, list[bytes]]:
+    """A product file of `rows` rows, and each row's bytes (PgQueuer's payloads)."""
+    path = folder / "products.csv"
+    lines = [f"Mug {n},A glazed stoneware mug number {n} with a wide handle,Mugs,MUG-{n:06d},US\n".encode()
+             for n in range(1, rows + 1)]
+    with path.open("wb") as handle:
+        handle.write(b"title,description,product_type,mpn,country\n")
+        handle.writelines(lines)
+    return path, lines
+
+
+def upload(url: str, path: Path) -> None:
+    """`csvjobs upload` of the file, as a user runs it."""
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, CSVJOBS_DATABASE_URL=url, CSVJOBS_HOME=home, CSVJOBS_USER_ID=str(uuid.uuid4()))
+        subprocess.run([sys.executable, "-m", "csvjobs", "upload", str(path)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def work_as_users_run(url: str, rows: int, concurrency: int) -> float:
+    """`csvjobs work --until-done --concurrency N --provider noop` with every other default; seconds from the
+    first claim to the last result."""
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, CSVJOBS_DATABASE_URL=url, CSVJOBS_HOME=home)
+        subprocess.run([sys.executable, "-m", "csvjobs", "work", "--until-done", "--concurrency", str(concurrency),
+                        "--provider", "noop"], env=env, check=True, stderr=subprocess.DEVNULL)
+    with psycopg.connect(url) as conn:
+        done = conn.execute("SELECT processed_rows, extract(epoch FROM completed_at - started_at)"
+                            " FROM csv_batches").fetchone()
+    assert done is not None and done[0] == rows, done
+    return float(done[1])
+
+
+async def _pgqueuer_drain(conninfo: str, rows: int, consumers: int, batch_size: int,
+                          payloads: list[bytes] | None = None) -> float:
     import asyncpg
     from pgqueuer import PgQueuer, QueueManager
     from pgqueuer.db import AsyncpgDriver
@@ -44,7 +89,8 @@ async def _pgqueuer_drain(conninfo: str, rows: int, consumers: int, batch_size: 
     await queries.install()
     for start in range(0, rows, 1000):
         n = min(1000, rows - start)
-        await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+        chunk = payloads[start:start + n] if payloads is not None else [None] * n
+        await queries.enqueue(["noop"] * n, chunk, [0] * n)
     await setup.close()
 
     first: list[float] = []
@@ -89,16 +135,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--path", choices=("user", "sql"), default="user")
     args = parser.parse_args()
     ratios: list[float] = []
-    with server() as admin:
+    with server() as admin, tempfile.TemporaryDirectory() as tmp:
+        csv_path, payloads = write_csv(Path(tmp), args.rows)
         for round_ in range(1, args.rounds + 1):
             with fresh_database(admin, migrate=False) as url:
-                theirs = asyncio.run(_pgqueuer_drain(url, args.rows, args.consumers, args.batch_size))
+                theirs = asyncio.run(_pgqueuer_drain(url, args.rows, args.consumers, args.batch_size,
+                                                     payloads if args.path == "user" else None))
             with fresh_database(admin) as url:
-                load(url, args.rows)
+                if args.path == "user":
+                    upload(url, csv_path)
+                else:
+                    load(url, args.rows)
                 before = _round_trips(url)
-                _wall, busy = pool(url, args.rows, args.concurrency, "noop")
+                if args.path == "user":
+                    busy = work_as_users_run(url, args.rows, args.concurrency)
+                else:
+                    _wall, busy = pool(url, args.rows, args.concurrency, "noop")
                 transactions = _round_trips(url) - before
                 with psycopg.connect(url) as conn:
                     logs = conn.execute("SELECT count(*) FROM csv_processing_logs").fetchone()
