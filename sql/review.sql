@@ -29,6 +29,19 @@ BEGIN
 END
 $$;
 
+-- Internal: refuse a style that is not one of the two images' (NULL, "both", only when not p_required).
+CREATE OR REPLACE FUNCTION csv_check_image_style(p_style text, p_required boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF (p_style IS NULL AND p_required)
+       OR (p_style IS NOT NULL AND p_style NOT IN ('lifestyle_emotional', 'single_white_background')) THEN
+        RAISE EXCEPTION 'unknown image style %; use lifestyle_emotional or single_white_background', p_style
+            USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
 -- Internal: the rows sharing the images of the given rows: a look-alike variant that reuses another row's images
 -- (csv_row_jobs.reuses_job, while its images are still that row's), the row it reuses, and that row's other such
 -- variants. A merchant's decision on one image is a decision on every row that shows it.
@@ -68,10 +81,7 @@ BEGIN
     IF v_state IS NULL THEN
         RAISE EXCEPTION 'unknown review action %; use approve, reject or clear', p_action USING ERRCODE = '22023';
     END IF;
-    IF p_style IS NOT NULL AND p_style NOT IN ('lifestyle_emotional', 'single_white_background') THEN
-        RAISE EXCEPTION 'unknown image style %; use lifestyle_emotional or single_white_background', p_style
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM public.csv_check_image_style(p_style, false);
     v_styles := CASE WHEN p_style IS NULL THEN ARRAY['lifestyle_emotional', 'single_white_background']
                      ELSE ARRAY[p_style] END;
     FOREACH v_style IN ARRAY v_styles LOOP
@@ -121,10 +131,7 @@ BEGIN
     IF v_batch.status = 'cancelled' THEN
         RAISE EXCEPTION 'batch % is cancelled; its images cannot be redone', p_batch_id USING ERRCODE = '55000';
     END IF;
-    IF p_style IS NOT NULL AND p_style NOT IN ('lifestyle_emotional', 'single_white_background') THEN
-        RAISE EXCEPTION 'unknown image style %; use lifestyle_emotional or single_white_background', p_style
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM public.csv_check_image_style(p_style, false);
     IF length(coalesce(p_note, '')) > 1000 THEN
         RAISE EXCEPTION 'the note is % characters; keep it under 1000', length(p_note) USING ERRCODE = '22023';
     END IF;
@@ -178,10 +185,7 @@ DECLARE
     v_count integer;
 BEGIN
     PERFORM public.csv_lock_owned_batch(p_batch_id);
-    IF p_style IS NULL OR p_style NOT IN ('lifestyle_emotional', 'single_white_background') THEN
-        RAISE EXCEPTION 'unknown image style %; use lifestyle_emotional or single_white_background', p_style
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM public.csv_check_image_style(p_style, true);
     IF length(v_text) > 500 THEN
         RAISE EXCEPTION 'alt text of % characters; keep it under 500', length(v_text) USING ERRCODE = '22023';
     END IF;
@@ -225,6 +229,7 @@ DECLARE
     v_next integer;
 BEGIN
     PERFORM public.csv_lock_owned_batch(p_batch_id);
+    PERFORM public.csv_check_image_style(p_style, true);
     SELECT * INTO v_job FROM public.csv_row_jobs j
     WHERE j.id = (public.csv_review_target_rows(p_batch_id, ARRAY[p_row]))[1] FOR UPDATE;
     IF v_job.status IS DISTINCT FROM 'completed' OR jsonb_typeof(v_job.generated_images) IS DISTINCT FROM 'array' THEN
