@@ -272,7 +272,10 @@ BEGIN
             checkpoint = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
                               THEN j.checkpoint - 'regenerate' ELSE j.checkpoint END
         FROM input i
+        -- (the ids also as = ANY of an array: otherwise the planner may read the in-flight index, whose dead
+        -- entries, every row finished since the last vacuum, it then rechecks one by one on every report)
         WHERE j.id = i.job_id
+          AND j.id = ANY (ARRAY(SELECT i.job_id FROM input i))
           AND j.status IN ('claimed', 'processing')
           AND (p_worker_id IS NULL
                OR (j.claimed_by = p_worker_id AND (i.attempt IS NULL OR j.attempt = i.attempt)))
