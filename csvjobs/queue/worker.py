@@ -27,11 +27,14 @@ class SyncLoop:
         # Whether a submission loop runs beside this one: then rows of --openai-batch batches are this worker's to
         # wait for at the end of --until-done; otherwise they are not.
         self.serves_openai_batches = serves_openai_batches
+        # A moving average of how long a row takes, claim to result (for linger_seconds).
+        self._row_seconds = 0.0
 
     async def run(self) -> None:
         """Claim and process until stopped, or (until_done) until no work this worker can do is left."""
         rt = self.runtime
         cfg = rt.config
+        linger_until: float | None = None
         while not rt.stopping:
             # Cleared before looking at the state, so a wake-up that arrives after the look is never lost.
             rt.wake.clear()
@@ -43,6 +46,16 @@ class SyncLoop:
             if free <= 0:
                 await self._wait(rt.settings.poll_seconds)
                 continue
+            # A claim costs the database about as much for eight rows as for one. Claiming the moment one slot
+            # frees settles into alternating claims of one row and of the rest (rows finish while a claim is on
+            # its way); so while rows run and under half the slots are free, wait a moment for more to free up.
+            if rt.running and free < (cfg.concurrency + 1) // 2:
+                now = time.monotonic()
+                if linger_until is None or now < linger_until:
+                    linger_until = linger_until or now + self.linger_seconds()
+                    await self._wait(linger_until - now)
+                    continue
+            linger_until = None
             jobs = await rt.db_call(functools.partial(self.claim, limit=free))
             for job in jobs:
                 rt.running[job.job_id] = asyncio.create_task(self.process(job))
@@ -51,6 +64,12 @@ class SyncLoop:
             if cfg.until_done and not rt.running and not rt.unreported and await self._nothing_left():
                 return
             await self._wait(rt.settings.poll_seconds if not cfg.until_done else min(rt.settings.poll_seconds, 1.0))
+
+    def linger_seconds(self) -> float:
+        """How long a freed slot waits for others before a claim: 1% of a typical row's time, so that waiting
+        never costs more than a hundredth of the pool's throughput; at least half a millisecond (rows already
+        done but not yet run by the event loop come first), at most 20 ms."""
+        return min(0.02, max(0.0005, 0.01 * self._row_seconds))
 
     async def _wait(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -80,6 +99,8 @@ class SyncLoop:
             raise
         for job in jobs:
             rt.unreported[job.job_id] = job
+        if jobs:
+            rt.stats.claims += 1
         return jobs
 
     async def process(self, job: ClaimedJob) -> None:
@@ -132,7 +153,9 @@ class SyncLoop:
         except Exception as exc:  # a transient error past its retries, or a bug in a provider: retry later
             message = str(exc) if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
             result = row_rules.retry_result(job, redact(message, rt.secrets))
-        result.processing_time_seconds = round(time.monotonic() - started, 3)
+        elapsed = time.monotonic() - started
+        self._row_seconds += 0.1 * (elapsed - self._row_seconds)
+        result.processing_time_seconds = round(elapsed, 3)
         rt.finish(job, result)
 
     async def _with_retries(self, ctx: RowContext) -> RowOutcome:

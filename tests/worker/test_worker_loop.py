@@ -184,3 +184,23 @@ def test_the_worker_fence_drops_a_result_of_another_worker(database_url, conn) -
     (row,) = conn.execute("SELECT * FROM update_csv_row_job_results('w1', %s)", [results]).fetchall()
     assert row["applied"] is True
     assert job_counts(conn, batch) == {"completed": 1}
+
+
+def test_quick_rows_are_claimed_and_reported_in_sets(database_url, settings, conn) -> None:
+    """A claim or a report costs the database about as much for one row as for eight. Claiming the moment one
+    slot frees settles into alternating claims of one row and of seven (two claims per eight rows), and reporting
+    whenever no row is running reports each claim's rows on their own; the loop instead waits a moment for more
+    slots and the reporter for more rows."""
+    rows, concurrency = 240, 8
+    batch = make_batch(conn, rows)
+    cfg = config(database_url, settings, concurrency=concurrency, until_done=True,
+                 # (a report of up to 64 rows every 200 ms: the bound on rows held unreported, concurrency + 4
+                 # reports' worth, stays above the batch, so no claim is cut short by it)
+                 tune={"report_delay_seconds": 0.2, "report_batch_size": 64})
+    worker = Worker(cfg, Scripted())
+    assert run(worker) == 0
+    assert job_counts(conn, batch) == {"completed": rows}
+    sets = rows // concurrency
+    assert sets <= worker.stats.claims <= sets + 3, worker.stats.claims
+    # Each report carries the rows of several claims (200 ms of them), not one claim's.
+    assert worker.stats.reports * 4 <= worker.stats.claims, (worker.stats.reports, worker.stats.claims)
