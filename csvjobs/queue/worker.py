@@ -46,10 +46,10 @@ class SyncLoop:
             if free <= 0:
                 await self._wait(rt.settings.poll_seconds)
                 continue
-            # A claim costs the database about as much for eight rows as for one. Claiming the moment one slot
-            # frees settles into alternating claims of one row and of the rest (rows finish while a claim is on
-            # its way); so while rows run and under half the slots are free, wait a moment for more to free up.
-            if rt.running and free < (cfg.concurrency + 1) // 2:
+            # A claim costs the database about as much for eight rows as for one. Claiming the moment a slot
+            # frees settles into alternating claims of a few rows and of the rest (rows finish while a claim is
+            # on its way); so while rows run, wait a moment for more slots to free up, then claim what is free.
+            if rt.running and free < cfg.concurrency:
                 now = time.monotonic()
                 if linger_until is None or now < linger_until:
                     linger_until = linger_until or now + self.linger_seconds()
