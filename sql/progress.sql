@@ -14,7 +14,8 @@ RETURNS TABLE (
 )
 LANGUAGE sql STABLE AS $$
     WITH c AS (
-        -- the counts not yet folded into the batch row (at most 16 shard rows; see csv_batch_counters)
+        -- the counts not yet folded into the batch row (a shard row per backend that has reported
+        -- since the last fold, about a second ago; see csv_add_batch_results)
         SELECT coalesce(sum(c.successful_rows), 0)::integer AS ok, coalesce(sum(c.failed_rows), 0)::integer AS bad,
                coalesce(sum(c.cost_usd), 0) AS cost
         FROM csv_batch_counters c WHERE c.batch_id = p_batch_id
