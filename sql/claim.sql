@@ -251,7 +251,15 @@ BEGIN
     IF p_worker_id IS NULL OR p_worker_id = '' THEN
         RAISE EXCEPTION 'claim_next_csv_row_job: a worker id is required' USING ERRCODE = '22023';
     END IF;
-    PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
+    -- As in claim_csv_row_jobs: reclaim only when some claim is old enough (usually none is, and the look at the
+    -- in-flight index by claim time costs less than the call).
+    IF p_timeout_minutes < 0
+       OR EXISTS (SELECT 1 FROM csv_row_jobs j
+                  WHERE j.status IN ('claimed', 'processing')
+                    AND j.claimed_at < now() - make_interval(
+                        secs => (coalesce(p_timeout_minutes, 5) * 60)::double precision)) THEN
+        PERFORM csv_reclaim_timed_out_jobs(coalesce(p_timeout_minutes, 5));
+    END IF;
     FOR v_job IN
         SELECT b.id, b.user_id, b.status, b.column_mapping FROM csv_batches b
          WHERE b.status IN ('queued', 'processing') AND b.processing_mode = 'sync'

@@ -83,6 +83,16 @@ def test_results_are_fenced_by_the_claim_token(conn: psycopg.Connection) -> None
     ).fetchone() == {"ok": False}
 
 
+def test_the_single_job_claim_takes_back_a_timed_out_claim(conn: psycopg.Connection) -> None:
+    """claim_next_csv_row_job looks for timed-out claims only when one is old enough, and then takes it back."""
+    make_batch(conn, 1)
+    [first] = claim(conn, "silent-worker")
+    assert conn.execute("SELECT * FROM claim_next_csv_row_job('w', NULL, 5)").fetchall() == []
+    conn.execute("UPDATE csv_row_jobs SET claimed_at = now() - interval '6 minutes'")
+    [again] = conn.execute("SELECT * FROM claim_next_csv_row_job('w', NULL, 5)").fetchall()
+    assert (again["job_id"], again["attempt"], again["retry_count"]) == (first["job_id"], 2, 1)
+
+
 def test_a_live_worker_keeps_its_jobs_past_the_timeout(conn: psycopg.Connection) -> None:
     make_batch(conn, 1)
     conn.execute("SELECT * FROM update_csv_worker_heartbeat('busy', 'processing', 1)")
@@ -464,3 +474,27 @@ def test_counting_rows_made_without_their_photo_reads_only_those_rows(conn) -> N
     plan = "\n".join(r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + PROGRESS_SQL, [batch]).fetchall())
     conn.execute("RESET enable_seqscan")
     assert "csv_row_jobs_without_photo_idx" in plan
+
+
+def test_seventeen_reporters_at_once_never_wait_for_each_other(database_url: str, conn: psycopg.Connection) -> None:
+    """Each backend adds to a counter shard of its own: 17 transactions that each report a row of the same batch
+    and stay open do not wait for one another (with 16 shards by pid, two of any 17 shared one, and the second
+    waited for the first to commit)."""
+    batch = make_batch(conn, 40)
+    jobs = claim(conn, "w", limit=17)
+    open_reporters: list[psycopg.Connection] = []
+    try:
+        for job in jobs:
+            c = psycopg.connect(database_url, row_factory=dict_row)
+            open_reporters.append(c)
+            as_service(c)
+            c.execute("SET lock_timeout = '2s'")
+            report(c, "w", [{"job_id": job["job_id"], "attempt": job["attempt"], "status": "completed"}])
+        for c in open_reporters:
+            c.commit()
+    finally:
+        for c in open_reporters:
+            c.close()
+    assert job_counts(conn, batch) == {"completed": 17, "pending": 23}
+    p = conn.execute("SELECT * FROM get_csv_batch_progress(%s)", [batch]).fetchone()
+    assert p is not None and p["successful_rows"] == 17
