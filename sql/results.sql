@@ -275,11 +275,12 @@ BEGIN
             checkpoint = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
                               THEN j.checkpoint - 'regenerate' ELSE j.checkpoint END
         FROM input i
-        -- (the ids also as = ANY of an array: otherwise the planner may read the in-flight index, whose dead
-        -- entries, every row finished since the last vacuum, it then rechecks one by one on every report)
+        -- Read by primary key only: the ids also as = ANY of an array, and the status test written so that no
+        -- partial index matches it. Otherwise the planner reads the in-flight index (alone, or ANDed with the key)
+        -- and rechecks its dead entries, one for every row finished since the last vacuum, on every report.
         WHERE j.id = i.job_id
           AND j.id = ANY (ARRAY(SELECT i.job_id FROM input i))
-          AND j.status IN ('claimed', 'processing')
+          AND CASE WHEN j.status IN ('claimed', 'processing') THEN true ELSE false END
           AND (p_worker_id IS NULL
                OR (j.claimed_by = p_worker_id AND (i.attempt IS NULL OR j.attempt = i.attempt)))
         RETURNING j.id, j.batch_id, j.row_number, j.status, j.error_message, j.retry_count,
