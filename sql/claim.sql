@@ -247,6 +247,7 @@ DECLARE
     v_batch record;
     v_job record;
     v_batches integer := 0;
+    v_got integer;
 BEGIN
     IF p_worker_id IS NULL OR p_worker_id = '' THEN
         RAISE EXCEPTION 'claim_next_csv_row_job: a worker id is required' USING ERRCODE = '22023';
@@ -264,7 +265,9 @@ BEGIN
         SELECT b.id, b.user_id, b.status, b.column_mapping FROM csv_batches b
          WHERE b.status IN ('queued', 'processing') AND b.processing_mode = 'sync'
            AND (p_batch_id IS NULL OR b.id = p_batch_id)
-           AND csv_batch_has_pending_jobs(b.id)
+           -- csv_batch_has_pending_jobs, written out (a function call per batch costs more than its query)
+           AND (SELECT p.id + 0 FROM csv_row_jobs p WHERE p.batch_id = b.id AND p.status = 'pending'
+                ORDER BY p.id + 0 LIMIT 1) IS NOT NULL
          LIMIT 2
     LOOP
         v_batches := v_batches + 1;
@@ -277,26 +280,29 @@ BEGIN
         RETURN;
     END IF;
 
-    UPDATE csv_row_jobs j SET
-        status = 'claimed', claimed_by = p_worker_id, claimed_at = now(), attempt = j.attempt + 1, updated_at = now()
-    WHERE j.id = (
-        SELECT p.id FROM csv_row_jobs p
-        WHERE p.batch_id = v_batch.id AND p.status = 'pending'
-          AND (p.reuses_job IS NULL OR csv_reused_row_done(p.reuses_job))
-        ORDER BY p.id + 0
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED)
-    RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.product, j.trigger_text, j.attempt, j.retry_count,
-              j.max_retries, j.checkpoint
-    INTO v_job;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF v_batch.status = 'queued' THEN
+    -- The claim and its answer in one statement.
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE csv_row_jobs j SET
+            status = 'claimed', claimed_by = p_worker_id, claimed_at = now(), attempt = j.attempt + 1,
+            updated_at = now()
+        WHERE j.id = (
+            SELECT p.id FROM csv_row_jobs p
+            WHERE p.batch_id = v_batch.id AND p.status = 'pending'
+              AND (p.reuses_job IS NULL OR csv_reused_row_done(p.reuses_job))
+            ORDER BY p.id + 0
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+        RETURNING j.id, j.batch_id, j.row_number, j.row_data, j.product, j.trigger_text, j.attempt, j.retry_count,
+                  j.max_retries, j.checkpoint
+    )
+    SELECT c.id, c.batch_id, v_batch.user_id, c.row_number, c.row_data::jsonb,
+           csv_row_job_product(c.row_data, c.product, v_batch.column_mapping), c.trigger_text, c.attempt,
+           c.retry_count, c.max_retries, c.checkpoint
+    FROM claimed c;
+    GET DIAGNOSTICS v_got = ROW_COUNT;
+    IF v_got > 0 AND v_batch.status = 'queued' THEN
         PERFORM csv_start_batch(v_batch.id, p_worker_id);
     END IF;
-    RETURN QUERY SELECT v_job.id, v_job.batch_id, v_batch.user_id, v_job.row_number, v_job.row_data::jsonb,
-                        csv_row_job_product(v_job.row_data, v_job.product, v_batch.column_mapping),
-                        v_job.trigger_text, v_job.attempt, v_job.retry_count, v_job.max_retries, v_job.checkpoint;
 END
 $$;
