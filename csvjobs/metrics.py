@@ -9,6 +9,7 @@ _total for counters); the queue-latency gauge is OpenTelemetry's messaging idea 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -36,10 +37,16 @@ IMAGES = Counter("csvjobs_images_total", "Images of finished rows: paid (made by
                  "product's photo, free) and reused (from a look-alike row, free).", ["kind"])
 
 
+@functools.cache
+def _finished(outcome: str) -> Any:
+    # labels() checks and locks on every call; a pool counts every row it finishes.
+    return ROWS_FINISHED.labels(outcome)
+
+
 def row_finished(outcome: str, seconds: float | None, cost: float | None,
                  images: Iterable[dict[str, Any]] = (), reused: bool = False) -> None:
     """Count one reported row."""
-    ROWS_FINISHED.labels(outcome).inc()
+    _finished(outcome).inc()
     if seconds is not None:
         ROW_DURATION.observe(seconds)
     if cost:

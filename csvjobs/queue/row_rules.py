@@ -107,6 +107,8 @@ async def reserve(runtime: WorkerRuntime, provider: object, job: ClaimedJob, *, 
                   price_factor: float = 1.0) -> str | None:
     """Reserve the row's cost against its batch's budget and the daily cap; None when reserved (or nothing to
     reserve), else why not: the batch was paused and the row went back to pending."""
+    if not _pays(type(provider)):
+        return None
     amount = reservation(provider, await runtime.batch_info(job.batch_id), job, price_factor=price_factor)
     if amount <= 0:
         return None
