@@ -498,3 +498,24 @@ def test_seventeen_reporters_at_once_never_wait_for_each_other(database_url: str
     assert job_counts(conn, batch) == {"completed": 17, "pending": 23}
     p = conn.execute("SELECT * FROM get_csv_batch_progress(%s)", [batch]).fetchone()
     assert p is not None and p["successful_rows"] == 17
+
+
+def test_a_burst_of_log_writes_notifies_watchers_once_not_per_commit(database_url: str,
+                                                                      conn: psycopg.Connection) -> None:
+    """NOTIFY takes a cluster-wide lock at commit: a session notifies at most every 250 ms, not on every write
+    (a watcher reads the rest of a burst at its next look)."""
+    batch = make_batch(conn, 1)
+    with psycopg.connect(database_url, autocommit=True) as listener, \
+            psycopg.connect(database_url, autocommit=True) as writer:
+        listener.execute("LISTEN csv_processing_logs")
+        as_service(writer)
+        for n in range(20):  # 20 commits
+            writer.execute("INSERT INTO csv_processing_logs (batch_id, log_level, message, operation)"
+                           " VALUES (%s, 'INFO', %s, 'test_marker')", [batch, f"line {n}"])
+        first = list(listener.notifies(timeout=1.0, stop_after=20))
+        time.sleep(0.3)
+        writer.execute("INSERT INTO csv_processing_logs (batch_id, log_level, message, operation)"
+                       " VALUES (%s, 'INFO', 'later', 'test_marker')", [batch])
+        later = list(listener.notifies(timeout=5.0, stop_after=1))
+    assert 1 <= len(first) < 10, len(first)
+    assert len(later) == 1
