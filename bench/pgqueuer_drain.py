@@ -25,13 +25,12 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import psycopg.conninfo
-from harness import fresh_database, server
+from harness import fresh_database, server, upload, write_csv
 from work import load, pool
 
 
@@ -40,25 +39,6 @@ def _asyncpg_dsn(conninfo: str) -> str:
     parts = psycopg.conninfo.conninfo_to_dict(conninfo)
     query = urllib.parse.urlencode({k: v for k, v in parts.items() if k in ("host", "port", "password") and v})
     return f"postgresql://{parts.get('user') or 'postgres'}@/{parts['dbname']}?{query}"
-
-
-def write_csv(folder: Path, rows: int) -> tuple[Path, list[bytes]]:
-    """A product file of `rows` rows, and each row's bytes (PgQueuer's payloads)."""
-    path = folder / "products.csv"
-    lines = [f"Mug {n},A glazed stoneware mug number {n} with a wide handle,Mugs,MUG-{n:06d},US\n".encode()
-             for n in range(1, rows + 1)]
-    with path.open("wb") as handle:
-        handle.write(b"title,description,product_type,mpn,country\n")
-        handle.writelines(lines)
-    return path, lines
-
-
-def upload(url: str, path: Path) -> None:
-    """`csvjobs upload` of the file, as a user runs it."""
-    with tempfile.TemporaryDirectory() as home:
-        env = dict(os.environ, CSVJOBS_DATABASE_URL=url, CSVJOBS_HOME=home, CSVJOBS_USER_ID=str(uuid.uuid4()))
-        subprocess.run([sys.executable, "-m", "csvjobs", "upload", str(path)], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
 
 
 def work_as_users_run(url: str, rows: int, concurrency: int) -> float:
