@@ -114,7 +114,8 @@ class Settings(BaseSettings):
     transient_attempts: int = Field(default=4, ge=1)
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_cap_seconds: float = Field(default=30.0, gt=0)
-    # Results are reported in sets: up to this many at once, waiting this long for more rows to finish.
+    # Results are reported in sets: a report goes at once when this many finished rows wait, else after this
+    # delay (which lets more rows finish); a worker holds at most four reports' worth unreported.
     report_batch_size: int = Field(default=32, ge=1)
     report_delay_seconds: float = Field(default=0.02, ge=0)
     # Batches uploaded with --openai-batch go through OpenAI's Batch API (queue/submission_loop.py): submitted
