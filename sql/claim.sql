@@ -253,7 +253,8 @@ BEGIN
         RAISE EXCEPTION 'claim_next_csv_row_job: a worker id is required' USING ERRCODE = '22023';
     END IF;
     -- As in claim_csv_row_jobs: reclaim only when some claim is old enough (usually none is, and the look at the
-    -- in-flight index by claim time costs less than the call).
+    -- in-flight index by claim time costs less than the call). Written out in both rather than a function: one
+    -- with a subquery is not inlined, and is planned again in every claim's transaction.
     IF p_timeout_minutes < 0
        OR EXISTS (SELECT 1 FROM csv_row_jobs j
                   WHERE j.status IN ('claimed', 'processing')
