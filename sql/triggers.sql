@@ -4,15 +4,20 @@
 -- each session notifies at most every 250 ms (not per statement): with a notification on every commit, 16
 -- connections reporting a row each at a time ran 25% slower, queued on that lock. A watcher that missed the
 -- rest of a burst reads it on its next look, at most a second later (it looks every second anyway). The time
--- is a session setting, so a rolled-back insert leaves it as it was.
+-- is a session setting, so a rolled-back insert leaves it as it was; it is kept as epoch seconds, which read back
+-- the same whatever the session's DateStyle, and anything else in it counts as "long ago".
 CREATE OR REPLACE FUNCTION csv_notify_new_logs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_last text := current_setting('csvjobs.logs_notified_at', true);
+    v_now double precision := extract(epoch FROM clock_timestamp());
+    v_then double precision;
 BEGIN
-    IF v_last IS NULL OR v_last = ''
-       OR clock_timestamp() - v_last::timestamptz >= interval '250 milliseconds' THEN
-        PERFORM set_config('csvjobs.logs_notified_at', clock_timestamp()::text, false);
+    IF v_last ~ '^[0-9]{1,12}(\.[0-9]{1,9})?$' THEN  -- (an IF of its own: SQL does not promise to test it first)
+        v_then := v_last::double precision;
+    END IF;
+    IF v_then IS NULL OR v_now - v_then >= 0.25 OR v_now < v_then THEN
+        PERFORM set_config('csvjobs.logs_notified_at', v_now::text, false);
         PERFORM pg_notify('csv_processing_logs', '');
     END IF;
     RETURN NULL;

@@ -519,3 +519,25 @@ def test_a_burst_of_log_writes_notifies_watchers_once_not_per_commit(database_ur
         later = list(listener.notifies(timeout=5.0, stop_after=1))
     assert 1 <= len(first) < 10, len(first)
     assert len(later) == 1
+
+
+def test_a_log_write_notifies_whatever_the_sessions_date_style_or_a_junk_setting(
+        database_url: str, conn: psycopg.Connection) -> None:
+    """The time of a session's last notification survives a change of DateStyle, and a value set by someone
+    else in its setting neither breaks the write nor silences the notification."""
+    batch = make_batch(conn, 1)
+    with psycopg.connect(database_url, autocommit=True) as listener, \
+            psycopg.connect(database_url, autocommit=True) as writer:
+        listener.execute("LISTEN csv_processing_logs")
+        as_service(writer)
+        insert = ("INSERT INTO csv_processing_logs (batch_id, log_level, message, operation)"
+                  " VALUES (%s, 'INFO', 'x', 'test_marker')")
+        writer.execute("SET DateStyle = 'German, DMY'")
+        writer.execute(insert, [batch])
+        writer.execute("SET DateStyle = 'SQL, MDY'")
+        time.sleep(0.3)
+        writer.execute(insert, [batch])
+        writer.execute("SELECT set_config('csvjobs.logs_notified_at', 'not a time', false)")
+        writer.execute(insert, [batch])
+        got = list(listener.notifies(timeout=5.0, stop_after=3))
+    assert len(got) == 3
