@@ -87,16 +87,23 @@ def prepare_redo(runtime: WorkerRuntime, job: ClaimedJob) -> frozenset[str]:
 RESERVE_MARGIN = 2.0
 
 
-@functools.cache
-def _pays(provider_type: type) -> bool:
+_PAYS: dict[type, bool] = {}
+
+
+def _pays(provider: object) -> bool:
     # An isinstance check against a runtime-checkable protocol inspects the class's attributes on every call (a
-    # tenth of a worker's CPU per row with a provider that pays nothing); a provider's methods are its class's.
-    return issubclass(provider_type, Paying)
+    # tenth of a worker's CPU per row with a provider that pays nothing); a provider's methods are its class's,
+    # so the answer is kept per class.
+    kind = type(provider)
+    known = _PAYS.get(kind)
+    if known is None:
+        known = _PAYS[kind] = isinstance(provider, Paying)
+    return known
 
 
 def reservation(provider: object, info: queries.BatchInfo, job: ClaimedJob, *, price_factor: float = 1.0) -> float:
     """What to reserve against the budgets before paying for this row (0: the provider pays nothing)."""
-    if not _pays(type(provider)):
+    if not _pays(provider):
         return 0.0
     published = cast(Paying, provider).row_cost_estimate(photo=bool(job.product.get("image_url")))
     learned = info.estimated_row_cost_usd or 0.0
@@ -107,7 +114,7 @@ async def reserve(runtime: WorkerRuntime, provider: object, job: ClaimedJob, *, 
                   price_factor: float = 1.0) -> str | None:
     """Reserve the row's cost against its batch's budget and the daily cap; None when reserved (or nothing to
     reserve), else why not: the batch was paused and the row went back to pending."""
-    if not _pays(type(provider)):
+    if not _pays(provider):
         return None
     amount = reservation(provider, await runtime.batch_info(job.batch_id), job, price_factor=price_factor)
     if amount <= 0:
