@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from support.fake_openai import FakeOpenAI
 from support.helpers import USER_A, apply_supabase_default_privileges
+from support.photo_server import PhotoServer
 from support.s3 import S3
 
 from csvjobs import cli, db
@@ -175,3 +176,17 @@ def env(pool_env: dict[str, str]) -> dict[str, str]:
     """pool_env for a signed-in user whose photos may come from the loopback photo server."""
     return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
                 CSVJOBS_PHOTO_TIMEOUT_SECONDS="2")
+
+
+@pytest.fixture
+def openai_env(env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
+    """env with the openai provider's key and the loopback OpenAI-compatible server."""
+    return dict(env, OPENAI_API_KEY="sk-test-loopback-0123456789", OPENAI_BASE_URL=fake.base_url)
+
+
+@pytest.fixture
+def photos() -> Iterator[PhotoServer]:
+    """The loopback photo server (support/photo_server.py), started for one test."""
+    server = PhotoServer().start()
+    yield server
+    server.stop()

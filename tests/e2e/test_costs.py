@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.fake_openai import FakeOpenAI
-from support.helpers import REAL_DATA, USER_A, cli, job_counts
-from support.photo_server import PhotoServer
+from support.helpers import REAL_DATA, cli, job_counts
 from support.pool import finish, start_pool
 
 pytestmark = pytest.mark.slow
@@ -27,17 +24,8 @@ TEXT_ROW = PROMPT + 2 * GENERATION  # 0.06438
 
 
 @pytest.fixture
-def photos() -> Iterator[PhotoServer]:
-    server = PhotoServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
-    return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-costs-0123456789",
-                OPENAI_BASE_URL=fake.base_url, CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
-                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2", CSVJOBS_POLL_SECONDS="0.5")
+def env(openai_env: dict[str, str]) -> dict[str, str]:
+    return dict(openai_env, CSVJOBS_POLL_SECONDS="0.5")
 
 
 def plain_file(tmp_path: Path, rows: int, name: str = "plain.csv") -> Path:

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from support.fake_openai import FakeOpenAI
-from support.helpers import USER_A, cli, job_counts
+from support.helpers import cli, job_counts
 from support.photo_server import PhotoServer
 from support.pool import finish, start_pool
 
@@ -47,10 +46,8 @@ def photos() -> Iterator[PhotoServer]:
 
 
 @pytest.fixture
-def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
-    return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-packshot-0123456789",
-                OPENAI_BASE_URL=fake.base_url, CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
-                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2")
+def env(openai_env: dict[str, str]) -> dict[str, str]:
+    return openai_env
 
 
 def run(env: dict[str, str], tmp_path: Path, rows: list[tuple[str, str]], *args: str) -> uuid.UUID:

@@ -11,14 +11,12 @@ import io
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from support.fake_openai import FakeOpenAI
 from support.helpers import REAL_DATA, USER_A, cli, job_counts
-from support.photo_server import PhotoServer, photo_bytes
+from support.photo_server import photo_bytes
 from support.pool import finish, start_pool
 
 from csvjobs.providers.white_background import is_pure_white_border
@@ -27,17 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def photos() -> Iterator[PhotoServer]:
-    server = PhotoServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
-    return dict(pool_env, CSVJOBS_USER_ID=str(USER_A), OPENAI_API_KEY="sk-test-photos-0123456789",
-                OPENAI_BASE_URL=fake.base_url, CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32",
-                CSVJOBS_PHOTO_TIMEOUT_SECONDS="2",
+def env(openai_env: dict[str, str]) -> dict[str, str]:
+    return dict(openai_env,
                 # The generative route for both images, which these tests are about (test_packshot_pipeline.py
                 # has the cut-out).
                 CSVJOBS_PACKSHOT="generate")

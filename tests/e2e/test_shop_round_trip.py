@@ -38,16 +38,9 @@ def in_todays_format(legacy: str) -> str:
     return out.getvalue()
 
 
-@pytest.fixture
-def photos():
-    """The shop's photos on loopback (tests reach nothing else): the export's paths answer 404 there, so every
-    row's images are made without its photo."""
-    server = PhotoServer().start()
-    yield server
-    server.stop()
-
-
 def real_shopify(photos: PhotoServer) -> str:
+    """The real export with its photos on the loopback photo server (tests reach nothing else): the export's paths
+    answer 404 there, so every row's images are made without its photo."""
     return (REAL_DATA / "shopify_product_template.csv").read_text(encoding="utf-8").replace(
         "https://burst.shopifycdn.com", photos.base)
 
