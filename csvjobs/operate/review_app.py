@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import uvicorn
@@ -214,6 +214,9 @@ class RestoreRequest(BaseModel):
         return self
 
 
+_Body = TypeVar("_Body", ChangeRequest, AltTextRequest, RestoreRequest)
+
+
 class Notifier:
     """One LISTEN connection shared by every event stream (each stream used to hold a connection of its own):
     it fans the batch's notifications out to the open streams' queues, and reconnects if the database goes."""
@@ -344,64 +347,49 @@ def build_app(server: ReviewServer) -> Starlette:
                                versions)
         return TEMPLATES.TemplateResponse(request, "review_rows.html", context)
 
-    async def restore(request: Request) -> JSONResponse:
+    async def json_action(request: Request, model: type[_Body], usage: str, answer: str,
+                          act: Callable[[_Body, db.Connection], Any]) -> JSONResponse:
+        """A page's change: its JSON body checked (400 with usage when it is not), then act on its own connection
+        off the event loop; a refusal (CsvJobsError) is a 400 with its message, else {answer: what act returned}."""
         try:
-            body = RestoreRequest.model_validate_json(await request.body()).checked()
+            body = model.model_validate_json(await request.body()).checked()
         except (ValidationError, ValueError):
-            return JSONResponse({"error": "send JSON: {row, style, version}"}, status_code=400)
+            return JSONResponse({"error": f"send JSON: {usage}"}, status_code=400)
 
-        def apply() -> int:
+        def apply() -> Any:
             with db.connect(server.target, application_name="csvjobs-review") as conn:
-                return queries.restore_version(conn, server.user_id, server.batch_id, body.row, body.style,
-                                               body.version)
+                return act(body, conn)
 
         try:
-            kept = await asyncio.to_thread(apply)
+            result = await asyncio.to_thread(apply)
         except CsvJobsError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"kept_as": kept})
+        return JSONResponse({answer: result})
+
+    async def restore(request: Request) -> JSONResponse:
+        return await json_action(request, RestoreRequest, "{row, style, version}", "kept_as", lambda body, conn: (
+            queries.restore_version(conn, server.user_id, server.batch_id, body.row, body.style, body.version)))
 
     async def alt_text(request: Request) -> JSONResponse:
-        try:
-            body = AltTextRequest.model_validate_json(await request.body()).checked()
-        except (ValidationError, ValueError):
-            return JSONResponse({"error": "send JSON: {rows: [row numbers], style, text}"}, status_code=400)
-
-        def apply() -> int:
-            with db.connect(server.target, application_name="csvjobs-review") as conn:
-                return queries.set_alt_text(conn, server.user_id, server.batch_id, body.rows, body.style, body.text)
-
-        try:
-            count = await asyncio.to_thread(apply)
-        except CsvJobsError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"changed": count})
+        return await json_action(request, AltTextRequest, "{rows: [row numbers], style, text}", "changed",
+                                 lambda body, conn: queries.set_alt_text(conn, server.user_id, server.batch_id,
+                                                                         body.rows, body.style, body.text))
 
     def api_rows(request: Request) -> JSONResponse:
         which = request.query_params.get("filter", "all")
         return JSONResponse(rows(which if which in FILTERS else "all")[0])
 
+    def decide_rows(body: ChangeRequest, conn: db.Connection) -> int:
+        if body.action == "regenerate":
+            return queries.request_regeneration(conn, server.user_id, server.batch_id, body.rows, body.style,
+                                                body.note or None)
+        if body.action not in ("approve", "reject", "clear"):
+            raise InputError(f"unknown action {body.action!r}")
+        return queries.review_images(conn, server.user_id, server.batch_id, body.rows, body.style, body.action)
+
     async def change(request: Request) -> JSONResponse:
-        try:
-            body = ChangeRequest.model_validate_json(await request.body()).checked()
-        except (ValidationError, ValueError):
-            return JSONResponse({"error": "send JSON: {rows: [row numbers], style, action, note}"}, status_code=400)
-        numbers, style, action = body.rows, body.style, body.action
-
-        def apply() -> int:
-            with db.connect(server.target, application_name="csvjobs-review") as conn:
-                if action == "regenerate":
-                    return queries.request_regeneration(conn, server.user_id, server.batch_id, numbers, style,
-                                                        body.note or None)
-                if action not in ("approve", "reject", "clear"):
-                    raise InputError(f"unknown action {action!r}")
-                return queries.review_images(conn, server.user_id, server.batch_id, numbers, style, action)
-
-        try:
-            count = await asyncio.to_thread(apply)
-        except CsvJobsError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"changed": count})
+        return await json_action(request, ChangeRequest, "{rows: [row numbers], style, action, note}", "changed",
+                                 decide_rows)
 
     def image(request: Request) -> Response:
         path = request.query_params.get("path", "")
