@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from harness import fresh_database, server
@@ -65,18 +66,23 @@ def review(url: str, batch: uuid.UUID, home: Path) -> Iterator[str]:
         proc.communicate(timeout=20)
 
 
+def open_page(playwright: Any, chromium: str, page_url: str) -> tuple[Any, Any, float]:
+    """(browser, page, seconds until the page shows its first row) for the review page in headless Chromium."""
+    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    started = time.monotonic()
+    page.goto(page_url)
+    page.wait_for_selector("section.row")
+    return browser, page, time.monotonic() - started
+
+
 def decide(url: str, batch: uuid.UUID, home: Path, products: int, chromium: str) -> tuple[int, float, float]:
     """(keystrokes, seconds to decide every image, seconds to open the page)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with review(url, batch, home) as page_url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        started = time.monotonic()
-        page.goto(page_url)
-        page.wait_for_selector("section.row")
-        opened = time.monotonic() - started
+        browser, page, opened = open_page(playwright, chromium, page_url)
         page.wait_for_function("document.body.dataset.live === 'yes'")
         keys = 0
         started = time.monotonic()
@@ -121,12 +127,7 @@ def main() -> None:
                 from playwright.sync_api import sync_playwright
 
                 with sync_playwright() as playwright:
-                    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-                    page = browser.new_page(viewport={"width": 1440, "height": 900})
-                    started = time.monotonic()
-                    page.goto(page_url)
-                    page.wait_for_selector("section.row")
-                    big_open = time.monotonic() - started
+                    browser, _page, big_open = open_page(playwright, chromium, page_url)
                     browser.close()
     images = 2 * args.products
     keys = statistics.median(r[0] for r in results)
