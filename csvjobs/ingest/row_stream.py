@@ -143,7 +143,6 @@ class RowStream:
         self.photo_rows = 0
         self.reused_rows = 0
         self.reused_photo_rows = 0
-        self.costs: dict[str, Any] = {}
         self._first_row_of_look: dict[str, int] = {}
 
     def __enter__(self) -> RowStream:

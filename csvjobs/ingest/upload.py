@@ -157,8 +157,8 @@ def _upload(
                         stored.append(storage.put_file(UPLOADS_BUCKET, uploaded_photo_key(user_id, batch_id, value),
                                                        Path(path)))
 
-                total = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path, progress,
-                                     store_photos, settings)
+                total, costs = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path,
+                                            progress, store_photos, settings)
             finally:
                 conn.close()
         except BaseException:
@@ -166,7 +166,7 @@ def _upload(
                 storage.delete(path)
             raise
         return stream.report(batch_id, total, "queued" if total else "completed", storage_path,
-                             processing_mode=_mode(options), channels=list(options.channels), **stream.costs)
+                             processing_mode=_mode(options), channels=list(options.channels), **costs)
 
 
 def _mode(options: UploadOptions) -> ProcessingMode:
@@ -184,7 +184,9 @@ def _write_batch(
     progress: ProgressCallback | None,
     store_photos: Callable[[], None],
     settings: Settings,
-) -> int:
+) -> tuple[int, dict[str, Any]]:
+    """Create the batch, COPY its rows and queue it, in one transaction: (rows written, the report's cost
+    fields)."""
     from csvjobs import db
     from csvjobs.ingest import queries
 
@@ -224,13 +226,13 @@ def _write_batch(
             store_photos()
             if stream.reused_rows:
                 queries.link_reused_rows(conn, batch_id)
-            stream.costs = _costs(settings, stream, count, options, learned_prices(conn, user_id, settings))
-            queries.set_batch_costs(conn, batch_id, estimated_cost_usd=stream.costs["estimated_cost_usd"],
-                                    estimated_row_cost_usd=stream.costs["estimated_row_cost_usd"],
+            costs = _costs(settings, stream, count, options, learned_prices(conn, user_id, settings))
+            queries.set_batch_costs(conn, batch_id, estimated_cost_usd=costs["estimated_cost_usd"],
+                                    estimated_row_cost_usd=costs["estimated_row_cost_usd"],
                                     max_cost_usd=options.max_cost_usd)
             queries.queue_batch(conn, batch_id, count, stream.skipped_rows + stream.error_count)
             if progress is not None:
                 progress(size, size)
-            return count
+            return count, costs
     except db.PsycopgError as exc:
         raise db.translate_error(exc) from exc
