@@ -91,12 +91,15 @@ class _Lane:
 _OUTCOMES = {JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobStatus.PENDING: "retried"}
 
 
-def _count(result: JobResult) -> None:
-    """A reported row in the pool's metrics."""
-    reused = bool(result.usage and "reuses_row" in result.usage)
-    metrics.row_finished(_OUTCOMES.get(result.status, str(result.status)), result.processing_time_seconds,
-                         result.cost_usd if result.status is JobStatus.COMPLETED else None,
-                         result.generated_images or (), reused=reused)
+def _count_landed(results: list[JobResult], rows: list[queries.ReportedRow]) -> None:
+    """The reported rows whose results the database took, in the pool's metrics."""
+    taken = {row.job_id for row in rows if row.applied}
+    for result in results:
+        if result.job_id in taken:
+            reused = bool(result.usage and "reuses_row" in result.usage)
+            metrics.row_finished(_OUTCOMES.get(result.status, str(result.status)), result.processing_time_seconds,
+                                 result.cost_usd if result.status is JobStatus.COMPLETED else None,
+                                 result.generated_images or (), reused=reused)
 
 
 class WorkerRuntime:
@@ -260,10 +263,7 @@ class WorkerRuntime:
             worker_id = self.config.instance_id
             rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=holder,
                                                         results=results))
-            sent = {result.job_id: result for result in results}
-            for row in rows:
-                if row.applied and row.job_id in sent:
-                    _count(sent[row.job_id])
+            _count_landed(results, rows)
 
     async def flush(self, give_up: bool = False) -> None:
         """Write the queued log lines and results in one transaction."""
@@ -272,7 +272,6 @@ class WorkerRuntime:
         results, self._results = self._results, []
         logs, self._logs = self._logs, []
         worker_id = self.config.instance_id
-        sent = {result.job_id: result for result in results}
         try:
             rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=worker_id,
                                                         results=results, logs=logs), give_up=give_up, reports=True)
@@ -283,10 +282,9 @@ class WorkerRuntime:
         if rows:
             self.stats.reports += 1
             self.wake.set()  # the claim loop may wait for held rows to be reported (or, at the end, to exit)
+        _count_landed(results, rows)
         for row in rows:
             self.unreported.pop(row.job_id, None)
-            if row.applied and row.job_id in sent:
-                _count(sent[row.job_id])
             if not row.applied:
                 self.stats.lost += 1
                 self.say(f"row job {row.job_id} was reclaimed by another worker; its result was dropped")
