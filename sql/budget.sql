@@ -1,8 +1,8 @@
 -- budget.sql: spending no more than a batch's budget (csv_batches.max_cost_usd) and the account's daily cap, across
 -- every worker on every machine. Before it pays for a row, a worker reserves the row's estimated cost (with a
--- margin: see queue/budget.py); the reservation lives on the row (reserved_cost_usd) and counts only while the row
--- is in flight, so a finished, released or reclaimed row gives it back by leaving flight, in the same transaction
--- that records its real cost. A reservation that would take the batch past its budget (or the account past its
+-- margin: RESERVE_MARGIN in queue/row_rules.py); the reservation lives on the row (reserved_cost_usd) and counts
+-- only while the row is in flight, so a finished, released or reclaimed row gives it back by leaving flight, in the
+-- same transaction that records its real cost. A reservation that would take the batch past its budget (or the account past its
 -- daily cap) pauses the batch with the reason, and the row goes back to pending; `resume --max-cost` goes on.
 
 -- Reserve p_amount for a row its worker holds. Returns NULL when reserved, else why not, and then the row is back
