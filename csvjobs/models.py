@@ -149,8 +149,8 @@ TRIGGER_FIELDS = ("country", "product_type", "size", "mpn", "description")
 
 def trigger_text(product: dict[str, str]) -> str:
     """The text the pipeline starts from: country, product type, size, MPN and description, empty parts skipped."""
-    parts = (product.get(k, "") for k in TRIGGER_FIELDS)
-    return " ".join(" ".join(p for p in parts if p).split())
+    # Empty parts vanish in the whitespace normalisation (split() drops them), so no test per part is needed.
+    return " ".join(" ".join([product.get(k) or "" for k in TRIGGER_FIELDS]).split())
 
 
 class ClaimedJob(BaseModel):
