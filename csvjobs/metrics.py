@@ -9,6 +9,7 @@ _total for counters); the queue-latency gauge is OpenTelemetry's messaging idea 
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import re
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -43,19 +44,37 @@ def _finished(outcome: str) -> Any:
     return ROWS_FINISHED.labels(outcome)
 
 
-def row_finished(outcome: str, seconds: float | None, cost: float | None,
-                 images: Iterable[dict[str, Any]] = (), reused: bool = False) -> None:
-    """Count one reported row."""
-    _finished(outcome).inc()
-    if seconds is not None:
-        ROW_DURATION.observe(seconds)
+class FinishedRow(NamedTuple):
+    """One reported row, as the metrics count it."""
+
+    outcome: str
+    seconds: float | None
+    cost: float | None
+    images: Iterable[dict[str, Any]] = ()
+    reused: bool = False
+
+
+def rows_finished(rows: Iterable[FinishedRow]) -> None:
+    """Count the rows of one report: the counters move once per report (each move of a multiprocess value takes
+    a lock and writes its file), the duration histogram once per row."""
+    outcomes: collections.Counter[str] = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
+    cost = 0.0
+    for row in rows:
+        outcomes[row.outcome] += 1
+        if row.seconds is not None:
+            ROW_DURATION.observe(row.seconds)
+        cost += row.cost or 0.0
+        for image in row.images:
+            kind = "reused" if row.reused else "cut_out" if image.get("route") == "cutout" else "paid"
+            if kind != "paid" or not image.get("placeholder"):
+                kinds[kind] += 1
+    for outcome, count in outcomes.items():
+        _finished(outcome).inc(count)
     if cost:
         COST.inc(cost)
-    for image in images:
-        kind = "reused" if reused else "cut_out" if image.get("route") == "cutout" else "paid"
-        if kind == "paid" and image.get("placeholder"):
-            continue
-        IMAGES.labels(kind).inc()
+    for kind, count in kinds.items():
+        IMAGES.labels(kind).inc(count)
 
 
 _ID_SEGMENT = re.compile(r"/[A-Za-z]+[-_][A-Za-z0-9_-]+")

@@ -94,12 +94,11 @@ _OUTCOMES = {JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobSt
 def _count_landed(results: list[JobResult], rows: list[queries.ReportedRow]) -> None:
     """The reported rows whose results the database took, in the pool's metrics."""
     taken = {row.job_id for row in rows if row.applied}
-    for result in results:
-        if result.job_id in taken:
-            reused = bool(result.usage and "reuses_row" in result.usage)
-            metrics.row_finished(_OUTCOMES.get(result.status, str(result.status)), result.processing_time_seconds,
-                                 result.cost_usd if result.status is JobStatus.COMPLETED else None,
-                                 result.generated_images or (), reused=reused)
+    metrics.rows_finished(
+        metrics.FinishedRow(_OUTCOMES.get(result.status, str(result.status)), result.processing_time_seconds,
+                            result.cost_usd if result.status is JobStatus.COMPLETED else None,
+                            result.generated_images or (), bool(result.usage and "reuses_row" in result.usage))
+        for result in results if result.job_id in taken)
 
 
 class WorkerRuntime:
