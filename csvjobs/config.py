@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     dedicated_threshold: int = Field(default=20, ge=0)
     max_dedicated: int = Field(default=2, ge=0)
     claim_timeout_minutes: float = Field(default=5.0, gt=0)
+    # Claims commit without waiting for the disk (sql/claim.sql, "quick claims"): a database crash may forget the
+    # claims of its last fraction of a second, whose rows are then handed out again. False: every claim waits.
+    async_claims: bool = True
     grace_seconds: float = Field(default=30.0, ge=0)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     poll_seconds: float = Field(default=10.0, gt=0)

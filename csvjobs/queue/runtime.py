@@ -176,12 +176,35 @@ class WorkerRuntime:
     async def _connect(self, lane: _Lane) -> db.AsyncConnection:
         conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker")
         await db.become_service_session(conn)
+        if lane is self._main and self.settings.async_claims:
+            await conn.execute("SET csvjobs.async_claims = on")  # claims on this connection (sql/claim.sql)
         if self._resync and lane is self._main:
             # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
             await queries.release_held_rows(conn, worker_id=self.config.instance_id, count_retry=False,
                                             keep=list(self.unreported))
+            await self._drop_lost_claims(conn)
             self._resync = False
         return conn
+
+    async def _drop_lost_claims(self, conn: db.AsyncConnection) -> None:
+        """Stop working on rows the database no longer gives this worker: a claim the server forgot in a crash
+        (quick claims, sql/claim.sql) or on a failover. The row is pending again, and this worker may claim it
+        again with the same attempt; the old task must not run beside the new one."""
+        running = list(self.running)
+        if not running:
+            return
+        held = {job.job_id for job in await queries.held_rows(conn, job_ids=running,
+                                                               holder=self.config.instance_id)}
+        for job_id in running:
+            task = self.running.get(job_id)
+            if job_id in held or task is None:
+                continue
+            del self.running[job_id]
+            self.unreported.pop(job_id, None)
+            task.cancel()
+            self.stats.lost += 1
+            self.say(f"row job {job_id} is no longer claimed by this worker (the database forgot the claim); "
+                     "dropping it")
 
     # Written by hand rather than with psycopg_pool: each of this process's two connections serves one operation
     # at a time, under a lock, so that its claims and checkpoints stay in order. A pool would still need this

@@ -148,7 +148,9 @@ class SyncLoop:
             rt.wake.set()
             return
         except asyncio.CancelledError:
-            rt.running.pop(job.job_id, None)
+            # (the entry may already be another task's: a row dropped as lost and claimed again, see runtime.py)
+            if rt.running.get(job.job_id) is asyncio.current_task():
+                del rt.running[job.job_id]
             raise
         except Exception as exc:  # a transient error past its retries, or a bug in a provider: retry later
             message = str(exc) if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"

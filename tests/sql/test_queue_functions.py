@@ -541,3 +541,28 @@ def test_a_log_write_notifies_whatever_the_sessions_date_style_or_a_junk_setting
         writer.execute(insert, [batch])
         got = list(listener.notifies(timeout=5.0, stop_after=3))
     assert len(got) == 3
+
+
+def test_quick_claims_skip_the_wait_for_the_disk_only_for_a_session_that_asks(conn: psycopg.Connection) -> None:
+    """csvjobs.async_claims on: both claims turn synchronous_commit off for their own transaction, and only it;
+    without it (any other caller) nothing changes, and another write in a caller's transaction still waits."""
+    batch = make_batch(conn, 5)
+
+    def commit_mode_after(call: str) -> str:
+        with conn.transaction():
+            conn.execute(call, [batch])
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+        assert row is not None
+        return str(row["synchronous_commit"])
+
+    set_claim = "SELECT * FROM claim_csv_row_jobs('w1', %s, 5, 1)"
+    one_claim = "SELECT * FROM claim_next_csv_row_job('w1', %s)"
+    assert commit_mode_after(set_claim) == "on"
+    assert commit_mode_after(one_claim) == "on"
+    conn.execute("SET csvjobs.async_claims = on")
+    assert commit_mode_after(set_claim) == "off"
+    assert commit_mode_after(one_claim) == "off"
+    assert conn.execute("SHOW synchronous_commit").fetchone() == {"synchronous_commit": "on"}  # the next one waits
+    conn.execute("SET csvjobs.async_claims = off")
+    assert commit_mode_after(set_claim) == "on"
+    assert job_counts(conn, batch) == {"claimed": 5}

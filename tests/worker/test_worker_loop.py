@@ -204,3 +204,53 @@ def test_quick_rows_are_claimed_and_reported_in_sets(database_url, settings, con
     assert sets <= worker.stats.claims <= sets + 3, worker.stats.claims
     # Each report carries the rows of several claims (200 ms of them), not one claim's.
     assert worker.stats.reports * 4 <= worker.stats.claims, (worker.stats.reports, worker.stats.claims)
+
+
+def test_a_claim_the_database_forgot_is_dropped_and_the_row_done_once(database_url, settings, conn) -> None:
+    """Quick claims (sql/claim.sql) may be forgotten by a server that crashes: the rows are pending again with
+    their attempt unchanged, so this worker can claim them again with the same claim token. After reconnecting,
+    it drops the work it was doing on them, and each row is completed once (by its second claim)."""
+    batch = make_batch(conn, 3)
+    provider = Scripted()
+    provider.gate = asyncio.Event()
+    worker = Worker(config(database_url, settings, concurrency=3, until_done=True), provider)
+    rt = worker.runtime
+
+    async def scenario() -> int:
+        task = asyncio.create_task(worker.run())
+        while len(provider.calls) < 3:
+            await asyncio.sleep(0.02)
+        main = rt._main.conn
+        assert main is not None
+        assert (await (await main.execute("SHOW csvjobs.async_claims")).fetchone())["csvjobs.async_claims"] == "on"
+        # What a crash that lost the claims' commits leaves, and the connection gone with the server.
+        conn.execute("UPDATE csv_row_jobs SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+                     " attempt = attempt - 1 WHERE batch_id = %s", [batch])
+        conn.execute("SELECT pg_terminate_backend(%s)", [main.info.backend_pid])
+        while rt.stats.lost < 3:
+            await asyncio.sleep(0.02)
+        assert provider.gate is not None
+        provider.gate.set()
+        return await task
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 0
+    assert job_counts(conn, batch) == {"completed": 3}
+    assert sorted(provider.calls) == [1, 1, 2, 2, 3, 3]
+    attempts = conn.execute("SELECT attempt FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()
+    assert {r["attempt"] for r in attempts} == {1}  # the same claim token both times
+    assert rt.stats.processed == 3
+
+
+def test_a_worker_asked_for_durable_claims_does_not_opt_in(database_url, settings, conn) -> None:
+    make_batch(conn, 1)
+    worker = Worker(config(database_url, settings, tune={"async_claims": False}), Scripted())
+
+    async def scenario() -> str:
+        rt = worker.runtime
+        cur = await rt.db_call(lambda c: c.execute("SELECT current_setting('csvjobs.async_claims', true) AS v"))
+        row = await cur.fetchone()
+        assert rt._main.conn is not None
+        await rt._main.conn.close()
+        return row["v"]
+
+    assert asyncio.run(scenario()) in (None, "")
