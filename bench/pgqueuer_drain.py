@@ -10,6 +10,10 @@ CSV (no VACUUM ANALYZE after it) and `csvjobs work` runs with its defaults (dedi
 PgQueuer's jobs carry the same payload bytes as the CSV's rows. --path sql loads rows by SQL with empty payloads,
 after VACUUM ANALYZE, and runs without dedicated workers (the friendlier path earlier stops measured).
 
+csvjobs' workers commit their claims without waiting for the disk (CSVJOBS_ASYNC_CLAIMS, on by default; see
+sql/claim.sql); PgQueuer's every commit waits. CSVJOBS_ASYNC_CLAIMS=false in the environment measures csvjobs with
+every claim waiting too.
+
 Prints each round's rates and the ratio csvjobs / PgQueuer (target >= 1), and where csvjobs' time goes: round
 trips and log rows per row (from pg_stat_database and the log table).
 """
