@@ -73,6 +73,11 @@ async def _all(conn: db.AsyncConnection, sql: str, params: list[Any]) -> list[di
 # --- rows -------------------------------------------------------------------------------------------------------
 
 
+async def use_quick_claims(conn: db.AsyncConnection) -> None:
+    """Claims on this connection commit without waiting for the disk (sql/claim.sql, "quick claims")."""
+    await conn.execute("SET csvjobs.async_claims = on")
+
+
 async def claim_rows(conn: db.AsyncConnection, *, worker_id: str, limit: int, timeout_minutes: float,
                      mode: ProcessingMode, batch_id: uuid.UUID | None = None,
                      user_id: uuid.UUID | None = None) -> list[dict[str, Any]]:

@@ -177,7 +177,7 @@ class WorkerRuntime:
         conn = await db.connect_async(self.config.database_url, application_name="csvjobs-worker")
         await db.become_service_session(conn)
         if lane is self._main and self.settings.async_claims:
-            await conn.execute("SET csvjobs.async_claims = on")  # claims on this connection (sql/claim.sql)
+            await queries.use_quick_claims(conn)
         if self._resync and lane is self._main:
             # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
             await queries.release_held_rows(conn, worker_id=self.config.instance_id, count_retry=False,
