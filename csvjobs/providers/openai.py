@@ -36,8 +36,10 @@ from csvjobs.providers.contract import (
 from csvjobs.providers.packshot import PhotoAnalysis, analyse_photo, check_fidelity, finish_image, store_cutout
 from csvjobs.providers.photos import Reference, prepare_reference
 from csvjobs.providers.redact import redact
+from csvjobs.tracing import RequestSpans
 
 _TIMER = RequestTimer()
+_SPANS = RequestSpans()
 
 SYSTEM_PROMPT = (
     "You write image-generation prompts for e-commerce marketing. For the product described by the user, return: "
@@ -91,9 +93,11 @@ class OpenAIProvider:
             base_url=settings.openai_base_url,
             max_retries=0,
             timeout=settings.openai_timeout_seconds,
-            # The SDK's own client, with hooks that count each request for `work --metrics-port`.
+            # The SDK's own client, with hooks that count each request for `work --metrics-port` and trace it
+            # when OpenTelemetry is configured.
             http_client=openai.DefaultAsyncHttpxClient(
-                event_hooks={"request": [_TIMER.started], "response": [_TIMER.answered]}),
+                event_hooks={"request": [_TIMER.started, _SPANS.started],
+                             "response": [_TIMER.answered, _SPANS.answered]}),
         )
         self._http: httpx.AsyncClient | None = None
 

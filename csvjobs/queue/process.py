@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from csvjobs import db
+from csvjobs import db, tracing
 from csvjobs.errors import DatabaseError
 from csvjobs.models import ProcessingMode, WorkerStatus
 from csvjobs.providers.contract import BatchCapable, Provider
@@ -52,6 +52,7 @@ class Worker:
                 loop.add_signal_handler(sig, rt.request_stop)
         with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
             loop.add_signal_handler(signal.SIGUSR1, rt.let_go)
+        tracing.setup(rt.say)
         if self.provider is None:
             self.provider = load_provider(rt.config.provider, rt.settings)
         provider = self.provider
@@ -80,6 +81,7 @@ class Worker:
             await rt.stop_side_tasks()
             await rt.close(self._release)
             await provider.aclose()
+            tracing.shutdown()
         return EXIT_POOL_STOPS if rt.fatal else 0
 
     async def _release(self, conn: db.AsyncConnection) -> None:

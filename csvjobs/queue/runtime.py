@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from csvjobs import db, metrics
+from csvjobs import db, metrics, tracing
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError
 from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
@@ -91,11 +91,16 @@ class _Lane:
 _OUTCOMES = {JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobStatus.PENDING: "retried"}
 
 
+def outcome(result: JobResult) -> str:
+    """What a result does to its row, as metrics and traces name it: completed, failed or retried."""
+    return _OUTCOMES.get(result.status, str(result.status))
+
+
 def _count_landed(results: list[JobResult], rows: list[queries.ReportedRow]) -> None:
     """The reported rows whose results the database took, in the pool's metrics."""
     taken = {row.job_id for row in rows if row.applied}
     metrics.rows_finished(
-        metrics.FinishedRow(_OUTCOMES.get(result.status, str(result.status)), result.processing_time_seconds,
+        metrics.FinishedRow(outcome(result), result.processing_time_seconds,
                             result.cost_usd if result.status is JobStatus.COMPLETED else None,
                             result.generated_images or (), bool(result.usage and "reuses_row" in result.usage))
         for result in results if result.job_id in taken)
@@ -128,6 +133,7 @@ class WorkerRuntime:
         self.fatal: str | None = None
         self._side_tasks: list[asyncio.Task[None]] = []
         self._batches: dict[uuid.UUID, queries.BatchInfo] = {}
+        self._row_traces: dict[int, Any] = {}  # finished rows' trace spans, for their report's links
 
     # --- messages -------------------------------------------------------------------------------------------------
 
@@ -262,9 +268,12 @@ class WorkerRuntime:
 
     # --- results --------------------------------------------------------------------------------------------------
 
-    def finish(self, job: ClaimedJob, result: JobResult) -> None:
-        """A row this worker holds is done: queue its result for the next report."""
+    def finish(self, job: ClaimedJob, result: JobResult, trace: Any = None) -> None:
+        """A row this worker holds is done: queue its result for the next report (whose trace span links to the
+        row's, trace, when tracing is on)."""
         self._results.append(result)
+        if trace is not None:
+            self._row_traces[job.job_id] = trace
         self.running.pop(job.job_id, None)
         self._report_now.set()
         self.wake.set()
@@ -294,9 +303,12 @@ class WorkerRuntime:
         results, self._results = self._results, []
         logs, self._logs = self._logs, []
         worker_id = self.config.instance_id
+        links = [self._row_traces.pop(result.job_id, None) for result in results] if self._row_traces else []
         try:
-            rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=worker_id,
-                                                        results=results, logs=logs), give_up=give_up, reports=True)
+            with tracing.report_span(len(results), links):
+                rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id,
+                                                            holder=worker_id, results=results, logs=logs),
+                                          give_up=give_up, reports=True)
         except Exception:
             self._results = results + self._results
             self._logs = logs + self._logs

@@ -8,14 +8,15 @@ import asyncio
 import contextlib
 import functools
 import time
+from typing import Any
 
-from csvjobs import db
+from csvjobs import db, tracing
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, JobResult, LogLevel, ProcessingMode
 from csvjobs.providers.contract import Provider, RowContext, RowOutcome
 from csvjobs.providers.redact import redact
 from csvjobs.queue import queries, row_rules
-from csvjobs.queue.runtime import WorkerRuntime, backoff_delay
+from csvjobs.queue.runtime import WorkerRuntime, backoff_delay, outcome
 
 
 class SyncLoop:
@@ -29,6 +30,8 @@ class SyncLoop:
         self.serves_openai_batches = serves_openai_batches
         # A moving average of how long a row takes, claim to result (for linger_seconds).
         self._row_seconds = 0.0
+        # Each claimed row's claim span, its parent in a trace (only while tracing is on).
+        self._claim_spans: dict[int, Any] = {}
 
     async def run(self) -> None:
         """Claim and process until stopped, or (until_done) until no work this worker can do is left."""
@@ -87,9 +90,11 @@ class SyncLoop:
         """Claim up to limit rows of batches in this processing mode, and start them."""
         rt = self.runtime
         cfg = rt.config
-        rows = await queries.claim_rows(conn, worker_id=cfg.instance_id, limit=limit,
-                                        timeout_minutes=rt.settings.claim_timeout_minutes, mode=mode,
-                                        batch_id=cfg.batch_id, user_id=cfg.user_id)
+        with tracing.claim_span(cfg.instance_id) as span:
+            rows = await queries.claim_rows(conn, worker_id=cfg.instance_id, limit=limit,
+                                            timeout_minutes=rt.settings.claim_timeout_minutes, mode=mode,
+                                            batch_id=cfg.batch_id, user_id=cfg.user_id)
+            tracing.claimed(span, len(rows))
         try:
             jobs = queries.parse_claims(rows)
         except Exception:
@@ -99,12 +104,22 @@ class SyncLoop:
             raise
         for job in jobs:
             rt.unreported[job.job_id] = job
+            if span is not None:
+                self._claim_spans[job.job_id] = span
         if jobs:
             rt.stats.claims += 1
         return jobs
 
     async def process(self, job: ClaimedJob) -> None:
-        """One row, start to result (or to being let go)."""
+        """One row, start to result (or to being let go), in its trace span when tracing is on."""
+        if not tracing.enabled():
+            await self._process(job, None)
+            return
+        with tracing.row_span(self._claim_spans.pop(job.job_id, None), job.job_id, job.batch_id, job.row_number,
+                              job.attempt) as span:
+            await self._process(job, span)
+
+    async def _process(self, job: ClaimedJob, span: Any) -> None:
         rt = self.runtime
         started = time.monotonic()
         result: JobResult
@@ -158,7 +173,8 @@ class SyncLoop:
         elapsed = time.monotonic() - started
         self._row_seconds += 0.1 * (elapsed - self._row_seconds)
         result.processing_time_seconds = round(elapsed, 3)
-        rt.finish(job, result)
+        tracing.finished(span, outcome(result), result.error_message)
+        rt.finish(job, result, trace=tracing.context_of(span))
 
     async def _with_retries(self, ctx: RowContext) -> RowOutcome:
         settings = self.runtime.settings

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "csvjobs"
 # Lower ranks are imported by higher ones, never the other way; components of one rank do not import each other.
 RANKS = {
     "errors": 0, "models": 0, "config": 0, "examples": 0,
-    "db": 1, "users": 1, "metrics": 1,
+    "db": 1, "users": 1, "metrics": 1, "tracing": 1,
     "storage": 2, "images": 2.5,
     "providers": 3, "pipeline": 3.5,  # pipeline: the contract under its old import path
     "ingest": 4, "queue": 4,
@@ -33,6 +33,7 @@ DRIVERS = {
     "starlette": ("csvjobs.operate.review_app",),
     "uvicorn": ("csvjobs.operate.review_app",),
     "prometheus_client": ("csvjobs.metrics",),
+    "opentelemetry": ("csvjobs.tracing",),
 }
 INTERFACES = ("csvjobs.providers.contract", "csvjobs.storage.contract")
 
