@@ -160,7 +160,9 @@ def report_span(rows: int, links: list[Any]) -> Iterator[None]:
 
 
 class RequestSpans:
-    """httpx event hooks that make a client span of every request to the AI provider, inside the row's span."""
+    """httpx event hooks that make a client span of every answered request to the AI provider, inside the row's
+    span (httpx has no hook for a request that gets no answer, a timeout or a refused connection: such a request
+    leaves no span; its error reaches the row's log and, past its retries, the row's span)."""
 
     async def started(self, request: Any) -> None:
         """Open the request's span."""
