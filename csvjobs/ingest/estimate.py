@@ -44,15 +44,21 @@ def learned_prices(conn: db.Connection, user_id: uuid.UUID, settings: Settings) 
     """The account's recent paying rows made with this configuration, averaged (nothing when there are none)."""
     # A row counts as a photo row when the file gave it a photo, used or not: the next file's rows are counted
     # the same way, and the share of photos that cannot be used is part of what the account's rows cost.
+    paid = [row["id"] for row in conn.execute(
+        "SELECT r.id FROM csv_batches r WHERE r.user_id = %s AND r.cost_usd"
+        " + coalesce((SELECT sum(c.cost_usd) FROM csv_batch_counters c WHERE c.batch_id = r.id), 0) > 0"
+        " ORDER BY r.created_at DESC LIMIT %s", [user_id, LEARN_FROM_BATCHES]).fetchall()]
+    if not paid:
+        return LearnedPrices()  # nothing to learn from (an account's first batches): no look at the rows
+    # The most recently completed rows, read through the completed_at index: a look by batch alone goes through
+    # the batch BRIN index, which reads every range not yet summarised (an upload's own new rows among them).
     rows = conn.execute(
         "SELECT j.cost_usd, j.usage, j.generated_images,"
         " coalesce(csv_row_job_product(j.row_data, j.product, b.column_mapping) ->> 'image_url', '') <> '' AS photo"
         " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id"
-        " WHERE j.batch_id = ANY (ARRAY(SELECT r.id FROM csv_batches r WHERE r.user_id = %s AND r.cost_usd"
-        " + coalesce((SELECT sum(c.cost_usd) FROM csv_batch_counters c WHERE c.batch_id = r.id), 0) > 0"
-        " ORDER BY r.created_at DESC LIMIT %s))"
-        " AND j.status = 'completed' AND j.cost_usd > 0 LIMIT %s",
-        [user_id, LEARN_FROM_BATCHES, LEARN_FROM_ROWS]).fetchall()
+        " WHERE j.batch_id = ANY (%s::uuid[]) AND j.completed_at IS NOT NULL AND j.status = 'completed'"
+        " AND j.cost_usd > 0 ORDER BY j.completed_at DESC LIMIT %s",
+        [paid, LEARN_FROM_ROWS]).fetchall()
     costs: dict[bool, list[float]] = {False: [], True: []}
     for row in rows:
         if not _same_configuration(row, settings):

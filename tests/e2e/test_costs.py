@@ -85,6 +85,9 @@ def test_estimates_hold_once_the_account_has_run_a_batch(env, photos, conn, tmp_
         actual = cost_of(conn, second["batch_id"])
         assert actual > 0
         assert abs(second["estimated_cost_usd"] - actual) <= 0.15 * actual, (path.name, second, actual)
+        # The account's very first upload has nothing to learn from; every later one learns from its rows.
+        assert "learned from" in second["cost_basis"]
+        assert ("learned from" in first["cost_basis"]) == (path is plain)
         assert cost_of(conn, first["batch_id"]) == pytest.approx(actual, abs=1e-6)
         if path is shop:
             # Look-alike variants are counted once: they cost nothing.
