@@ -7,14 +7,15 @@
 -- LOCKED), then batch rows in ascending id order.
 --
 -- Quick claims: a session that sets csvjobs.async_claims to on (csvjobs' workers do, on the connection they
--- claim on; setting async_claims) gets claims that commit without waiting for the WAL to reach the disk
--- (synchronous_commit off for the claim's own transaction: the statement's, when called on its own). Waiting is
--- most of a claim's time when rows are quick (0.25 of 0.4 ms), and a claim is the one write whose loss is cheap:
--- if the database server crashes within a fraction of a second of a claim (at most three wal_writer_delay), and
--- no later commit has flushed the WAL past it, the claim is forgotten and the row is pending again, with its
--- attempt unchanged; the worker's checkpoint saves and result for it are refused (fenced by attempt), it drops
--- the row, and the row is handed out again. Nothing is lost or recorded twice; at worst a provider call made in
--- that fraction of a second is made again. Any other caller's claims (and every other write) wait as before.
+-- claim on, unless their setting async_claims is off) gets claims that commit without waiting for the WAL to
+-- reach the disk (synchronous_commit off for the claim's own transaction: the statement's, when called on its
+-- own). Waiting is most of a claim's time when rows are quick (0.25 of 0.4 ms), and a claim is the one write
+-- whose loss is cheap: if the database server crashes within a fraction of a second of a claim (at most three
+-- wal_writer_delay), and no later commit has flushed the WAL past it, the claim is forgotten and the row is
+-- pending again, with its attempt unchanged; the worker's checkpoint saves and result for it are refused (fenced
+-- by attempt), it drops the row, and the row is handed out again. Nothing is lost or recorded twice; at worst a
+-- provider call made in that fraction of a second is made again. (A forgotten reclaim of a dead worker's rows is
+-- simply done again.) Any other caller's claims, and every other write, wait as before.
 
 -- Internal: reclaim jobs whose claim is older than the timeout and whose worker has stopped sending heartbeats
 -- (a live worker keeps its jobs, however slow the AI provider is). Counts a retry. A negative timeout would
