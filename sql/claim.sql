@@ -17,6 +17,17 @@
 -- provider call made in that fraction of a second is made again. (A forgotten reclaim of a dead worker's rows is
 -- simply done again.) Any other caller's claims, and every other write, wait as before.
 
+-- Internal: a claim of a session that asked for quick claims (above) commits without waiting for the disk.
+CREATE OR REPLACE FUNCTION csv_quick_claim()
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('csvjobs.async_claims', true) = 'on' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END
+$$;
+
 -- Internal: reclaim jobs whose claim is older than the timeout and whose worker has stopped sending heartbeats
 -- (a live worker keeps its jobs, however slow the AI provider is). Counts a retry. A negative timeout would
 -- take rows from live workers, so it is refused.
@@ -143,9 +154,7 @@ BEGIN
     IF p_limit IS NULL OR p_limit < 1 THEN
         RETURN;
     END IF;
-    IF current_setting('csvjobs.async_claims', true) = 'on' THEN  -- quick claims (see the top of this file)
-        PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
+    PERFORM csv_quick_claim();
     -- Reclaim only when some claim is old enough (a look at the in-flight index by claim time): usually none is,
     -- and the call costs more than the look. A negative timeout goes to the call, which refuses it.
     IF p_timeout_minutes < 0
@@ -266,9 +275,7 @@ BEGIN
     IF p_worker_id IS NULL OR p_worker_id = '' THEN
         RAISE EXCEPTION 'claim_next_csv_row_job: a worker id is required' USING ERRCODE = '22023';
     END IF;
-    IF current_setting('csvjobs.async_claims', true) = 'on' THEN  -- quick claims (see the top of this file)
-        PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
+    PERFORM csv_quick_claim();
     -- As in claim_csv_row_jobs: reclaim only when some claim is old enough (usually none is, and the look at the
     -- in-flight index by claim time costs less than the call). Written out in both rather than a function: one
     -- with a subquery is not inlined, and is planned again in every claim's transaction.

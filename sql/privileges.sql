@@ -28,7 +28,7 @@ BEGIN
               'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',
               'finish_csv_openai_submission', 'release_csv_openai_submission_leases', 'csv_fold_batch_counters',
               'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
-              'set_csv_image_alt_text', 'restore_csv_image_version'])
+              'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -40,6 +40,7 @@ GRANT EXECUTE ON FUNCTION
     csv_fold_batch_counters(uuid, boolean),
     csv_reused_row_done(bigint),
     csv_start_batch(uuid, text),
+    csv_quick_claim(),
     csv_release_jobs(bigint[], boolean, text),
     csv_reclaim_timed_out_jobs(numeric),
     csv_batch_has_pending_jobs(uuid),
