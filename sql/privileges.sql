@@ -28,7 +28,9 @@ BEGIN
               'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',
               'finish_csv_openai_submission', 'release_csv_openai_submission_leases', 'csv_fold_batch_counters',
               'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
-              'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim'])
+              'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim', 'reserve_csv_call_cost',
+              'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
+              'csv_paid_calls_append_only'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -68,7 +70,11 @@ GRANT EXECUTE ON FUNCTION
     release_csv_openai_submission_rows(bigint, text, bigint[], boolean, text),
     finish_csv_openai_submission(bigint, text, jsonb),
     release_csv_openai_submission_leases(text),
-    reserve_csv_row_cost(bigint, text, integer, numeric, numeric)
+    reserve_csv_row_cost(bigint, text, integer, numeric, numeric),
+    reserve_csv_call_cost(bigint, text, integer, numeric, numeric, boolean),
+    unreserve_csv_call_cost(bigint, text, integer, numeric),
+    record_csv_paid_call(bigint, text, integer, jsonb),
+    csv_fold_idle_batches()
 TO service_role;
 GRANT EXECUTE ON FUNCTION
     get_csv_batch_progress(uuid),

@@ -72,7 +72,10 @@ DECLARE
 BEGIN
     PERFORM 1 FROM csv_row_jobs p WHERE p.batch_id = p_batch_id AND p.status = 'pending'
      ORDER BY p.id + 0 LIMIT 1 FOR KEY SHARE SKIP LOCKED;
-    IF FOUND THEN
+    -- Only while the batch hands out rows: a paused or cancelled batch has no crowd of finishers, and its table
+    -- row must be current once its last rows in flight are done (below).
+    IF FOUND AND EXISTS (SELECT 1 FROM csv_batches a WHERE a.id = p_batch_id AND a.status IN ('queued', 'processing'))
+    THEN
         INSERT INTO csv_batch_counters AS c (batch_id, shard, successful_rows, failed_rows, cost_usd)
         -- Each backend its own shard (its pid within smallint's range: two live backends share one only when
         -- their pids are 32,768 apart). With 16 shards by pid, 16 connections shared shards often, and a report
@@ -100,10 +103,15 @@ BEGIN
         cost_usd = b.cost_usd + coalesce(p_cost_usd, 0),
         updated_at = now()
     WHERE b.id = p_batch_id;
-    IF csv_batch_has_pending_jobs(p_batch_id)
-       OR EXISTS (SELECT 1 FROM csv_row_jobs f
-                  WHERE f.batch_id = p_batch_id AND f.status IN ('claimed', 'processing')) THEN
+    IF EXISTS (SELECT 1 FROM csv_row_jobs f
+               WHERE f.batch_id = p_batch_id AND f.status IN ('claimed', 'processing')) THEN
         PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
+        RETURN;
+    END IF;
+    IF csv_batch_has_pending_jobs(p_batch_id) THEN
+        -- Nothing of the batch is in flight (it is paused, or cancelled, or between workers): its table row
+        -- holds every count, for whoever reads it directly.
+        PERFORM csv_fold_batch_counters(p_batch_id, true);
         RETURN;
     END IF;
     -- Every row is done and every finisher has committed: the shards hold their final counts.

@@ -72,3 +72,21 @@ $$;
 DROP TRIGGER IF EXISTS csv_batches_start_clean ON csv_batches;
 CREATE TRIGGER csv_batches_start_clean BEFORE INSERT ON csv_batches
     FOR EACH ROW EXECUTE FUNCTION csv_batches_start_clean();
+
+-- The record of paid calls is append-only, for everyone (the owner included): what was paid stays paid, whatever
+-- happens to the batch, its rows or their images later. (Privileges already keep UPDATE and DELETE from the
+-- service role; this also covers the table's owner, who privileges cannot stop.)
+CREATE OR REPLACE FUNCTION csv_paid_calls_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'csv_paid_calls is append-only: a paid call is never changed or removed'
+        USING ERRCODE = '42501';
+END
+$$;
+
+DROP TRIGGER IF EXISTS csv_paid_calls_append_only ON csv_paid_calls;
+CREATE TRIGGER csv_paid_calls_append_only BEFORE UPDATE OR DELETE ON csv_paid_calls
+    FOR EACH ROW EXECUTE FUNCTION csv_paid_calls_append_only();
+DROP TRIGGER IF EXISTS csv_paid_calls_no_truncate ON csv_paid_calls;
+CREATE TRIGGER csv_paid_calls_no_truncate BEFORE TRUNCATE ON csv_paid_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION csv_paid_calls_append_only();

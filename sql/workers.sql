@@ -2,6 +2,25 @@
 -- health, cron's cleanup of dead workers, whether any work is left (for --until-done), which big batches deserve a
 -- dedicated worker, and writing the pipeline's step logs in bulk.
 
+-- Internal: fold the counter shards of every batch with none of its rows in flight (a worker stopped: the batches
+-- it worked on may have no other worker), so that their table rows are current.
+-- Locks: each such batch row in id order, then its counter shards.
+CREATE OR REPLACE FUNCTION csv_fold_idle_batches()
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT c.batch_id FROM csv_batch_counters c ORDER BY c.batch_id LOOP
+        IF NOT EXISTS (SELECT 1 FROM csv_row_jobs j
+                       WHERE j.batch_id = r.batch_id AND j.status IN ('claimed', 'processing')) THEN
+            PERFORM 1 FROM csv_batches b WHERE b.id = r.batch_id FOR NO KEY UPDATE;
+            PERFORM csv_fold_batch_counters(r.batch_id, true);
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Register a worker or refresh its heartbeat and statistics. A worker reporting 'stopped' has released its jobs.
 -- was_stopped tells a worker that cleanup declared it dead since its last heartbeat (its jobs were released, so
 -- its results will be refused by the fence).
@@ -58,6 +77,9 @@ BEGIN
         pid = coalesce(excluded.pid, w.pid),
         stopped_at = CASE WHEN excluded.status = 'stopped' THEN coalesce(w.stopped_at, now()) END;
 
+    IF p_status = 'stopped' AND v_previous IS DISTINCT FROM 'stopped' THEN
+        PERFORM csv_fold_idle_batches();
+    END IF;
     RETURN QUERY SELECT p_instance_id, p_status, coalesce(v_previous = 'stopped' AND p_status <> 'stopped', false);
 END
 $$;
