@@ -48,3 +48,17 @@ class ProviderAccessError(Exception):
 
 class JobLostError(Exception):
     """The worker no longer holds the job (its claim timed out and another worker took it): stop, report nothing."""
+
+
+class BudgetRefused(Exception):
+    """A call's worst case does not fit the batch's budget or the daily cap: the row is back to pending (no retry
+    counted), either to wait for calls in flight (wait) or because the batch is paused; the message says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    @property
+    def wait(self) -> bool:
+        """Whether calls in flight hold the rest (try again soon) rather than the batch being paused."""
+        return self.reason.startswith("wait:")

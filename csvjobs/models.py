@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -183,6 +183,26 @@ class JobResult(BaseModel):
     error_message: str | None = None
     cost_usd: float | None = None
     usage: dict[str, Any] | None = None
+    # The provider recorded each paid call of the row in the ledger as it was paid (which added it to the row's
+    # and the batch's cost): cost_usd is then what this attempt paid, for the pool's own counts, and is not sent.
+    cost_recorded: bool = Field(default=False, exclude=True)
+
+
+class PaidCall(BaseModel):
+    """One call the provider was paid for, as the ledger records it (sql/budget.sql, record_csv_paid_call)."""
+
+    key: str  # unique among the row's calls: the same call recorded twice counts once
+    kind: Literal["prompts", "image"]
+    purpose: Literal["row", "fidelity_redo", "regenerate"] = "row"
+    style: str | None = None
+    route: str | None = None
+    row_has_photo: bool = False
+    model: str
+    size: str | None = None
+    quality: str | None = None
+    price_factor: float = 1.0
+    cost_usd: float
+    reserved_usd: float = 0.0  # what the call's reservation held, given back now
 
 
 class OpenAIBatchInfo(BaseModel):

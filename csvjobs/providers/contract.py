@@ -10,14 +10,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, Route, trigger_text
+from csvjobs.errors import BudgetRefused, JobLostError, PermanentError, ProviderAccessError, TransientError
+from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, PaidCall, Route, trigger_text
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import IMAGES_BUCKET, readable_name
 
 __all__ = [
-    "Checkpoint", "GeneratedImage", "GeneratedPrompts", "JobLostError", "LogStep", "PermanentError", "Provider",
+    "BudgetRefused", "Checkpoint", "GeneratedImage", "GeneratedPrompts", "JobLostError", "LogStep", "PaidCall",
+    "PermanentError", "Provider",
     "ProviderAccessError", "RateLimiter", "RowContext", "RowOutcome", "StylePrompt", "TransientError", "redo_styles",
+    "styles_still_needed",
 ]
 
 
@@ -96,6 +98,12 @@ def redo_styles(checkpoint: dict[str, Any]) -> frozenset[str]:
     return frozenset(style for style in request if style in {s.value for s in ImageStyle})
 
 
+def styles_still_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:
+    """The images a row still needs: those it has none of, and those the reviewer asked to redo."""
+    redo = redo_styles(checkpoint)
+    return [style for style in ImageStyle if f"image:{style.value}" not in checkpoint or style.value in redo]
+
+
 class RateLimiter(Protocol):
     """Shared rate limits (kept in PostgreSQL so that every worker on every machine obeys them)."""
 
@@ -112,6 +120,22 @@ class RateLimiter(Protocol):
 STYLE_FILE_WORDS = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 LogStep = Callable[[str, str, dict[str, Any]], None]
 Checkpoint = Callable[[dict[str, Any]], Awaitable[bool]]
+# reserve(amount, release): None when reserved, else why not (see BudgetRefused); unreserve(amount); pay(call).
+Reserve = Callable[[float, bool], Awaitable[str | None]]
+Unreserve = Callable[[float], Awaitable[None]]
+Pay = Callable[[PaidCall], Awaitable[None]]
+
+
+async def _nothing_reserved(amount: float, release: bool) -> str | None:
+    return None
+
+
+async def _nothing_to_give_back(amount: float) -> None:
+    return None
+
+
+async def _paid_nowhere(call: PaidCall) -> None:
+    return None
 
 
 @dataclass
@@ -128,6 +152,29 @@ class RowContext:
     redo: frozenset[str] = frozenset()
     # The batch's sales channels (models.Channel values): the images' size and the rules they are checked against.
     channels: tuple[str, ...] = ()
+    # The budget and the ledger: a paying provider reserves a call's worst case just before it (reserve), records
+    # each paid call the moment its answer arrives (pay, which gives that call's reservation back), and gives
+    # back the reservation of a call that failed (unreserve). Without a worker behind them they do nothing.
+    reserve: Reserve = _nothing_reserved
+    unreserve: Unreserve = _nothing_to_give_back
+    pay: Pay = _paid_nowhere
+    # What this row's calls were paid while this context lived (each recorded in the ledger as it was paid).
+    paid_usd: float = 0.0
+
+    async def record_paid(self, call: PaidCall) -> None:
+        """Record a paid call in the ledger (giving its reservation back) and add it to paid_usd."""
+        await self.pay(call)
+        self.paid_usd += call.cost_usd
+
+    async def reserve_or_stop(self, amount: float) -> None:
+        """Reserve amount before calls; BudgetRefused (the row is pending again) when it does not fit."""
+        if amount > 0 and (refused := await self.reserve(amount, True)):
+            raise BudgetRefused(refused)
+
+    @property
+    def row_has_photo(self) -> bool:
+        """Whether the file gave the row a photo (what upload knew of it; the ledger learns per kind of row)."""
+        return bool(self.job.product.get("image_url"))
 
     def redo_note(self, style: ImageStyle) -> str:
         """The reviewer's note for a style being redone ('' when there is none)."""
@@ -168,11 +215,12 @@ class Provider(Protocol):
 
 @runtime_checkable
 class Paying(Protocol):
-    """A provider whose rows cost money: workers reserve a row's estimated cost against the budgets before it
-    pays (providers without this, offline and noop, cost nothing and reserve nothing)."""
+    """A provider whose calls cost money: it reserves each call's worst case through its RowContext and records
+    every paid call in the ledger as it is paid (providers without this, offline and noop, pay nothing)."""
 
-    def row_cost_estimate(self, *, photo: bool) -> float:
-        """What one row is expected to cost at standard prices, from the published figures."""
+    def call_worst_cases(self, job: ClaimedJob) -> dict[str, float]:
+        """The most each of the row's remaining calls ("prompts", or an image style) can cost at standard prices
+        (the Batch API path reserves them all at once)."""
         ...
 
 
@@ -184,6 +232,10 @@ class BatchCapable(Protocol):
 
     def batch_api(self) -> Any:
         """The Files and Batch API client (providers/openai_batch.py's BatchAPI) on this provider's account."""
+        ...
+
+    def call_worst_cases(self, job: ClaimedJob) -> dict[str, float]:
+        """The most each of the row's remaining calls can cost at standard prices (see Paying)."""
         ...
 
     def prompt_request(self, ctx: RowContext, trigger: str, reference: Any) -> dict[str, Any]:

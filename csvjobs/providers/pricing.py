@@ -29,6 +29,17 @@ PROMPT_TOKENS_ESTIMATE = (700, 600)  # one prompt-generation call: input, output
 VISION_TOKENS_ESTIMATE = 85
 REFERENCE_IMAGE_TOKENS_ESTIMATE = 1300
 
+# Worst cases, reserved against budgets just before a call (sql/budget.sql). The prompt call is sent with
+# max_completion_tokens = PROMPT_MAX_OUTPUT_TOKENS (a structured answer is about 600), so its output is bounded; its
+# input is bounded by the bytes sent (a token is at least one byte) plus the chat format's own tokens. An image's
+# output tokens are fixed by its size and quality; its text input is bounded the same way, and the reference photo
+# (at most 1536 px a side) by REFERENCE_IMAGE_TOKENS_MAX, half again above what such a photo was measured to cost.
+PROMPT_MAX_OUTPUT_TOKENS = 2000
+MESSAGE_OVERHEAD_TOKENS = 50
+REFERENCE_IMAGE_TOKENS_MAX = 2000
+# The largest size an image of size "auto" may come back at (1536x1024), as a share of 1024x1024.
+AUTO_SIZE_AREA_FACTOR = 1.5
+
 
 def prompt_cost(model: str, usage: dict[str, Any] | None) -> float:
     """Cost of one prompt-generation call from its token usage; a call flex processing served is at Batch API
@@ -40,11 +51,11 @@ def prompt_cost(model: str, usage: dict[str, Any] | None) -> float:
     return cost * BATCH_PRICE_FACTOR if usage.get("service_tier") == "flex" else cost
 
 
-def _area_factor(size: str) -> float:
+def _area_factor(size: str, unknown: float = 1.0) -> float:
     try:
         width, height = (int(part) for part in size.lower().split("x"))
     except ValueError:
-        return 1.0
+        return unknown
     return width * height / (1024 * 1024)
 
 
@@ -73,6 +84,31 @@ def row_estimate(prompt_model: str, image_model: str, size: str, quality: str, *
         tokens_in += VISION_TOKENS_ESTIMATE
     prompt = prompt_cost(prompt_model, {"prompt_tokens": tokens_in, "completion_tokens": tokens_out})
     return prompt + 2 * image_cost(image_model, size, quality, None, edited=photo)
+
+
+def prompt_worst_case(model: str, input_bytes: int, *, photo: bool) -> float:
+    """The most one prompt call can cost: every byte sent a token, the photo's fixed low-detail tokens, and the
+    whole of max_completion_tokens."""
+    price = PROMPT_MODEL_PRICES.get(model)
+    if price is None:
+        return 0.0
+    tokens_in = input_bytes + MESSAGE_OVERHEAD_TOKENS + (VISION_TOKENS_ESTIMATE if photo else 0)
+    return (tokens_in * price[0] + PROMPT_MAX_OUTPUT_TOKENS * price[1]) / 1e6
+
+
+def image_worst_case(model: str, size: str, quality: str, prompt_bytes: int, *, edited: bool) -> float:
+    """The most one image call can cost: its output tokens (fixed by size and quality; the highest quality when
+    it is "auto"), every prompt byte a token, and the reference photo at its bound for an edit."""
+    price = IMAGE_MODEL_PRICES.get(model)
+    if price is None:
+        return 0.0
+    text_in, image_in, image_out = price
+    per_image = IMAGE_OUTPUT_TOKENS["high"] if quality == "auto" else IMAGE_OUTPUT_TOKENS.get(
+        quality, IMAGE_OUTPUT_TOKENS["high"])
+    tokens_out = per_image * _area_factor(size, AUTO_SIZE_AREA_FACTOR)
+    tokens_text = prompt_bytes + MESSAGE_OVERHEAD_TOKENS
+    tokens_image = REFERENCE_IMAGE_TOKENS_MAX if edited else 0
+    return (tokens_out * image_out + tokens_text * text_in + tokens_image * image_in) / 1e6
 
 
 def is_priced(prompt_model: str, image_model: str) -> bool:

@@ -19,6 +19,7 @@ from csvjobs.models import (
     CleanupReport,
     JobResult,
     JobStatus,
+    PaidCall,
     ProcessingMode,
     RunSummary,
     WorkerStatus,
@@ -52,7 +53,8 @@ class SourceRow(BaseModel):
 
 def results_json(results: Sequence[JobResult]) -> str:
     """The p_results array for update_csv_row_job_results."""
-    return _RESULTS.dump_json(list(results), exclude_none=True).decode()
+    sent = [result.model_copy(update={"cost_usd": None}) if result.cost_recorded else result for result in results]
+    return _RESULTS.dump_json(sent, exclude_none=True).decode()
 
 
 def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
@@ -162,13 +164,29 @@ async def batch_info(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> BatchI
     return BatchInfo(channels=tuple(row["channels"] or ()), estimated_row_cost_usd=row["estimated_row_cost_usd"])
 
 
-async def reserve_row_cost(conn: db.AsyncConnection, *, job_id: int, worker_id: str, attempt: int, amount: float,
-                           daily_max: float | None) -> str | None:
-    """reserve_csv_row_cost: None when the row's cost is reserved; else why not (the batch was paused and the row
-    given back to pending, or the row is no longer this worker's)."""
-    row = await _one(conn, "SELECT reserve_csv_row_cost(%s::bigint, %s, %s::integer, %s::numeric, %s::numeric)"
-                           " AS refused", [job_id, worker_id, attempt, amount, daily_max])
-    return str(row["refused"]) if row and row["refused"] else None
+async def reserve_call_cost(conn: db.AsyncConnection, *, job_id: int, worker_id: str, attempt: int, amount: float,
+                            daily_max: float | None, release: bool) -> str | None:
+    """reserve_csv_call_cost: None when amount more is reserved for the row; else why not (with release, the row
+    is pending again and a batch that cannot fit the call is paused)."""
+    row = await _one(conn, "SELECT reserve_csv_call_cost(%s::bigint, %s, %s::integer, %s::numeric, %s::numeric,"
+                           " %s) AS refused", [job_id, worker_id, attempt, amount, daily_max, release])
+    return row["refused"] if row else None
+
+
+async def unreserve_call_cost(conn: db.AsyncConnection, *, job_id: int, worker_id: str, attempt: int,
+                              amount: float) -> None:
+    """unreserve_csv_call_cost: give back what a call that was not paid held."""
+    await conn.execute("SELECT unreserve_csv_call_cost(%s::bigint, %s, %s::integer, %s::numeric)",
+                       [job_id, worker_id, attempt, amount])
+
+
+async def record_paid_call(conn: db.AsyncConnection, *, job_id: int, holder: str, attempt: int,
+                           call: PaidCall) -> bool:
+    """record_csv_paid_call: the call in the ledger, the row's and batch's cost and the day's total; False when it
+    was recorded before."""
+    row = await _one(conn, "SELECT record_csv_paid_call(%s::bigint, %s, %s::integer, %s::jsonb) AS new",
+                     [job_id, holder, attempt, call.model_dump_json()])
+    return bool(row and row["new"])
 
 
 async def batch_status(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> str | None:
@@ -274,13 +292,17 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
     with db.service_transaction(conn):
         done = conn.execute(
             "SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,"
-            " count(*) FILTER (WHERE j.status = 'failed') AS failed, coalesce(sum(j.cost_usd), 0) AS cost_usd,"
+            " count(*) FILTER (WHERE j.status = 'failed') AS failed,"
             " 2 * count(*) FILTER (WHERE j.usage ? 'reuses_row') AS images_reused,"
-            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE i ->> 'route' = 'cutout')), 0) AS images_cut_out,"
-            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE coalesce(i ->> 'route', '') <> 'cutout'"
-            "   AND NOT coalesce((i ->> 'placeholder')::boolean, false)) + 0)"
-            "   FILTER (WHERE NOT coalesce(j.usage ? 'reuses_row', false)), 0) AS images_paid"
+            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE i ->> 'route' = 'cutout')), 0) AS images_cut_out"
             f" FROM csv_row_jobs j WHERE j.completed_at >= %(since)s AND {scope}", params).fetchone()
+        # What was paid comes from the ledger of paid calls: every call paid since the run started, whether its
+        # row completed, failed or is pending again (a redo pays for its new image only).
+        paid = conn.execute(
+            "SELECT coalesce(sum(p.cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE p.kind = 'image') AS images_paid"
+            " FROM csv_paid_calls p WHERE p.paid_at >= %(since)s"
+            " AND (%(batch)s::uuid IS NULL OR p.batch_id = %(batch)s)"
+            " AND (%(user)s::uuid IS NULL OR p.user_id = %(user)s)", params).fetchone()
         left = conn.execute(
             "SELECT coalesce(sum(b.total_rows - b.processed_rows - coalesce((SELECT sum(c.successful_rows"
             " + c.failed_rows) FROM csv_batch_counters c WHERE c.batch_id = b.id), 0)), 0) AS n"
@@ -291,10 +313,11 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
             "SELECT b.id, b.pause_reason FROM csv_batches b WHERE b.status = 'paused' AND b.pause_reason IS NOT NULL"
             " AND (%(batch)s::uuid IS NULL OR b.id = %(batch)s) AND (%(user)s::uuid IS NULL OR b.user_id = %(user)s)",
             params).fetchall()
-    assert done is not None and left is not None
+    assert done is not None and left is not None and paid is not None
     return RunSummary(seconds=round(seconds, 1), left=int(left["n"]), paused={str(r["id"]): r["pause_reason"]
                                                                               for r in paused},
-                      **{k: float(v) if k == "cost_usd" else int(v) for k, v in done.items()})
+                      cost_usd=float(paid["cost_usd"]), images_paid=int(paid["images_paid"]),
+                      **{k: int(v) for k, v in done.items()})
 
 
 def release_worker_jobs(conn: db.Connection, worker_id: str, count_retry: bool) -> tuple[int, int]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, LogLevel, trigger_text
-from csvjobs.providers.contract import Paying, RowContext, redo_styles
+from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, trigger_text
+from csvjobs.providers.contract import PaidCall, Paying, RowContext, redo_styles
 from csvjobs.queue import queries
 from csvjobs.queue.rate_limits import DatabaseRateLimiter
 from csvjobs.queue.runtime import WorkerRuntime
@@ -82,11 +82,6 @@ def prepare_redo(runtime: WorkerRuntime, job: ClaimedJob) -> frozenset[str]:
     return styles
 
 
-# A worker reserves this multiple of a row's estimate: a row can pay an image twice (a fidelity redo), and its
-# real usage can run above the estimate; a budget is never exceeded as long as a row costs at most this much.
-RESERVE_MARGIN = 2.0
-
-
 _PAYS: dict[type, bool] = {}
 
 
@@ -101,41 +96,45 @@ def _pays(provider: object) -> bool:
     return known
 
 
-def reservation(provider: object, info: queries.BatchInfo, job: ClaimedJob, *, price_factor: float = 1.0) -> float:
-    """What to reserve against the budgets before paying for this row (0: the provider pays nothing)."""
-    if not _pays(provider):
-        return 0.0
-    published = cast(Paying, provider).row_cost_estimate(photo=bool(job.product.get("image_url")))
-    learned = info.estimated_row_cost_usd or 0.0
-    return round(max(published, learned) * RESERVE_MARGIN * price_factor, 6)
+def records_paid_calls(provider: object) -> bool:
+    """Whether the provider records each paid call in the ledger itself (then a result carries no cost to add)."""
+    return _pays(provider)
 
 
-async def reserve(runtime: WorkerRuntime, provider: object, job: ClaimedJob, *, holder: str,
-                  price_factor: float = 1.0) -> str | None:
-    """Reserve the row's cost against its batch's budget and the daily cap; None when reserved (or nothing to
-    reserve), else why not: the batch was paused and the row went back to pending."""
+async def reserve_row(runtime: WorkerRuntime, provider: object, job: ClaimedJob, *, holder: str,
+                      price_factor: float) -> str | None:
+    """Reserve the worst case of all the row's remaining calls at once (the Batch API path: its calls cannot be
+    stopped half way); None when reserved (or nothing to reserve), else why not (the row is pending again)."""
     if not _pays(provider):
         return None
-    amount = reservation(provider, await runtime.batch_info(job.batch_id), job, price_factor=price_factor)
+    amount = round(sum(cast(Paying, provider).call_worst_cases(job).values()) * price_factor, 6)
     if amount <= 0:
         return None
-    # Asked every time (the function returns at once when there is no budget): `resume --max-cost` may set a
-    # budget while workers run.
     return await runtime.db_call(functools.partial(
-        queries.reserve_row_cost, job_id=job.job_id, worker_id=holder, attempt=job.attempt, amount=amount,
-        daily_max=runtime.settings.daily_max_cost_usd))
-
-
-def styles_needed(checkpoint: dict[str, Any]) -> list[ImageStyle]:
-    """The images a row with prompts still needs: those it has none of, and those the reviewer asked to redo."""
-    redo = redo_styles(checkpoint)
-    return [style for style in ImageStyle if f"image:{style.value}" not in checkpoint or style.value in redo]
+        queries.reserve_call_cost, job_id=job.job_id, worker_id=holder, attempt=job.attempt, amount=amount,
+        daily_max=runtime.settings.daily_max_cost_usd, release=True))
 
 
 def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: frozenset[str],
                 channels: tuple[str, ...] = ()) -> RowContext:
     """What a provider gets for one row: storage, the shared rate limits, a step log, and a checkpoint fenced on
     holder (the worker, or the submission that holds the row) and the claim's attempt."""
+    async def reserve(amount: float, release: bool) -> str | None:
+        # Asked every time (the function returns at once when there is no budget): `resume --max-cost` may set a
+        # budget while workers run.
+        return await runtime.db_call(functools.partial(
+            queries.reserve_call_cost, job_id=job.job_id, worker_id=holder, attempt=job.attempt,
+            amount=round(amount, 6), daily_max=runtime.settings.daily_max_cost_usd, release=release))
+
+    async def unreserve(amount: float) -> None:
+        if amount > 0:
+            await runtime.db_call(functools.partial(queries.unreserve_call_cost, job_id=job.job_id, worker_id=holder,
+                                                    attempt=job.attempt, amount=round(amount, 6)))
+
+    async def pay(call: PaidCall) -> None:
+        await runtime.db_call(functools.partial(queries.record_paid_call, job_id=job.job_id, holder=holder,
+                                                attempt=job.attempt, call=call))
+
     async def checkpoint(data: dict[str, Any]) -> bool:
         held = await runtime.db_call(functools.partial(queries.save_checkpoint, job_id=job.job_id, holder=holder,
                                                        attempt=job.attempt, data=data))
@@ -150,4 +149,5 @@ def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: f
         runtime.log_row(job, level, operation, message, details)
 
     return RowContext(job=job, storage=runtime.storage, log=log, save_checkpoint=checkpoint,
-                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo, channels=channels)
+                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo, channels=channels,
+                      reserve=reserve, unreserve=unreserve, pay=pay)

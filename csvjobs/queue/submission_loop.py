@@ -42,12 +42,21 @@ from csvjobs.models import (
     JobResult,
     JobStatus,
     ProcessingMode,
+    Route,
     SubmissionState,
     SubmissionStep,
     trigger_text,
 )
 from csvjobs.providers import pricing
-from csvjobs.providers.contract import BatchCapable, GeneratedImage, GeneratedPrompts, RowContext, redo_styles
+from csvjobs.providers.contract import (
+    BatchCapable,
+    GeneratedImage,
+    GeneratedPrompts,
+    PaidCall,
+    RowContext,
+    redo_styles,
+    styles_still_needed,
+)
 from csvjobs.providers.openai_batch import (
     CONTENT_POLICY_CODES,
     NOT_RUN_CODES,
@@ -165,9 +174,12 @@ class SubmissionLoop:
                 if reused is not None:
                     rt.finish(job, reused)
                     continue
-            if await row_rules.reserve(rt, self.provider, job, holder=self.instance_id,
-                                       price_factor=pricing.BATCH_PRICE_FACTOR):
-                rt.forget([job.job_id])  # the budget paused the batch; the row is pending again
+            refused = await row_rules.reserve_row(rt, self.provider, job, holder=self.instance_id,
+                                                  price_factor=pricing.BATCH_PRICE_FACTOR)
+            if refused:
+                rt.forget([job.job_id])  # the budget has no room for the row now; it is pending again
+                if not refused.startswith(("wait:", "already paused")):
+                    rt.say(f"batch {str(job.batch_id)[:8]} paused: {refused}")
                 continue
             step = SubmissionStep.IMAGES if "prompts" in job.checkpoint else SubmissionStep.PROMPTS
             groups[(job.batch_id, step)].append(job.job_id)
@@ -313,7 +325,7 @@ class SubmissionLoop:
             body = self.provider.prompt_request(ctx, trigger, reference)
             return PROMPTS_ENDPOINT, [request_line(custom_id(job.job_id, job.attempt, "prompts"), PROMPTS_ENDPOINT,
                                                    body)]
-        needed = row_rules.styles_needed(job.checkpoint)
+        needed = styles_still_needed(job.checkpoint)
         row_rules.prepare_redo(self.runtime, job)  # the reviewer's notes go into the prompts of the styles redone
         white = ImageStyle.SINGLE_WHITE_BACKGROUND
         if white in needed and reference is not None and self.settings.packshot == "auto":
@@ -378,7 +390,7 @@ class SubmissionLoop:
     async def _collect(self, sub: Submission, state: BatchState) -> None:
         rows = {job.job_id: job for job in await self._held_rows(sub)}
         # What each row asked for, before this output's images are saved on it.
-        needed = {job_id: [style.value for style in row_rules.styles_needed(job.checkpoint)]
+        needed = {job_id: [style.value for style in styles_still_needed(job.checkpoint)]
                   for job_id, job in rows.items()}
         states: dict[int, _RowState] = defaultdict(_RowState)
         renewed = time.monotonic()
@@ -410,6 +422,8 @@ class SubmissionLoop:
             return
         body = line["response"]["body"]
         ctx = self._context(sub, job)
+        # Answered, so paid (at Batch prices), whether or not its answer can be used: into the ledger first.
+        await self._record_paid(sub, job, ctx, kind, line, body)
         try:
             if kind == SubmissionStep.PROMPTS:
                 prompts, usage = parse_prompts(body)
@@ -430,6 +444,31 @@ class SubmissionLoop:
                         f"{sub.openai_batch_id})", {"style": style.value, "bytes": image.bytes, "model": image.model})
         except (TransientError, PermanentError, ValidationError, ValueError) as exc:
             st.retry = redact(f"the OpenAI batch output for {kind} could not be used: {exc}", self.runtime.secrets)
+
+    async def _record_paid(self, sub: Submission, job: ClaimedJob, ctx: RowContext, kind: str, line: dict[str, Any],
+                           body: Any) -> None:
+        """One answered output line in the ledger, keyed by its OpenAI batch and custom_id (so a line read again
+        after a restart counts once), giving back what the row reserved for that call."""
+        s = self.settings
+        usage = body.get("usage") if isinstance(body, dict) else None
+        usage = usage if isinstance(usage, dict) else None
+        factor = pricing.BATCH_PRICE_FACTOR
+        reserved = self.provider.call_worst_cases(job).get(kind, 0.0) * factor
+        photo = ctx.row_has_photo
+        key = f"openai-batch:{sub.openai_batch_id}:{line.get('custom_id')}"
+        if kind == SubmissionStep.PROMPTS:
+            call = PaidCall(key=key, kind="prompts", route="from_photo" if photo else "from_text", row_has_photo=photo,
+                            model=s.prompt_model, price_factor=factor, reserved_usd=reserved,
+                            cost_usd=pricing.prompt_cost(s.prompt_model, usage) * factor)
+        else:
+            edited = sub.endpoint == "/v1/images/edits"
+            call = PaidCall(key=key, kind="image", purpose="regenerate" if kind in ctx.redo else "row", style=kind,
+                            route=(Route.GENERATED_FROM_PHOTO if edited else Route.GENERATED_FROM_TEXT).value,
+                            row_has_photo=photo, model=s.image_model, size=s.image_size, quality=s.image_quality,
+                            price_factor=factor, reserved_usd=reserved,
+                            cost_usd=pricing.image_cost(s.image_model, s.image_size, s.image_quality, usage,
+                                                        edited=edited) * factor)
+        await ctx.record_paid(call)
 
     async def _check_fidelity(self, ctx: RowContext, image: GeneratedImage) -> None:
         """The fidelity check of an image made from the photo. Here a failing image is flagged for review, not
@@ -493,8 +532,11 @@ class SubmissionLoop:
         prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
         images = [GeneratedImage.model_validate(job.checkpoint[f"image:{style.value}"]) for style in ImageStyle]
         trigger = job.trigger_text or trigger_text(job.product)
-        return self.provider.outcome(trigger, prompts, job.checkpoint.get("prompt_usage"), images,
-                                     price_factor=pricing.BATCH_PRICE_FACTOR).as_result(job)
+        result = self.provider.outcome(trigger, prompts, job.checkpoint.get("prompt_usage"), images,
+                                       price_factor=pricing.BATCH_PRICE_FACTOR).as_result(job)
+        # Every answered line went into the ledger (and the row's and batch's cost) as it was collected.
+        result.cost_recorded = True
+        return result
 
     def _failed(self, job: ClaimedJob, message: str) -> JobResult:
         return row_rules.failed_result(job, message)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from csvjobs import db, tracing
-from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
+from csvjobs.errors import BudgetRefused, JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import ClaimedJob, JobResult, LogLevel, ProcessingMode
 from csvjobs.providers.contract import Provider, RowContext, RowOutcome
 from csvjobs.providers.redact import redact
@@ -127,23 +127,28 @@ class SyncLoop:
             reused = await row_rules.reuse_images(rt, job) if row_rules.reuses_images(job) else None
             if reused is not None:
                 result = reused
-            elif (refused := await row_rules.reserve(rt, self.provider, job, holder=rt.config.instance_id)):
-                # The row is pending again (not ours): the budget paused the batch, or rows in flight hold the
-                # rest of it (then this slot waits a moment, rather than claim the same row again at once).
-                rt.unreported.pop(job.job_id, None)
-                if refused.startswith("wait:"):
-                    await asyncio.sleep(min(1.0, rt.settings.poll_seconds))
-                else:
-                    rt.say(f"row {job.row_number} of batch {str(job.batch_id)[:8]} not started: {refused}")
-                rt.running.pop(job.job_id, None)
-                rt.wake.set()
-                return
             else:
                 ctx = row_rules.row_context(rt, job, holder=rt.config.instance_id,
                                             redo=row_rules.prepare_redo(rt, job),
                                             channels=await rt.channels_of(job.batch_id))
                 result = (await self._with_retries(ctx)).as_result(job)
+                if row_rules.records_paid_calls(self.provider):
+                    # Each paid call is in the ledger (and the row's and batch's cost) already.
+                    result.cost_usd = round(ctx.paid_usd, 6)
+                    result.cost_recorded = True
             rt.stats.processed += 1
+        except BudgetRefused as exc:
+            # The row is pending again (not ours), keeping what it paid for: the budget paused the batch (said
+            # by the worker whose call paused it, not once per row), or calls in flight hold the rest of it (then
+            # this slot waits a moment, rather than claim the same row again at once).
+            rt.unreported.pop(job.job_id, None)
+            if exc.wait:
+                await asyncio.sleep(min(1.0, rt.settings.poll_seconds))
+            elif not exc.reason.startswith("already paused"):
+                rt.say(f"batch {str(job.batch_id)[:8]} paused: {exc.reason}")
+            rt.running.pop(job.job_id, None)
+            rt.wake.set()
+            return
         except PermanentError as exc:
             result = row_rules.failed_result(job, redact(str(exc) or type(exc).__name__, rt.secrets))
             rt.stats.failed += 1

@@ -128,6 +128,11 @@ class FakeOpenAI:
     flex_busy: int = 0
     # Answer 400 to every batch creation (an input file OpenAI will not take).
     refuse_batches: bool = False
+    # A failure schedule: called with the endpoint ("chat", "image", "edit") and the request body of every
+    # synchronous model call, it answers what the call does: ("ok", seconds) succeeds after that long, ("429", s)
+    # and ("500", s) fail after s seconds (a 429 with Retry-After: retry_after), ("hang", s) answers nothing for s
+    # seconds and then a 500 (a client that gave up never sees it; nothing was served).
+    schedule: Callable[[str, dict[str, Any]], tuple[str, float]] | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
@@ -198,7 +203,24 @@ class FakeOpenAI:
             self.calls.append(call)
         return call
 
+    def _scheduled(self, call: Call) -> tuple[int, dict[str, str], Any] | None:
+        """What the failure schedule says of this call: a failure to answer, or None (go on and succeed, after
+        the scheduled wait)."""
+        if self.schedule is None or call.endpoint not in ("chat", "image", "edit"):
+            return None
+        outcome, seconds = self.schedule(call.endpoint, call.body)
+        time.sleep(seconds)
+        if outcome == "ok":
+            return None
+        status = 429 if outcome == "429" else 500
+        call.status = status
+        headers = {"retry-after": self.retry_after} if status == 429 else {}
+        return status, headers, {"error": {"message": f"scheduled {outcome}", "type": "server_error", "code": None}}
+
     def _chaos(self, call: Call) -> tuple[int, dict[str, str], Any] | None:
+        scheduled = self._scheduled(call)
+        if scheduled is not None:
+            return scheduled
         with self.lock:
             roll = self._rng.random()
             status = self._rng.choice(self.error_statuses)
