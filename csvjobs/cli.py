@@ -679,17 +679,17 @@ def regenerate(
 
     Example: csvjobs regenerate 3f0c... --rows 3 --style lifestyle --note "warmer light, no people"
     """
-    from csvjobs.operate.review import parse_style, redo_cost, regenerate_images
+    from csvjobs.operate.review import parse_style, regenerate_images
 
     batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     numbers = _parse_rows(rows)
     assert numbers is not None
     settings = _settings(ctx, user)
-    count = regenerate_images(settings, batch_id, numbers, parse_style(style), note)
-    cost = f" (about ${redo_cost(settings, count, parse_style(style)):.2f} of new images)" if count else ""
-    out.print(f"{count} row(s) of {batch_id} queued for new images{cost}" + (
-        "; run `csvjobs work`" if count else " (only completed rows can be redone)"))
+    redo = regenerate_images(settings, batch_id, numbers, parse_style(style), note)
+    cost = f" (about ${redo.price_usd:.4f} of new images)" if redo.rows else ""
+    out.print(f"{redo.rows} row(s) of {batch_id} queued for new images{cost}" + (
+        "; run `csvjobs work`" if redo.rows else " (only completed rows can be redone)"))
 
 
 @app.command()

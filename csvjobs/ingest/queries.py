@@ -55,3 +55,17 @@ def link_reused_rows(conn: db.Connection, batch_id: uuid.UUID) -> int:
 def queue_batch(conn: db.Connection, batch_id: uuid.UUID, total_rows: int, skipped_rows: int) -> None:
     """queue_csv_batch: record the row count and queue the batch (or complete it when it has no rows)."""
     conn.execute("SELECT queue_csv_batch(%s::uuid, %s::integer, %s::integer)", [batch_id, total_rows, skipped_rows])
+
+
+def recent_paid_calls(conn: db.Connection, user_id: uuid.UUID, *, rows: int) -> list[dict[str, Any]]:
+    """The paid calls of the account's most recently paying rows that completed (about `rows` of them, the
+    reviewer's redos left out), for the estimate to learn from: through the ledger's (user_id, id) index, then
+    each row's calls by its row_job_id."""
+    return conn.execute(
+        "WITH recent AS (SELECT DISTINCT p.row_job_id FROM (SELECT r.row_job_id FROM csv_paid_calls r"
+        "   WHERE r.user_id = %(user)s ORDER BY r.id DESC LIMIT %(calls)s) p)"
+        " SELECT c.row_job_id, c.kind, c.purpose, c.route, c.row_has_photo, c.model, c.size, c.quality,"
+        "  c.price_factor, c.cost_usd"
+        " FROM csv_paid_calls c JOIN csv_row_jobs j ON j.id = c.row_job_id AND j.status = 'completed'"
+        " WHERE c.row_job_id IN (SELECT row_job_id FROM recent) AND c.purpose <> 'regenerate'",
+        {"user": user_id, "calls": rows * 4}).fetchall()

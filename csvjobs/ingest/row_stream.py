@@ -93,6 +93,10 @@ class UploadReport:
     sample_trigger_texts: list[str] = field(default_factory=list)
     dry_run: bool = False
     estimated_cost_usd: float | None = None
+    # The range the batch's cost falls in: every photo cut out and no redo, to every white image generated and
+    # every fidelity redo paid.
+    estimated_cost_low_usd: float | None = None
+    estimated_cost_high_usd: float | None = None
     # The same rows row by row and at OpenAI's Batch API prices (estimated_cost_usd is in the batch's own mode).
     estimated_standard_cost_usd: float | None = None
     estimated_batch_cost_usd: float | None = None
@@ -120,6 +124,8 @@ class UploadReport:
             "processing_mode": self.processing_mode,
             "channels": self.channels,
             **({"estimated_cost_usd": self.estimated_cost_usd,
+                "estimated_cost_low_usd": self.estimated_cost_low_usd,
+                "estimated_cost_high_usd": self.estimated_cost_high_usd,
                 "estimated_standard_cost_usd": self.estimated_standard_cost_usd,
                 "estimated_batch_cost_usd": self.estimated_batch_cost_usd, "cost_basis": self.cost_basis}
                if self.estimated_cost_usd is not None else {}),

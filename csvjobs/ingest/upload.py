@@ -11,7 +11,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
 from csvjobs.ingest.child_producer import ChildProducer
 from csvjobs.ingest.copy_encoding import COPY_SQL
-from csvjobs.ingest.estimate import Estimate, LearnedPrices, estimate, learned_prices
+from csvjobs.ingest.estimate import Estimate, LearnedPrices, check_budget, estimate, learned_prices
 from csvjobs.ingest.row_stream import (
     RowError,
     RowStream,
@@ -87,9 +87,11 @@ def _costs(settings: Settings, stream: RowStream, total: int, options: UploadOpt
                         reused_photo_rows=stream.reused_photo_rows, mode=mode, learned=learned)
 
     mine, standard, batch = at(_mode(options)), at(ProcessingMode.SYNC), at(ProcessingMode.OPENAI_BATCH)
-    return {"estimated_cost_usd": mine.total_usd, "estimated_standard_cost_usd": standard.total_usd,
+    check_budget(mine, options.max_cost_usd)
+    return {"estimated_cost_usd": mine.total_usd, "estimated_cost_low_usd": mine.low_usd,
+            "estimated_cost_high_usd": mine.high_usd, "estimated_standard_cost_usd": standard.total_usd,
             "estimated_batch_cost_usd": batch.total_usd, "cost_basis": mine.basis,
-            "estimated_row_cost_usd": standard.per_row_usd, "max_cost_usd": options.max_cost_usd}
+            "estimated_row_cost_usd": mine.per_row_usd, "max_cost_usd": options.max_cost_usd}
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -85,7 +85,11 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         if report.estimated_cost_usd is not None:
             budget = (f"; budget ${report.max_cost_usd:.2f} (the batch pauses rather than spend more)"
                       if report.max_cost_usd is not None else "; no budget (upload --max-cost sets one)")
-            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f}{budget} ({report.cost_basis})"))
+            span = (f" (between ${report.estimated_cost_low_usd:.2f} and ${report.estimated_cost_high_usd:.2f})"
+                    if report.estimated_cost_low_usd is not None and report.estimated_cost_high_usd is not None
+                    and report.estimated_cost_high_usd > report.estimated_cost_low_usd else "")
+            out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f}{span}{budget} "
+                           f"({report.cost_basis})"))
     out.print(Text(_photo_line(report)))
     if report.reused_rows:
         out.print(Text(f"variants: {report.reused_rows} row(s) look like an earlier row of their product (same photo "

@@ -206,6 +206,21 @@ def request_regeneration(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid
                            [batch_id, rows, style, note]))
 
 
+def images_to_redo(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int],
+                   style: str | None) -> list[dict[str, Any]]:
+    """The current images (of style, or both) of the completed rows among `rows`: what a redo of them would
+    make again, as the user."""
+    with db.user_transaction(conn, user_id):
+        require_batch(conn, batch_id)
+        return [r["image"] for r in conn.execute(
+            "SELECT i.value AS image FROM csv_row_jobs j"
+            " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(j.generated_images) = 'array'"
+            "  THEN j.generated_images ELSE '[]' END) i"
+            " WHERE j.batch_id = %s AND j.row_number = ANY (%s::integer[]) AND j.status = 'completed'"
+            " AND (%s::text IS NULL OR i.value ->> 'style' = %s)",
+            [batch_id, rows, style, style]).fetchall()]
+
+
 def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     """The batch's id, file name and headers, in the caller's (user) transaction."""
     batch = conn.execute(

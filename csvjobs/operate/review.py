@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
 
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import InputError
+from csvjobs.ingest.estimate import learned_prices, redo_price
 from csvjobs.models import ImageStyle
 from csvjobs.operate import queries
-from csvjobs.providers import pricing
 from csvjobs.users import resolve_user_id
 
 STYLE_NAMES = {"lifestyle": ImageStyle.LIFESTYLE_EMOTIONAL, "white": ImageStyle.SINGLE_WHITE_BACKGROUND}
@@ -38,17 +42,34 @@ def review_images(settings: Settings, batch_id: uuid.UUID, rows: list[int] | Non
         return queries.review_images(conn, user_id, batch_id, rows, style.value if style else None, action)
 
 
+class Redo(BaseModel):
+    """A redo request's answer: how many rows were queued, and what their new images will cost."""
+
+    rows: int
+    price_usd: float
+
+
 def regenerate_images(settings: Settings, batch_id: uuid.UUID, rows: list[int], style: ImageStyle | None,
-                      note: str | None) -> int:
-    """Queue new versions of the rows' images (with the note for the prompt); how many rows were queued."""
+                      note: str | None) -> Redo:
+    """Queue new versions of the rows' images (with the note for the prompt): how many rows were queued, and the
+    price of their new images (estimate.redo_price, the one price the review page shows too)."""
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-review")
     with conn:
-        return queries.request_regeneration(conn, user_id, batch_id, rows, style.value if style else None, note)
+        kind = style.value if style else None
+        price = redo_quote(conn, settings, user_id, queries.images_to_redo(conn, user_id, batch_id, rows, kind))
+        count = queries.request_regeneration(conn, user_id, batch_id, rows, kind, note)
+    return Redo(rows=count, price_usd=price if count else 0.0)
 
 
-def redo_cost(settings: Settings, rows: int, style: ImageStyle | None) -> float:
-    """What redoing the images of `rows` rows will cost at the configured image model, size and quality (their
-    prompts are reused; an edit of the photo costs a little more, a cut-out nothing)."""
-    per_image = pricing.image_cost(settings.image_model, settings.image_size, settings.image_quality, None)
-    return round(rows * (1 if style is not None else len(ImageStyle)) * per_image, 4)
+def redo_quote(conn: db.Connection, settings: Settings, user_id: uuid.UUID, images: list[dict[str, Any]]) -> float:
+    """What making these images again costs, at this account's learned (or the published) price of each route."""
+    return redo_pricer(conn, settings, user_id)(images)
+
+
+def redo_pricer(conn: db.Connection, settings: Settings, user_id: uuid.UUID
+                ) -> Callable[[list[dict[str, Any]]], float]:
+    """estimate.redo_price with this account's prices learned once (the review page prices every image it shows)."""
+    with db.user_transaction(conn, user_id):
+        learned = learned_prices(conn, user_id, settings)
+    return lambda images: redo_price(settings, images, learned)

@@ -47,6 +47,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
 from csvjobs.models import BatchProgress, ImageStyle
 from csvjobs.operate import queries
+from csvjobs.operate.review import redo_pricer
 from csvjobs.operate.review_view import (
     FILTERS,
     group_views,
@@ -55,7 +56,6 @@ from csvjobs.operate.review_view import (
     page_groups,
     row_view,
 )
-from csvjobs.providers import pricing
 from csvjobs.storage.keys import IMAGES_BUCKET
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
@@ -312,8 +312,11 @@ def build_app(server: ReviewServer) -> Starlette:
             progress = queries.batch_progress(conn, server.user_id, server.batch_id)
         return [v for v in views if matches(v, which)], progress
 
-    redo_cost = pricing.image_cost(server.settings.image_model, server.settings.image_size,
-                                   server.settings.image_quality, None)
+    def redo_prices() -> Callable[[dict[str, Any]], float]:
+        # The same price `csvjobs regenerate` quotes (estimate.redo_price), learned once per page.
+        with db.connect(server.target, application_name="csvjobs-review") as conn:
+            price = redo_pricer(conn, server.settings, server.user_id)
+        return lambda image: price([image])
 
     def page(request: Request) -> HTMLResponse:
         # The shell holds no data: the page fetches its rows with the session secret. A fresh launch code puts the
@@ -343,8 +346,8 @@ def build_app(server: ReviewServer) -> Starlette:
         shown, _page, _pages = page_groups(groups, which, number)
         with db.connect(server.target, application_name="csvjobs-review") as conn:
             versions = queries.image_versions(conn, server.user_id, server.batch_id, [g["row"] for g in shown])
-        context = page_context(lambda path: _image_src(server, path), groups, which, number, progress, redo_cost,
-                               versions)
+        context = page_context(lambda path: _image_src(server, path), groups, which, number, progress,
+                               redo_prices(), versions)
         return TEMPLATES.TemplateResponse(request, "review_rows.html", context)
 
     async def json_action(request: Request, model: type[_Body], usage: str, answer: str,

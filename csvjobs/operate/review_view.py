@@ -31,6 +31,7 @@ def row_view(row: dict[str, Any]) -> dict[str, Any]:
                        "prompt": prompt_for(row["generated_prompts"], style),
                        "review": review_state(row["review"], style),
                        "route": ROUTE_LABEL.get(str(image.get("route") or ""), ""),
+                       "made": {k: image[k] for k in ("route", "edited", "reuses_row") if k in image},
                        "checks": describe_checks(image.get("checks") or {}),
                        "flagged": bool(image.get("flagged")),
                        "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else "",
@@ -109,10 +110,11 @@ def page_groups(groups: list[dict[str, Any]], which: str, page: int) -> tuple[li
 
 
 def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which: str, page: int,
-                 progress: BatchProgress, redo_cost: float,
+                 progress: BatchProgress, redo_cost: Callable[[dict[str, Any]], float],
                  versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What review_rows.html shows for one page of one filter, with the earlier versions of the page's images;
-    src turns a storage path into the image's URL (with its read grant)."""
+    src turns a storage path into the image's URL (with its read grant), redo_cost an image into what redoing it
+    costs."""
     shown, page, pages = page_groups(groups, which, page)
     earlier: dict[int, list[dict[str, Any]]] = {}
     for version in versions or []:
@@ -122,10 +124,9 @@ def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which:
                  "src": src(version["path"])})
     current = []
     for group in shown:
-        images = [{**image, "src": src(image["path"]) if image["path"] else ""}
-                  for image in group["images"]]
+        images = [{**image, "src": src(image["path"]) if image["path"] else "",
+                   "redo_cost": redo_cost(image["made"])} for image in group["images"]]
         current.append({**group, "images": images, "earlier": earlier.get(group["row"], []),
                         "reference_src": src(group["reference"]) if group["reference"] else ""})
     return {"which": which, "page": page, "pages": pages, "groups": current, "counts": counts_of(groups),
-            "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"]),
-            "redo_cost": redo_cost}
+            "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"])}

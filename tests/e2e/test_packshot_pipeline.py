@@ -9,14 +9,11 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from support.helpers import cli, job_counts
-from support.photo_server import PhotoServer
 from support.pool import finish, start_pool
 
 from csvjobs.images.channels import product_fill
@@ -25,24 +22,6 @@ from csvjobs.providers import pricing
 from csvjobs.providers.white_background import is_pure_white_border
 
 pytestmark = pytest.mark.slow
-
-
-def cluttered_photo() -> bytes:
-    rng = np.random.default_rng(3)
-    image = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((64, 48), Image.NEAREST)
-    ImageDraw.Draw(image).rectangle((20, 14, 44, 34), fill=(180, 40, 40))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-@pytest.fixture
-def photos() -> Iterator[PhotoServer]:
-    server = PhotoServer()
-    server.files["/clutter.png"] = ("image/png", cluttered_photo())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

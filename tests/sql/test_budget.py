@@ -139,17 +139,23 @@ def test_the_daily_cap_reads_what_was_paid_whatever_happens_to_the_rows(conn) ->
     assert reserve(conn, a, 0.3, daily=0.5) is None
     assert pay(conn, a, 0.3, reserved=0.3)
     complete(conn, a)
-    # The owner redoes the row, retries nothing, then deletes the whole batch: what was paid stays paid.
+    # A second row of the batch pays and fails; the owner retries it, redoes the first, then deletes the whole
+    # batch: what was paid stays paid.
+    (c,) = claim(conn, "w", 1, one)
+    assert pay(conn, c, 0.1)
+    assert report(conn, "w", [{"job_id": c["job_id"], "attempt": c["attempt"], "status": "failed",
+                               "error_message": "x"}]) == {c["job_id"]: True}
     as_user(conn, USER_A)
+    assert conn.execute("SELECT retry_csv_batch_rows(%s, NULL) AS n", [one]).fetchone() == {"n": 1}
     assert conn.execute("SELECT request_csv_image_regeneration(%s, ARRAY[%s], NULL, NULL) AS n",
                         [one, a["row_number"]]).fetchone() == {"n": 1}
     conn.execute("DELETE FROM csv_batches WHERE id = %s", [one])
     as_service(conn)
     (b,) = claim(conn, "w", 1, two)
-    refused = reserve(conn, b, 0.3, daily=0.5)
-    assert refused.startswith("daily budget reached: $0.3000 paid today (UTC)")
+    refused = reserve(conn, b, 0.2, daily=0.5)
+    assert refused.startswith("daily budget reached: $0.4000 paid today (UTC)")
     assert status(conn, two)["status"] == "paused"
-    assert conn.execute("SELECT count(*) AS n FROM csv_paid_calls").fetchone() == {"n": 1}
+    assert conn.execute("SELECT count(*) AS n FROM csv_paid_calls").fetchone() == {"n": 2}
 
 
 def test_the_ledger_is_append_only_for_everyone(conn) -> None:

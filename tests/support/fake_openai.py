@@ -331,7 +331,7 @@ class FakeOpenAI:
                 lose = self.lose_product_edits > 0
                 self.lose_product_edits -= 1 if lose else 0
             png = _edit(reference, transparent, lose)
-        image_tokens = 1300 if endpoint == "edit" else 0  # an edit's input includes the reference photo
+        image_tokens = 1300 if endpoint in ("edit", "batch_edit") else 0  # an edit carries the reference photo
         encoded = base64.b64encode(png).decode()
         item = {"url": f"data:image/png;base64,{encoded}"} if self.image_as_url else {"b64_json": encoded}
         return 200, {}, {

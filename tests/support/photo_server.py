@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def photo_bytes(fmt: str, colour: tuple[int, int, int] = (180, 40, 40), size: tuple[int, int] = (64, 48)) -> bytes:
@@ -22,15 +23,28 @@ def photo_bytes(fmt: str, colour: tuple[int, int, int] = (180, 40, 40), size: tu
     return out.getvalue()
 
 
+def cluttered_photo() -> bytes:
+    """A product on a cluttered shelf: no plain background to cut it out of."""
+    rng = random.Random(3)
+    image = Image.new("RGB", (16, 12))
+    image.putdata([(rng.randrange(255), rng.randrange(255), rng.randrange(255)) for _ in range(16 * 12)])
+    image = image.resize((64, 48), Image.Resampling.NEAREST)
+    ImageDraw.Draw(image).rectangle((20, 14, 44, 34), fill=(180, 40, 40))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 class PhotoServer:
-    """Paths: /mug.png, /mug.jpg, /mug.webp, /missing.png (404), /page.png (HTML), /huge.png (oversized),
-    /slow.png (answers after `slow_seconds`), /hop/N (redirects N more times, then /mug.png), /metadata (a
-    redirect to the cloud metadata address)."""
+    """Paths: /mug.png, /mug.jpg, /mug.webp, /clutter.png (a product that cannot be cut out), /missing.png
+    (404), /page.png (HTML), /huge.png (oversized), /slow.png (answers after `slow_seconds`), /hop/N (redirects N
+    more times, then /mug.png), /metadata (a redirect to the cloud metadata address)."""
 
     def __init__(self, huge_bytes: int = 400_000, slow_seconds: float = 5.0) -> None:
         self.files = {"/mug.png": ("image/png", photo_bytes("PNG")),
                       "/mug.jpg": ("image/jpeg", photo_bytes("JPEG", (40, 120, 40))),
-                      "/mug.webp": ("image/webp", photo_bytes("WEBP", (40, 40, 180)))}
+                      "/mug.webp": ("image/webp", photo_bytes("WEBP", (40, 40, 180))),
+                      "/clutter.png": ("image/png", cluttered_photo())}
         self.huge_bytes = huge_bytes
         self.slow_seconds = slow_seconds
         self.requests: list[str] = []
