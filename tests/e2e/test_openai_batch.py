@@ -108,6 +108,14 @@ def test_a_killed_driver_is_replaced_without_submitting_or_paying_twice(batch_en
     assert job_counts(conn, batch) == {"completed": 4}
     assert fake.count("batches.create") == 2 and fake.count("files.create") == 2  # prompts once, images once
     assert fake.count("batch_chat") == 4 and fake.count("batch_image") == 8 and sync_calls(fake) == 0
+    # The ledger holds what OpenAI served, once each, at Batch prices, and it is the rows' cost.
+    paid = conn.execute("SELECT kind, count(*) AS n, sum(cost_usd)::float AS cost, min(price_factor)::float AS f,"
+                        " max(price_factor)::float AS g FROM csv_paid_calls WHERE batch_id = %s GROUP BY kind"
+                        " ORDER BY kind", [batch]).fetchall()
+    assert [(p["kind"], p["n"], p["f"], p["g"]) for p in paid] == [("image", 8, 0.5, 0.5), ("prompts", 4, 0.5, 0.5)]
+    rows_cost = conn.execute("SELECT sum(cost_usd)::float AS c FROM csv_row_jobs WHERE batch_id = %s",
+                             [batch]).fetchone()
+    assert rows_cost["c"] == pytest.approx(sum(p["cost"] for p in paid), abs=1e-9)
     retries = conn.execute("SELECT sum(retry_count) AS n FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchone()
     assert retries["n"] == 0
     logs = conn.execute("SELECT message FROM csv_processing_logs WHERE operation = 'openai_batch_submitted'"
