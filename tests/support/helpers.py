@@ -141,3 +141,21 @@ END $f$;
 GRANT USAGE ON SCHEMA storage TO anon, authenticated, service_role;
 GRANT ALL ON storage.objects, storage.buckets TO anon, authenticated, service_role;
 """
+
+
+def completed_batch(conn: psycopg.Connection[Any], rows: int, *, user_id: uuid.UUID = USER_A) -> uuid.UUID:
+    """A completed batch of `rows` products with two images each, written straight in SQL (the files need not
+    exist to be decided on), for the review page's tests."""
+    batch = uuid.uuid4()
+    prefix = f"csv-images/{user_id}/{batch}"
+    with conn.transaction():
+        conn.execute("INSERT INTO csv_batches (id, user_id, filename, original_filename, total_rows, status,"
+                     " column_mapping) VALUES (%s, %s, 'typed.csv', 'typed.csv', %s, 'processing', %s)",
+                     [batch, user_id, rows, json.dumps({"fields": {"title": "title"}, "row_data_keys": {}})])
+        conn.execute(
+            "INSERT INTO csv_row_jobs (batch_id, row_number, row_data, status, completed_at, generated_images)"
+            " SELECT %s, g, json_build_object('title', 'Product ' || g), 'completed', now(), jsonb_build_array("
+            " jsonb_build_object('style', 'lifestyle_emotional', 'storage_path', %s || '/' || g || '/a.png'),"
+            " jsonb_build_object('style', 'single_white_background', 'storage_path', %s || '/' || g || '/b.png'))"
+            " FROM generate_series(1, %s) g", [batch, prefix, prefix, rows])
+    return batch
