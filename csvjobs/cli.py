@@ -668,28 +668,42 @@ def reject(ctx: typer.Context, batch: BatchArgument, rows: RowsOption = None, st
 def regenerate(
     ctx: typer.Context,
     batch: BatchArgument,
-    rows: Annotated[str, typer.Option("--rows", help="Row numbers and ranges, like 1-4,9.")],
+    rows: Annotated[str | None, typer.Option("--rows", help="Row numbers and ranges, like 1-4,9.")] = None,
     style: StyleOption = None,
     note: Annotated[
         str | None, typer.Option("--note", help="What to change, added to the image's prompt, e.g. 'warmer light'.")
     ] = None,
+    placeholders: Annotated[bool, typer.Option(
+        "--placeholders", help="Redo exactly the batch's placeholder images (made without an OpenAI key).")] = False,
     user: UserOption = None,
 ) -> None:
     """Make a new version of images (the old one is kept); run `csvjobs work` to make it.
 
     Example: csvjobs regenerate 3f0c... --rows 3 --style lifestyle --note "warmer light, no people"
+    Example: csvjobs regenerate 3f0c... --placeholders   (after setting OPENAI_API_KEY)
     """
-    from csvjobs.operate.review import parse_style, regenerate_images
+    from csvjobs.operate.review import parse_style, regenerate_images, regenerate_placeholders
 
+    if placeholders == (rows is not None):
+        raise InputError("regenerate takes --rows ROWS (the images of those rows) or --placeholders (every "
+                         "placeholder image of the batch), one of them")
+    if placeholders and (style is not None or note is not None):
+        raise InputError("--placeholders redoes every placeholder image as it was asked for; leave out --style "
+                         "and --note, or use --rows")
     batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
-    numbers = _parse_rows(rows)
-    assert numbers is not None
     settings = _settings(ctx, user)
-    redo = regenerate_images(settings, batch_id, numbers, parse_style(style), note)
+    if placeholders:
+        redo = regenerate_placeholders(settings, batch_id)
+    else:
+        numbers = _parse_rows(rows)
+        assert numbers is not None
+        redo = regenerate_images(settings, batch_id, numbers, parse_style(style), note)
     cost = f" (about ${redo.price_usd:.4f} of new images)" if redo.rows else ""
+    nothing = " (it has no placeholder images)" if placeholders else " (only completed rows can be redone)"
     out.print(f"{redo.rows} row(s) of {batch_id} queued for new images{cost}" + (
-        "; run `csvjobs work`" if redo.rows else " (only completed rows can be redone)"))
+        "; run `csvjobs work` (with OPENAI_API_KEY set)" if redo.rows and placeholders else
+        "; run `csvjobs work`" if redo.rows else nothing))
 
 
 @app.command()

@@ -253,6 +253,8 @@ class BatchProgress(BaseModel):
     openai_batches: list[OpenAIBatchInfo] = []
     # Completed rows whose images were made without the product's photo (it could not be fetched or used).
     rows_without_photo: int = 0
+    # Images that are placeholders (the offline provider's, made without an OpenAI key): not the product's.
+    placeholder_images: int = 0
     # What the upload estimated, the budget (None: none), and why csvjobs paused the batch (its budget).
     estimated_cost_usd: Decimal | None = None
     max_cost_usd: Decimal | None = None
@@ -278,6 +280,8 @@ class RunSummary(BaseModel):
     images_reused: int = 0
     cost_usd: float = 0.0
     paused: dict[str, str] = {}
+    # Placeholder images made in the run, by batch (the offline provider's: no OpenAI key).
+    placeholders: dict[str, int] = {}
 
 
 class CleanupReport(BaseModel):

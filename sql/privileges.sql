@@ -30,7 +30,7 @@ BEGIN
               'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
               'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim', 'reserve_csv_call_cost',
               'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
-              'csv_paid_calls_append_only'])
+              'csv_paid_calls_append_only', 'redo_csv_placeholder_images'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -85,7 +85,8 @@ GRANT EXECUTE ON FUNCTION
     request_csv_image_regeneration(uuid, integer[], text, text),
     set_csv_batch_budget(uuid, numeric),
     set_csv_image_alt_text(uuid, integer[], text, text),
-    restore_csv_image_version(uuid, integer, text, integer)
+    restore_csv_image_version(uuid, integer, text, integer),
+    redo_csv_placeholder_images(uuid)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
 GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;

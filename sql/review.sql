@@ -170,6 +170,73 @@ BEGIN
 END
 $$;
 
+-- Redo exactly the placeholder images of a batch (the offline provider's, made without an OpenAI key): each row
+-- whose own image of a style is a placeholder goes back to pending with that style to redo (its real images, its
+-- prompts and any cut-out are kept, as a reviewer's redo keeps them), and each look-alike variant that showed such
+-- a row's placeholders goes back to pending as it was first, to reuse the new images at no cost once that row is
+-- done. Returns how many rows were queued.
+-- Locks: the batch row, then the rows' job rows.
+CREATE OR REPLACE FUNCTION redo_csv_placeholder_images(p_batch_id uuid)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_batch public.csv_batches;
+    v_count integer;
+BEGIN
+    v_batch := public.csv_lock_owned_batch(p_batch_id);
+    IF v_batch.status = 'cancelled' THEN
+        RAISE EXCEPTION 'batch % is cancelled; its images cannot be redone', p_batch_id USING ERRCODE = '55000';
+    END IF;
+    WITH owners AS (
+        SELECT j.id, (SELECT jsonb_object_agg(i ->> 'style', jsonb_build_object(
+                                'note', NULL, 'by', auth.uid(), 'at', now(), 'placeholder', true))
+                      FROM jsonb_array_elements(j.generated_images) i
+                      WHERE coalesce((i ->> 'placeholder')::boolean, false)) AS request
+        FROM public.csv_row_jobs j
+        WHERE j.batch_id = p_batch_id AND j.status = 'completed'
+          AND jsonb_path_exists(j.generated_images, '$[*] ? (@.placeholder == true)')
+          AND NOT coalesce(j.usage ? 'reuses_row', false)
+    ), redo AS (
+        UPDATE public.csv_row_jobs j
+           SET status = 'pending', retry_count = 0, error_message = NULL, completed_at = NULL,
+               checkpoint = j.checkpoint || jsonb_build_object('regenerate',
+                                coalesce(j.checkpoint -> 'regenerate', '{}'::jsonb) || o.request),
+               updated_at = now()
+          FROM owners o
+         WHERE j.id = o.id
+        RETURNING j.id
+    ), variants AS (
+        -- (the variants of rows being redone, whose images are still those rows' placeholders)
+        UPDATE public.csv_row_jobs v
+           SET status = 'pending', retry_count = 0, error_message = NULL, completed_at = NULL, updated_at = now()
+         WHERE v.batch_id = p_batch_id AND v.status = 'completed' AND v.reuses_job IN (SELECT id FROM owners)
+           AND v.usage ? 'reuses_row'
+           AND jsonb_path_exists(v.generated_images, '$[*] ? (@.placeholder == true)')
+        RETURNING v.id
+    )
+    SELECT (SELECT count(*) FROM redo) + (SELECT count(*) FROM variants) INTO v_count;
+    IF v_count > 0 THEN
+        UPDATE public.csv_batches SET
+            successful_rows = successful_rows - v_count,
+            processed_rows = processed_rows - v_count,
+            status = CASE WHEN status IN ('completed', 'failed') THEN 'processing' ELSE status END,
+            completed_at = NULL,
+            updated_at = now()
+        WHERE id = p_batch_id;
+        INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
+        VALUES (p_batch_id, 'INFO', format('%s row(s) queued to replace their placeholder images', v_count),
+                'images_regenerate', jsonb_build_object('placeholders', true, 'count', v_count));
+        PERFORM pg_notify('csv_row_jobs', p_batch_id::text);
+        PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
+        PERFORM pg_notify('csv_image_reviews', p_batch_id::text);
+    END IF;
+    RETURN v_count;
+END
+$$;
+
 -- Set the alt text of the current image of p_style of the given rows (and of the rows sharing it), as the merchant
 -- edited it on the review page; exports then use it instead of the prompt model's. An empty text goes back to the
 -- model's. Returns how many rows changed.

@@ -60,6 +60,14 @@ def render_run_summary(console: Console, summary: RunSummary) -> None:
         style="bold"))
     for batch, reason in summary.paused.items():
         console.print(Text(f"batch {batch[:8]} is paused: {reason}", style="yellow"))
+    for batch, images in summary.placeholders.items():
+        console.print(Text(f"batch {batch[:8]}: {placeholder_note(batch, images)}", style="yellow"))
+
+
+def placeholder_note(batch: str, images: int) -> str:
+    """What placeholder images are and the way out, said the same everywhere."""
+    return (f"{images} placeholder image(s), made without an OpenAI key: they do not show your product; set "
+            f"OPENAI_API_KEY, then run `csvjobs regenerate {batch[:8]} --placeholders` and `csvjobs work`")
 
 
 def render_upload_report(out: Console, err: Console, report: UploadReport) -> None:
@@ -170,6 +178,8 @@ def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
         waiting.extend(f"{str(p.batch_id)[:8]} {info.describe()}" for info in p.openai_batches)
         if p.pause_reason and p.status.value == "paused":
             waiting.append(f"{str(p.batch_id)[:8]} paused: {p.pause_reason}")
+        if p.placeholder_images:
+            waiting.append(f"{str(p.batch_id)[:8]} {placeholder_note(str(p.batch_id), p.placeholder_images)}")
     if waiting:
         table.caption = "\n".join(waiting)
     return table
@@ -186,6 +196,7 @@ def plain_line(p: BatchProgress) -> str:
         + (f" budget=${float(p.max_cost_usd):.2f}" if p.max_cost_usd is not None else "")
         + (f" paused: {p.pause_reason}" if p.pause_reason and p.status.value == "paused" else "")
         + (f" mode={p.processing_mode}" if p.processing_mode != "sync" else "")
+        + (f"\n  {placeholder_note(str(p.batch_id), p.placeholder_images)}" if p.placeholder_images else "")
         + "".join(f"\n  {info.describe()}" for info in p.openai_batches)
     )
 

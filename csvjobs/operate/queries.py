@@ -23,7 +23,13 @@ PROGRESS_COLUMNS = (
     " AS openai_batches,"
     # Rows whose images were made without the product's photo (csv_row_jobs_without_photo_idx holds only those).
     " (SELECT count(*) FROM csv_row_jobs j WHERE j.batch_id = b.id AND j.status = 'completed'"
-    "  AND jsonb_path_exists(j.generated_images, '$[*] ? (@.edited == false)')) AS rows_without_photo"
+    "  AND jsonb_path_exists(j.generated_images, '$[*] ? (@.edited == false)')) AS rows_without_photo,"
+    # Placeholder images (csv_row_jobs_placeholder_idx), each counted once: not again for look-alike variants that
+    # show the same image.
+    " (SELECT count(*) FROM csv_row_jobs j CROSS JOIN LATERAL jsonb_array_elements(j.generated_images) i"
+    "  WHERE j.batch_id = b.id AND j.status = 'completed'"
+    "  AND jsonb_path_exists(j.generated_images, '$[*] ? (@.placeholder == true)')"
+    "  AND NOT coalesce(j.usage ? 'reuses_row', false) AND (i.value ->> 'placeholder')::boolean) AS placeholder_images"
     " FROM csv_batches b CROSS JOIN LATERAL get_csv_batch_progress(b.id) p"
 )
 PROGRESS_SQL = PROGRESS_COLUMNS + " WHERE b.id = %s::uuid"
@@ -219,6 +225,23 @@ def images_to_redo(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID,
             " WHERE j.batch_id = %s AND j.row_number = ANY (%s::integer[]) AND j.status = 'completed'"
             " AND (%s::text IS NULL OR i.value ->> 'style' = %s)",
             [batch_id, rows, style, style]).fetchall()]
+
+
+def placeholder_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The batch's placeholder images, each once (not again for the look-alike variants showing it), as the user."""
+    with db.user_transaction(conn, user_id):
+        require_batch(conn, batch_id)
+        return [r["image"] for r in conn.execute(
+            "SELECT i.value AS image FROM csv_row_jobs j CROSS JOIN LATERAL jsonb_array_elements(j.generated_images) i"
+            " WHERE j.batch_id = %s AND j.status = 'completed'"
+            " AND jsonb_path_exists(j.generated_images, '$[*] ? (@.placeholder == true)')"
+            " AND NOT coalesce(j.usage ? 'reuses_row', false) AND (i.value ->> 'placeholder')::boolean",
+            [batch_id]).fetchall()]
+
+
+def redo_placeholders(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> int:
+    """redo_csv_placeholder_images as the user; how many rows were queued."""
+    return int(_batch_call(conn, user_id, batch_id, "SELECT redo_csv_placeholder_images(%s) AS v", [batch_id]))
 
 
 def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:

@@ -62,6 +62,16 @@ def regenerate_images(settings: Settings, batch_id: uuid.UUID, rows: list[int], 
     return Redo(rows=count, price_usd=price if count else 0.0)
 
 
+def regenerate_placeholders(settings: Settings, batch_id: uuid.UUID) -> Redo:
+    """Queue new versions of exactly the batch's placeholder images (look-alike variants reuse the new ones)."""
+    user_id = resolve_user_id(settings)
+    _target, conn = db.open_database(settings, application_name="csvjobs-review")
+    with conn:
+        price = redo_quote(conn, settings, user_id, queries.placeholder_images(conn, user_id, batch_id))
+        count = queries.redo_placeholders(conn, user_id, batch_id)
+    return Redo(rows=count, price_usd=price if count else 0.0)
+
+
 def redo_quote(conn: db.Connection, settings: Settings, user_id: uuid.UUID, images: list[dict[str, Any]]) -> float:
     """What making these images again costs, at this account's learned (or the published) price of each route."""
     return redo_pricer(conn, settings, user_id)(images)

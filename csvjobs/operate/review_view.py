@@ -10,6 +10,7 @@ from typing import Any
 from csvjobs.images.channels import describe_checks
 from csvjobs.models import BatchProgress, ImageStyle
 from csvjobs.models import Route as ImageRoute
+from csvjobs.operate.progress import placeholder_note
 from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, prompt_for, review_state, tags_of
 
 FILTERS = ("all", "to_review", "approved", "rejected", "failed", "regenerating")
@@ -129,4 +130,6 @@ def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which:
         current.append({**group, "images": images, "earlier": earlier.get(group["row"], []),
                         "reference_src": src(group["reference"]) if group["reference"] else ""})
     return {"which": which, "page": page, "pages": pages, "groups": current, "counts": counts_of(groups),
-            "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"])}
+            "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"]),
+            "placeholders": placeholder_note(str(progress.batch_id), progress.placeholder_images)
+            if progress.placeholder_images else ""}

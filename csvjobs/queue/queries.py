@@ -303,6 +303,12 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
             " FROM csv_paid_calls p WHERE p.paid_at >= %(since)s"
             " AND (%(batch)s::uuid IS NULL OR p.batch_id = %(batch)s)"
             " AND (%(user)s::uuid IS NULL OR p.user_id = %(user)s)", params).fetchone()
+        placeholders = conn.execute(
+            "SELECT j.batch_id, count(*) AS n FROM csv_row_jobs j"
+            f" CROSS JOIN LATERAL {_IMAGES} i WHERE j.completed_at >= %(since)s AND j.status = 'completed'"
+            " AND NOT coalesce(j.usage ? 'reuses_row', false) AND coalesce((i.value ->> 'placeholder')::boolean, false)"
+            f" AND {scope} GROUP BY j.batch_id",
+            params).fetchall()
         left = conn.execute(
             "SELECT coalesce(sum(b.total_rows - b.processed_rows - coalesce((SELECT sum(c.successful_rows"
             " + c.failed_rows) FROM csv_batch_counters c WHERE c.batch_id = b.id), 0)), 0) AS n"
@@ -317,6 +323,7 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
     return RunSummary(seconds=round(seconds, 1), left=int(left["n"]), paused={str(r["id"]): r["pause_reason"]
                                                                               for r in paused},
                       cost_usd=float(paid["cost_usd"]), images_paid=int(paid["images_paid"]),
+                      placeholders={str(r["batch_id"]): int(r["n"]) for r in placeholders},
                       **{k: int(v) for k, v in done.items()})
 
 
