@@ -193,7 +193,7 @@ class PaidCall(BaseModel):
 
     key: str  # unique among the row's calls: the same call recorded twice counts once
     kind: Literal["prompts", "image"]
-    purpose: Literal["row", "fidelity_redo", "regenerate"] = "row"
+    purpose: Literal["row", "fidelity_redo", "white_redo", "regenerate"] = "row"
     style: str | None = None
     route: str | None = None
     row_has_photo: bool = False

@@ -148,6 +148,26 @@ def cut_out(data: bytes) -> tuple[Cutout | None, Separation]:
     return Cutout(rgba.crop(box), measure, mask, rgb), measure
 
 
+# A generated white-background image's background counts as white when its colour is within this (summed over the
+# channels) of (255, 255, 255): a model's "white" is often a little off; a coloured backdrop is not white.
+NEAR_WHITE_SUM = 45
+
+
+def reframe_on_white(data: bytes, side: int, *, fill: float) -> tuple[Image.Image | None, Separation]:
+    """A generated white-background image reframed like a cut-out: the product found on its (near-)white
+    background, cut out, and centred on pure white at side px spanning `fill` of the frame. None, with the measure
+    saying why, when the background is not clean enough to find the product (a scene, a coloured backdrop, a
+    product the frame cuts off)."""
+    cutout, measure = cut_out(data)
+    if cutout is not None and sum(255 - c for c in measure.background) > NEAR_WHITE_SUM:
+        measure.separable = False
+        measure.reason = f"the background is {measure.background}, not white"
+        cutout = None
+    if cutout is None:
+        return None, measure
+    return place_on_white(cutout.image, side, fill=fill), measure
+
+
 def place_on_white(product: Image.Image, side: int, *, fill: float, shadow: bool = False) -> Image.Image:
     """The cut-out product centred on a pure white square of side px, scaled so that it spans `fill` of the
     frame on its longer side, with an optional soft contact shadow that stays clear of the edges."""

@@ -108,7 +108,7 @@ def _mix(calls: Iterable[dict[str, Any]]) -> RowMix | None:
     rows: set[int] = set()
     for call in calls:
         rows.add(call["row_job_id"])
-        into = redos if call["purpose"] == "fidelity_redo" else counts
+        into = redos if call["purpose"] in ("fidelity_redo", "white_redo") else counts
         key = _key((call["kind"], call["route"] or ""))
         into[key] = into.get(key, 0.0) + 1
     if not rows:

@@ -34,6 +34,9 @@ def row_view(row: dict[str, Any]) -> dict[str, Any]:
                        "route": ROUTE_LABEL.get(str(image.get("route") or ""), ""),
                        "made": {k: image[k] for k in ("route", "edited", "reuses_row") if k in image},
                        "checks": describe_checks(image.get("checks") or {}),
+                       # made for the batch's channels and failing one of their rules
+                       "not_ready": any(not (verdict or {}).get("passed", True)
+                                        for verdict in (image.get("checks") or {}).values()),
                        "flagged": bool(image.get("flagged")),
                        "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else "",
                        "alt": alt_text_for(row["generated_prompts"], style, row["review"])})
@@ -87,7 +90,8 @@ def counts_of(groups: list[dict[str, Any]]) -> dict[str, int]:
             "rejected": sum(1 for i in images if i["review"] == "rejected"),
             "redoing": sum(1 for g in groups if g["regenerating"]),
             "failed": sum(1 for g in groups if g["status"] == "failed"),
-            "without_photo": sum(1 for g in groups if g["without_photo"])}
+            "without_photo": sum(1 for g in groups if g["without_photo"]),
+            "not_ready": sum(1 for i in images if i["not_ready"])}
 
 
 def spend_line(progress: BatchProgress) -> str:

@@ -70,6 +70,14 @@ class GeneratedImage(BaseModel):
     flagged: bool = False
     # Usage of earlier paid attempts at this image (a redo after a failed fidelity check): they cost too.
     earlier_usage: list[dict[str, Any]] = Field(default_factory=list)
+    # A generated white-background image: how its background measured when it was reframed like a cut-out
+    # (images/cutout.py Separation; separable false: the product could not be found on it).
+    framing: dict[str, Any] | None = None
+
+    @property
+    def unframed(self) -> bool:
+        """A generated white image that could not be reframed: its background was not clean enough."""
+        return self.framing is not None and not self.framing.get("separable", True)
 
 
 class RowOutcome(BaseModel):

@@ -127,7 +127,8 @@ class OfflineProvider:
         data = await asyncio.to_thread(render_placeholder, style, prompt, ctx.job.row_number, photo)
         # The same finishing as real images (pure white to the edges, the channels' size and checks); a placeholder
         # is not claimed to be AI-made.
-        data, fmt, checks = await asyncio.to_thread(finish_image, data, style, "png", ctx.channels, ai_made=False)
+        done = await asyncio.to_thread(finish_image, data, style, "png", ctx.channels, ai_made=False)
+        data, fmt, checks = done.data, done.fmt, done.checks
         bucket, key = ctx.image_key(style, fmt)
         path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)
         details: dict[str, Any] = {"style": style.value, "storage_path": path, "bytes": len(data)}

@@ -55,6 +55,9 @@ SYSTEM_PROMPT = (
     "studio light, no props and no text, ready for a product page; alt text for each image; and 5 to 12 short "
     "lowercase SEO tags. Describe only what the product data supports."
 )
+# Added to a white image's prompt when the first came back with a background the product could not be found on.
+STRICT_WHITE = (" The background must be pure white (#FFFFFF) and empty: no floor, wall, scene, props, text or "
+                "shadow; the whole product in view, centred, not touching the edges.")
 PROMPT_ATTEMPTS = 3  # invalid or refused structured output is asked again this many times in all
 _CONTENT_POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation"}
 # Codes that mean the model itself cannot be used by this account: no request to it can succeed.
@@ -227,6 +230,8 @@ class OpenAIProvider:
             prompt = prompts.for_style(style).prompt
             image = await self._generate_image(ctx, style, prompt, reference, reserved=True,
                                                purpose="regenerate" if style.value in ctx.redo else "row")
+            if image.unframed and ctx.channels:
+                image = await self._white_again(ctx, style, prompt, reference, image)
             if analysis is not None:
                 image = await self._faithful(ctx, style, prompt, reference, analysis, image)
         await self._checkpoint(ctx, {key: image.model_dump(mode="json")})
@@ -254,9 +259,33 @@ class OpenAIProvider:
                 verdict = check_fidelity(ctx, self.settings, analysis, image, await self._stored(ctx, image))
                 image.earlier_usage = earlier
         image.fidelity = verdict.model_dump(mode="json")
-        image.flagged = not verdict.passed
+        image.flagged = image.flagged or not verdict.passed
         image.separation = analysis.separation.model_dump(mode="json")
         return image
+
+    async def _white_again(self, ctx: RowContext, style: ImageStyle, prompt: str, reference: Reference | None,
+                           image: GeneratedImage) -> GeneratedImage:
+        """A generated white image whose background was not clean enough to find the product in cannot be made
+        channel-ready: ask once more, strictly (paid, and counted in the image's cost); if that fails too, keep it
+        flagged for review."""
+        strict = prompt + STRICT_WHITE
+        refused = await ctx.reserve(self._image_worst_case(strict, reference), False)
+        reason = (image.framing or {}).get("reason", "")
+        if refused:
+            ctx.log("white_redo_skipped", f"white image kept flagged, not made again: {refused}", {"passed": False})
+            image.flagged = True
+            return image
+        ctx.log("white_redo", f"white image made again with a stricter prompt: the product could not be found on "
+                f"its background ({reason})", {"framing": image.framing})
+        earlier = [image.usage or {}, *image.earlier_usage]
+        again = await self._generate_image(ctx, style, strict, reference, purpose="white_redo", reserved=True)
+        again.earlier_usage = earlier
+        if again.unframed:
+            again.flagged = True
+            ctx.log("white_not_ready", "white image flagged: its background is still not clean enough to frame the "
+                    f"product for the batch's channels ({(again.framing or {}).get('reason', '')})",
+                    {"passed": False, "framing": again.framing})
+        return again
 
     async def _stored(self, ctx: RowContext, image: GeneratedImage) -> bytes:
         return await asyncio.to_thread(ctx.storage.read_bytes, image.storage_path)
@@ -409,7 +438,7 @@ class OpenAIProvider:
 
     async def _generate_image(
         self, ctx: RowContext, style: ImageStyle, prompt: str, reference: Reference | None, *,
-        purpose: Literal["row", "fidelity_redo", "regenerate"], reserved: bool
+        purpose: Literal["row", "fidelity_redo", "white_redo", "regenerate"], reserved: bool
     ) -> GeneratedImage:
         """One Images API call (its worst case already reserved when reserved), recorded as paid the moment its
         answer arrives, then the image stored."""
@@ -452,10 +481,11 @@ class OpenAIProvider:
         data = await self._image_bytes(item.b64_json, item.url)
         white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
         try:
-            data, fmt, checks = await asyncio.to_thread(finish_image, data, style, settings.image_format,
-                                                        ctx.channels, ai_made=True)
+            done = await asyncio.to_thread(finish_image, data, style, settings.image_format, ctx.channels,
+                                           ai_made=True)
         except OSError as exc:  # Pillow's UnidentifiedImageError among them
             raise TransientError(f"the image model returned an image that cannot be read ({exc})") from exc
+        data, fmt, checks = done.data, done.fmt, done.checks
         usage = response.usage.model_dump() if response.usage is not None else None
         bucket, key = ctx.image_key(style, fmt)
         path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)
@@ -473,6 +503,7 @@ class OpenAIProvider:
             pure_white=white or None,
             route=Route.GENERATED_FROM_PHOTO if edited else Route.GENERATED_FROM_TEXT,
             checks=checks,
+            framing=done.reframed.model_dump(mode="json") if done.reframed is not None else None,
         )
 
     async def _image_bytes(self, b64: str | None, url: str | None) -> bytes:

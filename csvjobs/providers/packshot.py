@@ -17,7 +17,7 @@ from PIL import Image
 from csvjobs.config import Settings
 from csvjobs.images import fidelity
 from csvjobs.images.channels import PACKSHOT_FILL, RULES, check_image, resize_to, target_side
-from csvjobs.images.cutout import Cutout, Separation, cut_out, place_on_white
+from csvjobs.images.cutout import Cutout, Separation, cut_out, place_on_white, reframe_on_white
 from csvjobs.images.provenance import mark_ai_generated
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route, parse_channels
 from csvjobs.providers.contract import GeneratedImage, RowContext
@@ -56,10 +56,28 @@ def _long_side(size: str) -> int:
         return 1024
 
 
+@dataclass
+class Finished:
+    """An image ready to store: its bytes and format, each channel's verdict, and for a generated white-background
+    image whether it could be reframed like a cut-out (None: not such an image)."""
+
+    data: bytes
+    fmt: str
+    checks: dict[str, Any]
+    reframed: Separation | None = None
+
+    @property
+    def unframed(self) -> bool:
+        """A generated white image whose background was not clean enough to find the product in."""
+        return self.reframed is not None and not self.reframed.separable
+
+
 def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, ...], *,
-                 ai_made: bool) -> tuple[bytes, str, dict[str, Any]]:
+                 ai_made: bool) -> Finished:
     """The bytes to store, their format and the channels' checks: resized for the channels, the white-background
-    image pure white to its edges, and, for an AI-made image, XMP saying so. Raises OSError for non-images."""
+    image pure white to its edges (a generated one reframed like a cut-out: the product found on its white
+    background and centred at the packshot's fill), and, for an AI-made image, XMP saying so. Raises OSError for
+    non-images."""
     wanted = parse_channels(list(channels))
     save_as = {"jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}.get(fmt, "PNG")
     if any(save_as not in RULES[channel].formats for channel in wanted):
@@ -68,6 +86,13 @@ def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, 
     image.load()
     rgb = flatten_onto_white(image)
     side = target_side(wanted, max(rgb.size))
+    reframed: Separation | None = None
+    if style is ImageStyle.SINGLE_WHITE_BACKGROUND and ai_made:
+        flat = io.BytesIO()
+        rgb.save(flat, format="PNG", compress_level=1)
+        framed, reframed = reframe_on_white(flat.getvalue(), side, fill=PACKSHOT_FILL)
+        if framed is not None:
+            rgb = framed
     if side != max(rgb.size):
         rgb = resize_to(rgb, side)
     if style is ImageStyle.SINGLE_WHITE_BACKGROUND:
@@ -82,7 +107,7 @@ def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, 
     if ai_made:
         out = mark_ai_generated(out)
     checks = {name: verdict.model_dump() for name, verdict in check_image(out, style, wanted).items()}
-    return out, fmt, checks
+    return Finished(out, fmt, checks, reframed)
 
 
 async def store_cutout(ctx: RowContext, settings: Settings, analysis: PhotoAnalysis) -> GeneratedImage:
@@ -97,7 +122,8 @@ async def store_cutout(ctx: RowContext, settings: Settings, analysis: PhotoAnaly
         canvas = place_on_white(analysis.cutout.image, side, fill=PACKSHOT_FILL, shadow=settings.packshot_shadow)
         png = io.BytesIO()
         canvas.save(png, format="PNG")
-        return finish_image(png.getvalue(), style, settings.image_format, ctx.channels, ai_made=False)
+        done = finish_image(png.getvalue(), style, settings.image_format, ctx.channels, ai_made=False)
+        return done.data, done.fmt, done.checks
 
     data, fmt, checks = await asyncio.to_thread(render)
     bucket, key = ctx.image_key(style, fmt)

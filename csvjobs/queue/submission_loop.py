@@ -436,6 +436,9 @@ class SubmissionLoop:
             style = ImageStyle(kind)
             edited = sub.endpoint == "/v1/images/edits"
             image = await self.provider.store_image(ctx, style, images_answer(body), edited=edited)
+            if image.unframed and ctx.channels:
+                # (no redo here: through the Batch API it would wait another day; the review flags it)
+                image.flagged = True
             if edited:
                 await self._check_fidelity(ctx, image)
             if await ctx.save_checkpoint({f"image:{style.value}": image.model_dump(mode="json")}):

@@ -17,9 +17,10 @@ CREATE TABLE IF NOT EXISTS csv_paid_calls (
     -- restart) adds nothing.
     call_key text NOT NULL,
     -- 'prompts' or 'image'; purpose: 'row' (the row's own calls), 'fidelity_redo' (an image made again because
-    -- the first lost the product), 'regenerate' (a reviewer's redo).
+    -- the first lost the product), 'white_redo' (a white image made again because its background was not clean
+    -- enough to frame the product for the batch's channels), 'regenerate' (a reviewer's redo).
     kind text NOT NULL CHECK (kind IN ('prompts', 'image')),
-    purpose text NOT NULL DEFAULT 'row' CHECK (purpose IN ('row', 'fidelity_redo', 'regenerate')),
+    purpose text NOT NULL DEFAULT 'row' CHECK (purpose IN ('row', 'fidelity_redo', 'white_redo', 'regenerate')),
     style text,
     -- models.Route of an image call (generated_from_photo, generated_from_text); for a prompt call, whether the
     -- model was shown the photo (from_photo / from_text).

@@ -135,6 +135,47 @@ def test_an_edit_that_loses_the_product_is_made_once_more_then_flagged(env, fake
     assert exported["lifestyle_emotional_fidelity"].endswith("flagged for review")
 
 
+def test_a_generated_white_image_meets_every_channel_or_says_why_not(env, fake, photos, conn, home: Path,
+                                                                    tmp_path: Path) -> None:
+    channels = ("--channel", "amazon", "--channel", "google", "--channel", "shopify")
+    # A cluttered shelf: no cut-out, so the white image is the model's; it comes back small in its frame (the
+    # loopback model pastes the photo at 44 of 64 px, 69%) and is reframed like a cut-out.
+    batch = run(env, tmp_path, [("Vase", photos.base + "/clutter.png")], *channels)
+    (row,) = rows_of(conn, batch).values()
+    white = row["images"]["single_white_background"]
+    assert white["route"] == "generated_from_photo" and white["framing"]["separable"] is True
+    data = stored(home, white)
+    fill = product_fill(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert fill >= 0.85 and is_pure_white_border(data)
+    assert all(verdict == {"passed": True, "failed": []} for verdict in white["checks"].values()), white["checks"]
+    assert not white["flagged"]
+    print(f"generated white image fill: 69% as made, {fill:.0%} stored")
+
+    # A model that ignores "transparent background": an opaque scene. Made once more with a stricter prompt
+    # (paid, in the ledger as a white_redo), which comes back clean and channel-ready.
+    fake.dirty_white_next = 1
+    batch = run(env, tmp_path, [("Jar", photos.base + "/clutter.png")], *channels)
+    (row,) = rows_of(conn, batch).values()
+    white = row["images"]["single_white_background"]
+    assert not white["flagged"] and white["framing"]["separable"] and len(white["earlier_usage"]) == 1
+    strict = [c for c in fake.calls if c.endpoint == "edit" and "pure white (#FFFFFF)" in str(c.body.get("prompt"))]
+    assert len(strict) == 1
+    purposes = [r["purpose"] for r in conn.execute(
+        "SELECT purpose FROM csv_paid_calls WHERE batch_id = %s AND kind = 'image' ORDER BY id", [batch])]
+    assert sorted(purposes) == ["row", "row", "white_redo"]
+    assert all(verdict["passed"] for verdict in white["checks"].values())
+
+    # Dirty twice (a row without a photo, so no fidelity redo can replace it): kept, flagged, and the log says why.
+    fake.dirty_white_next = 2
+    batch = run(env, tmp_path, [("Pot", "")], *channels)
+    (row,) = rows_of(conn, batch).values()
+    white = row["images"]["single_white_background"]
+    assert white["flagged"] and not white["framing"]["separable"]
+    flagged = conn.execute("SELECT count(*) AS n FROM csv_processing_logs WHERE batch_id = %s"
+                           " AND operation = 'white_not_ready' AND log_level = 'WARN'", [batch]).fetchone()
+    assert flagged == {"n": 1}
+
+
 def test_a_bad_channel_is_a_one_line_error(env, tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     path.write_text("title,description\nMug,Big mug\n")

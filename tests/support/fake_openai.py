@@ -68,6 +68,16 @@ def _edit(reference: bytes, transparent: bool, lose: bool) -> bytes:
     return out.getvalue()
 
 
+def _scene() -> bytes:
+    """An opaque cluttered scene, nothing on white: what a model that ignored "transparent background" returns."""
+    rng = random.Random(7)
+    image = Image.new("RGB", (16, 16))
+    image.putdata([(rng.randrange(255), rng.randrange(255), rng.randrange(255)) for _ in range(256)])
+    out = io.BytesIO()
+    image.resize((64, 64), Image.Resampling.NEAREST).save(out, format="PNG")
+    return out.getvalue()
+
+
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Fields and files of a multipart/form-data body (the Images edit endpoint's)."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -124,6 +134,9 @@ class FakeOpenAI:
     # scene, or a blue block on transparency); the others paste the reference into the scene, as a faithful model
     # keeps the product.
     lose_product_edits: int = 0
+    # White images: the next dirty_white_next requests for a transparent background come back as an opaque,
+    # cluttered scene instead (a model that ignored the request): the product cannot be found on it.
+    dirty_white_next: int = 0
     # Flex processing: the next flex_busy requests with service_tier "flex" answer 429 (no capacity).
     flex_busy: int = 0
     # Answer 400 to every batch creation (an input file OpenAI will not take).
@@ -325,12 +338,17 @@ class FakeOpenAI:
             return chaos
         transparent = body.get("background") == "transparent"
         png = cutout_png() if transparent else self.png
+        with self.lock:
+            dirty = transparent and self.dirty_white_next > 0
+            self.dirty_white_next -= 1 if dirty else 0
         reference = _reference_of(body) if endpoint in ("edit", "batch_edit") or body.get("images") else None
         if reference is not None:
             with self.lock:
                 lose = self.lose_product_edits > 0
                 self.lose_product_edits -= 1 if lose else 0
             png = _edit(reference, transparent, lose)
+        if dirty:
+            png = _scene()
         image_tokens = 1300 if endpoint in ("edit", "batch_edit") else 0  # an edit carries the reference photo
         encoded = base64.b64encode(png).decode()
         item = {"url": f"data:image/png;base64,{encoded}"} if self.image_as_url else {"b64_json": encoded}
