@@ -640,8 +640,17 @@ def _review(ctx: typer.Context, batch: str, rows: str | None, style: str | None,
 
     batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
-    count = review_images(_settings(ctx, user), batch_id, _parse_rows(rows), parse_style(style), action)
-    out.print(f"{count} image(s) of {batch_id} {'approved' if action == 'approve' else 'rejected'}")
+    decision = review_images(_settings(ctx, user), batch_id, _parse_rows(rows), parse_style(style), action)
+    out.print(f"{decision.changed} image(s) of {batch_id} {'approved' if action == 'approve' else 'rejected'}"
+              + _left_out(decision.left_out))
+
+
+def _left_out(rows: list[int]) -> str:
+    """What a range that crossed rows the upload left out says about them."""
+    if not rows:
+        return ""
+    shown = ", ".join(str(n) for n in rows[:20]) + (" ..." if len(rows) > 20 else "")
+    return f" (row(s) {shown} of the file were left out at upload, so they are not in the batch)"
 
 
 @app.command()
@@ -703,7 +712,7 @@ def regenerate(
     nothing = " (it has no placeholder images)" if placeholders else " (only completed rows can be redone)"
     out.print(f"{redo.rows} row(s) of {batch_id} queued for new images{cost}" + (
         "; run `csvjobs work` (with OPENAI_API_KEY set)" if redo.rows and placeholders else
-        "; run `csvjobs work`" if redo.rows else nothing))
+        "; run `csvjobs work`" if redo.rows else nothing) + _left_out(redo.left_out))
 
 
 @app.command()

@@ -5,24 +5,33 @@
 -- Users change review state only through the SECURITY DEFINER functions here, which check ownership as the
 -- policies do; every change is logged and notified on csv_image_reviews (the review page listens).
 
--- Internal: the rows of p_batch_id named by p_rows (all rows when NULL), as job ids; a row number the batch does
--- not have is an error naming it (a typo must not look like "0 changed").
+-- Internal: the rows of p_batch_id named by p_rows (all rows when NULL), as job ids. A number the file had but the
+-- upload left out (an image-only row, an invalid row skipped) is passed over, so a range across it still applies to
+-- the rows around it; a number past the file's last data row is an error naming it (a typo must not look like
+-- "0 changed").
 CREATE OR REPLACE FUNCTION csv_review_target_rows(p_batch_id uuid, p_rows integer[])
 RETURNS bigint[]
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_ids bigint[];
-    v_missing integer[];
+    v_beyond integer[];
+    v_last integer;
 BEGIN
     SELECT coalesce(array_agg(j.id ORDER BY j.row_number), '{}') INTO v_ids
     FROM public.csv_row_jobs j
     WHERE j.batch_id = p_batch_id AND (p_rows IS NULL OR j.row_number = ANY (p_rows));
     IF p_rows IS NOT NULL THEN
-        SELECT array_agg(DISTINCT n ORDER BY n) INTO v_missing FROM unnest(p_rows) n
-        WHERE NOT EXISTS (SELECT 1 FROM public.csv_row_jobs j WHERE j.batch_id = p_batch_id AND j.row_number = n);
-        IF v_missing IS NOT NULL THEN
-            RAISE EXCEPTION 'batch % has no row %', left(p_batch_id::text, 8), array_to_string(v_missing, ', ')
-                USING ERRCODE = '22023', HINT = 'row numbers are the file''s data rows, from 1';
+        -- The file's data rows: those written and those left out (greatest(): a batch from before skipped rows
+        -- were counted still has its highest row number).
+        SELECT greatest(b.total_rows + b.skipped_rows,
+                        (SELECT max(j.row_number) FROM public.csv_row_jobs j WHERE j.batch_id = b.id))
+          INTO v_last FROM public.csv_batches b WHERE b.id = p_batch_id;
+        SELECT array_agg(DISTINCT n ORDER BY n) INTO v_beyond FROM unnest(p_rows) n
+        WHERE n > coalesce(v_last, 0) OR n < 1;
+        IF v_beyond IS NOT NULL THEN
+            RAISE EXCEPTION 'batch % has no row %', left(p_batch_id::text, 8), array_to_string(v_beyond, ', ')
+                USING ERRCODE = '22023',
+                      HINT = format('row numbers are the file''s data rows, from 1 to %s', coalesce(v_last, 0));
         END IF;
     END IF;
     RETURN v_ids;

@@ -6,6 +6,7 @@ import html
 import json
 import operator
 import re
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +215,28 @@ def html_to_text(value: str) -> str:
     return _WHITESPACE.sub(" ", "".join(parts for parts in parser.parts)).strip()
 
 
+# WooCommerce's default product category, which a product is in when nobody chose one, as each language of the
+# shop names it: no product type (the prompt model would be told "Sem categoria" is what the product is).
+WOOCOMMERCE_DEFAULT_CATEGORIES = frozenset({
+    "uncategorized", "uncategorised", "sem categoria", "sin categoria", "sin categorizar", "unkategorisiert",
+    "non classe", "senza categoria", "geen categorie", "ongecategoriseerd", "bez kategorii", "okategoriserad",
+    "ukategoriseret", "ukategorisert", "luokittelematon", "kategorisiz", "nezarazeno", "без рубрики",
+})
+
+
+def without_default_category(categories: str) -> str:
+    """A WooCommerce categories cell without the shop's default category ("Uncategorized", "Sem categoria")."""
+    kept = [part for part in categories.split(",")
+            if _folded(part.rsplit(">", 1)[-1]) not in WOOCOMMERCE_DEFAULT_CATEGORIES]
+    return ",".join(kept).strip()
+
+
+def _folded(text: str) -> str:
+    """Lower case, accents off, spaces single: how two spellings of a category name are compared."""
+    plain = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in plain if not unicodedata.combining(c)).split())
+
+
 class RowMapper:
     """Turns one record's values into product fields, remembering what a preset needs across rows.
 
@@ -297,6 +320,8 @@ class RowMapper:
                     break
 
     def _fill_woocommerce(self, values: list[str], product: dict[str, str]) -> None:
+        if product["product_type"] and "product_type" not in self.mapping.explicit:
+            product["product_type"] = without_default_category(product["product_type"])
         parent_ref = self._col(values, "parent")
         if parent_ref:
             parent = self._woo_parents.get(parent_ref)

@@ -109,6 +109,9 @@ class UploadReport:
     photo_rows: int = 0
     local_photos: int = 0
     reused_rows: int = 0
+    # Of the rows left out, Shopify's image-only rows (not products), and the first of their row numbers.
+    image_only_rows: int = 0
+    image_only_row_numbers: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The --json shape."""
@@ -143,6 +146,8 @@ class RowStream:
         self.errors: list[RowError] = []
         self.error_count = 0
         self.skipped_rows = 0
+        # Shopify's image-only rows (an extra photo of the product above): left out, their numbers kept to say so.
+        self.image_only_rows: list[int] = []
         self.headers: list[str] = []
         self.mapping: ColumnMapping | None = None
         self.photos = LocalPhotos(options.path, options.photo_max_bytes)
@@ -240,6 +245,8 @@ class RowStream:
                 continue
             if image_row is not None and image_row(values):
                 self.skipped_rows += 1
+                if len(self.image_only_rows) < MAX_LISTED_ERRORS:
+                    self.image_only_rows.append(self._row_number)
                 continue
             product = map_row(values)
             # A plain rule rather than a pydantic model per row: a model costs a third of a large upload's time.
@@ -274,6 +281,7 @@ class RowStream:
         self.errors = [RowError(*error) for error in summary["errors"]]
         self.error_count = summary["error_count"]
         self.skipped_rows = summary["skipped_rows"]
+        self.image_only_rows = list(summary["image_only_rows"])
         self.photo_rows = summary["photo_rows"]
         self.photos.files = dict(summary["photos"])
         self.reused_rows = summary["reused_rows"]
@@ -288,6 +296,8 @@ class RowStream:
             batch_id=batch_id,
             total_rows=total,
             skipped_rows=self.skipped_rows + self.error_count,
+            image_only_rows=self.skipped_rows,
+            image_only_row_numbers=self.image_only_rows,
             status=status,
             storage_path=storage_path,
             format=self.format,
@@ -314,6 +324,7 @@ def copy_in_child(
             "errors": [(e.line, e.column, e.message) for e in stream.errors],
             "error_count": stream.error_count,
             "skipped_rows": stream.skipped_rows,
+            "image_only_rows": stream.image_only_rows,
             "photo_rows": stream.photo_rows,
             "photos": stream.photos.files,
             "reused_rows": stream.reused_rows,

@@ -170,8 +170,19 @@ def export_batch(
                                       [urls.note, WOOCOMMERCE_HINT])
             if approved_only:
                 report.notes.append(APPROVED_ONLY)
+            if not shop.replace_images:
+                report.notes.append(stale_source_note(str(batch["original_filename"]), fmt))
             report.notes.extend(notes.lines)
             return report
+
+
+def stale_source_note(source: str, shop: str) -> str:
+    """The one line on what the shop's importer does with images added since the source export was taken."""
+    name = "Shopify" if shop == "shopify" else "WooCommerce"
+    return (f"note: {name}'s importer replaces each product's images with the ones this file lists ({source}'s "
+            f"images plus the new ones), so an image added in the shop after {source} was exported would be "
+            "removed; import this file before anyone adds images, or export the products again and upload that "
+            "file as a new batch first")
 
 
 @contextlib.contextmanager

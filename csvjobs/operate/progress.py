@@ -104,7 +104,7 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
                        "and colour, material or pattern; only size or the like differs) and will reuse its images "
                        "at no cost (--per-variant makes images for every row)"))
     if report.skipped_rows:
-        err.print(Text(f"{report.skipped_rows} row(s) left out", style="yellow"))
+        err.print(Text(left_out_line(report), style="yellow"))
         for error in report.errors:
             err.print(Text(f"  {error}", style="yellow"))
         more = report.error_count - len(report.errors)
@@ -114,13 +114,33 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
         out.print(Text(f"next: csvjobs work --until-done   then: csvjobs progress {report.batch_id}"))
 
 
+def left_out_line(report: UploadReport) -> str:
+    """How many rows were left out, and why."""
+    reasons = []
+    if report.image_only_rows:
+        numbers = ", ".join(str(n) for n in report.image_only_row_numbers)
+        more = " ..." if report.image_only_rows > len(report.image_only_row_numbers) else ""
+        reasons.append(f"{report.image_only_rows} image-only row(s) of a Shopify export (an extra photo of the "
+                       f"product above, not a product: row(s) {numbers}{more})")
+    if report.error_count:
+        reasons.append(f"{report.error_count} invalid row(s) (--skip-invalid), listed below")
+    return f"{report.skipped_rows} row(s) left out: " + "; ".join(reasons) if reasons else \
+        f"{report.skipped_rows} row(s) left out"
+
+
 def _photo_line(report: UploadReport) -> str:
     if not report.photo_column:
         return ("photos: none (no Image Src, Images, image_url, image, image_src or photo column; --map "
                 "image_url=HEADER names one): images are made from the text alone")
     stored = f", {report.local_photos} file(s) beside the CSV stored with the batch" if report.local_photos else ""
-    return (f"photos: {report.photo_rows} of {report.total_rows} row(s) have one, from {report.photo_column}{stored}; "
-            "both images are made from the product's photo")
+    if not report.photo_rows:
+        return (f"photos: none of the {report.total_rows} row(s) has one ({report.photo_column} is empty): images are "
+                "made from the text alone")
+    rest = report.total_rows - report.photo_rows
+    made = ("both images are made from the product's photo" if not rest else
+            f"both images of those rows are made from the product's photo, the other {rest} row(s)' from the text")
+    return (f"photos: {report.photo_rows} of {report.total_rows} row(s) have one, from {report.photo_column}"
+            f"{stored}; {made}")
 
 
 def progress_json(p: BatchProgress) -> dict[str, Any]:

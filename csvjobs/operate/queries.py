@@ -227,6 +227,16 @@ def images_to_redo(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID,
             [batch_id, rows, style, style]).fetchall()]
 
 
+def rows_left_out(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int]) -> list[int]:
+    """Which of these row numbers the batch does not have (rows the upload left out), as the user."""
+    with db.user_transaction(conn, user_id):
+        row = conn.execute(
+            "SELECT coalesce(array_agg(n ORDER BY n), '{}') AS left_out FROM unnest(%s::integer[]) n"
+            " WHERE NOT EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %s AND j.row_number = n)",
+            [rows, batch_id]).fetchone()
+    return list(row["left_out"]) if row else []
+
+
 def placeholder_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[dict[str, Any]]:
     """The batch's placeholder images, each once (not again for the look-alike variants showing it), as the user."""
     with db.user_transaction(conn, user_id):

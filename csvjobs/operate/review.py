@@ -33,20 +33,32 @@ def parse_style(style: str | None) -> ImageStyle | None:
                          ) from exc
 
 
+class Decision(BaseModel):
+    """What approve / reject did: how many images changed, and the rows named that the upload left out."""
+
+    changed: int
+    left_out: list[int] = []
+
+
 def review_images(settings: Settings, batch_id: uuid.UUID, rows: list[int] | None, style: ImageStyle | None,
-                  action: str) -> int:
-    """approve / reject / clear the current images of the rows; how many changed."""
+                  action: str) -> Decision:
+    """approve / reject / clear the current images of the rows: how many changed, and which rows named are not in
+    the batch because the upload left them out (a number past the file's last row is an error)."""
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-review")
     with conn:
-        return queries.review_images(conn, user_id, batch_id, rows, style.value if style else None, action)
+        changed = queries.review_images(conn, user_id, batch_id, rows, style.value if style else None, action)
+        left_out = queries.rows_left_out(conn, user_id, batch_id, rows) if rows else []
+    return Decision(changed=changed, left_out=left_out)
 
 
 class Redo(BaseModel):
-    """A redo request's answer: how many rows were queued, and what their new images will cost."""
+    """A redo request's answer: how many rows were queued, what their new images will cost, and the rows named
+    that the upload left out."""
 
     rows: int
     price_usd: float
+    left_out: list[int] = []
 
 
 def regenerate_images(settings: Settings, batch_id: uuid.UUID, rows: list[int], style: ImageStyle | None,
@@ -59,7 +71,8 @@ def regenerate_images(settings: Settings, batch_id: uuid.UUID, rows: list[int], 
         kind = style.value if style else None
         price = redo_quote(conn, settings, user_id, queries.images_to_redo(conn, user_id, batch_id, rows, kind))
         count = queries.request_regeneration(conn, user_id, batch_id, rows, kind, note)
-    return Redo(rows=count, price_usd=price if count else 0.0)
+        left_out = queries.rows_left_out(conn, user_id, batch_id, rows)
+    return Redo(rows=count, price_usd=price if count else 0.0, left_out=left_out)
 
 
 def regenerate_placeholders(settings: Settings, batch_id: uuid.UUID) -> Redo:

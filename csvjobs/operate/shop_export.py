@@ -95,7 +95,8 @@ class ShopExportNotes:
     """What the user should hear about a shop file besides its row count."""
 
     placeholders: set[str] = field(default_factory=set)  # the placeholder images' keys (each counted once)
-    without_photo: int = 0
+    without_photo: int = 0  # rows whose photo (in the file) could not be fetched or used
+    no_photo_given: int = 0  # rows the file gave no photo
     skipped_without_photo: int = 0
     lines: list[str] = field(default_factory=list)
 
@@ -110,10 +111,15 @@ class ShopExportNotes:
         if self.skipped_without_photo:
             self.lines.append(f"{self.skipped_without_photo} row(s) whose images were made without the product's "
                               "photo were left out (--require-photo)")
-        elif self.without_photo:
-            self.lines.append(f"warning: {self.without_photo} row(s) had their images made without the product's "
-                              "photo (it could not be fetched or used), so the product in them is the model's "
-                              "idea of it: review them, or pass --require-photo to leave them out")
+        else:
+            if self.without_photo:
+                self.lines.append(f"warning: {self.without_photo} row(s) had their images made without the "
+                                  "product's photo (the file gave one, but it could not be fetched or used), so the "
+                                  "product in them is the model's idea of it: review them, or pass --require-photo "
+                                  "to leave them out")
+            if self.no_photo_given:
+                self.lines.append(f"{self.no_photo_given} row(s) had no photo in the file: their images were made "
+                                  "from the text alone (--require-photo leaves them out)")
 
 
 @dataclass
@@ -141,7 +147,11 @@ def _images(row: dict[str, Any], urls: ImageUrls, options: ShopExportOptions,
         if image_location(image):
             chosen.append((style, image))
     if chosen and any(image.get("edited") is False for _style, image in chosen):
-        notes.without_photo += 1
+        # A photo the file gave that could not be fetched or used, or no photo at all: said apart.
+        if str((row.get("product") or {}).get("image_url") or "").strip():
+            notes.without_photo += 1
+        else:
+            notes.no_photo_given += 1
         if options.require_photo:
             notes.skipped_without_photo += 1
             return []

@@ -294,7 +294,9 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
             "SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,"
             " count(*) FILTER (WHERE j.status = 'failed') AS failed,"
             " 2 * count(*) FILTER (WHERE j.usage ? 'reuses_row') AS images_reused,"
-            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE i ->> 'route' = 'cutout')), 0) AS images_cut_out"
+            # (each cut-out once: look-alike variants show the cut-out of the row they reuse)
+            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE i ->> 'route' = 'cutout'))"
+            "   FILTER (WHERE NOT coalesce(j.usage ? 'reuses_row', false)), 0) AS images_cut_out"
             f" FROM csv_row_jobs j WHERE j.completed_at >= %(since)s AND {scope}", params).fetchone()
         # What was paid comes from the ledger of paid calls: every call paid since the run started, whether its
         # row completed, failed or is pending again (a redo pays for its new image only).

@@ -169,7 +169,9 @@ def test_the_real_ptbr_woocommerce_export_uploads_unmapped_and_round_trips(env, 
     products = conn.execute("SELECT row_number, csv_row_job_product(j.row_data, j.product, b.column_mapping) AS p"
                             " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
                             " ORDER BY row_number", [batch]).fetchall()
-    assert all(r["p"]["title"] and r["p"]["product_type"] for r in products)  # variations filled from parent
+    assert all(r["p"]["title"] and r["p"]["description"] for r in products)  # variations filled from parent
+    # WooCommerce's default category ("Sem categoria") is no product type: the model is not told it.
+    assert not any(r["p"]["product_type"] for r in products)
     preset = conn.execute("SELECT column_mapping->>'preset' AS p FROM csv_batches WHERE id = %s", [batch]).fetchone()
     assert preset == {"p": "woocommerce"}
     code, out, err = export(env, batch, "woocommerce", "--include-placeholders")

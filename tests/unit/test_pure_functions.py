@@ -184,3 +184,14 @@ def test_backoff_grows_is_jittered_and_honours_retry_after() -> None:
     assert max(delays) > 4  # it grows
     assert len({round(d, 6) for d in delays}) > 100  # it is jittered
     assert backoff_delay(0, 1.0, 30.0, retry_after=12.5) == 12.5
+
+
+def test_woocommerce_default_category_is_no_product_type() -> None:
+    from csvjobs.ingest.column_mapping import without_default_category
+
+    assert without_default_category("Sem categoria") == ""
+    assert without_default_category("Uncategorized") == ""
+    assert without_default_category("Non classé") == ""  # accents and case do not matter
+    assert without_default_category("Roupas > Camisetas, Sem categoria") == "Roupas > Camisetas"
+    assert without_default_category("Mugs, Kitchen") == "Mugs, Kitchen"
+    assert without_default_category("Categoria") == "Categoria"
