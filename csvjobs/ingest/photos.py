@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from csvjobs.models import IMAGE_FORMATS
+from csvjobs.providers.redact import redact
 from csvjobs.storage.keys import is_remote_photo
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -40,8 +41,8 @@ class LocalPhotos:
 
     def _check_file(self, value: str) -> str | None:
         if _SCHEME.match(value) and not re.match(r"^[A-Za-z]:[\\/]", value):
-            return (f"photo {value[:200]!r} is neither an http(s) URL nor a path to a file beside the CSV; give a "
-                    "URL, or a path relative to the CSV file such as images/mug.jpg")
+            return (f"photo {redact(value[:200])!r} is neither an http(s) URL nor a path to a file beside the CSV; "
+                    "give a URL, or a path relative to the CSV file such as images/mug.jpg")
         relative = value.replace("\\", "/")
         if any(part.startswith(".") and part not in (".", "..") for part in relative.split("/")):
             return (f"photo {value[:200]!r} names a hidden file or folder; photos are never read from hidden "

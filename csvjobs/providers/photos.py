@@ -27,6 +27,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import JobLostError, PermanentError
 from csvjobs.models import IMAGE_FORMATS
 from csvjobs.providers.contract import RowContext
+from csvjobs.providers.redact import redact, safe_url
 from csvjobs.providers.white_background import flatten_onto_white
 from csvjobs.storage.keys import IMAGES_BUCKET, UPLOADS_BUCKET, is_remote_photo, uploaded_photo_key
 
@@ -285,16 +286,17 @@ async def prepare_reference(ctx: RowContext, settings: Settings) -> Reference | 
             try:
                 raw = await asyncio.to_thread(ctx.storage.read_bytes, f"{UPLOADS_BUCKET}/{key}")
             except Exception as exc:
-                raise PhotoError(f"the uploaded photo {source!r} is missing from storage") from exc
+                raise PhotoError(f"the uploaded photo {redact(source)!r} is missing from storage") from exc
         png = await asyncio.to_thread(normalise, raw)
     except PhotoError as exc:
-        reason = str(exc)
+        reason = redact(str(exc))  # (an error may quote the URL, with its password or signature)
         if not await ctx.save_checkpoint({"reference_error": reason}):
             raise JobLostError(f"row job {ctx.job.job_id} was reclaimed by another worker") from exc
         return _unusable(ctx, settings, reason, source, logged=False)
     key = f"{ctx.job.user_id}/{ctx.job.batch_id}/{ctx.job.row_number}-reference.png"
     path = await asyncio.to_thread(ctx.storage.put_bytes, IMAGES_BUCKET, key, png)
-    record = {"storage_path": path, "source": source, "bytes": len(png), "sha256": hashlib.sha256(png).hexdigest()}
+    record = {"storage_path": path, "source": safe_url(source) if is_remote_photo(source) else source,
+              "bytes": len(png), "sha256": hashlib.sha256(png).hexdigest()}
     if not await ctx.save_checkpoint({"reference": record}):
         raise JobLostError(f"row job {ctx.job.job_id} was reclaimed by another worker")
     ctx.log("photo_stored", f"reference photo stored: {path}", record)
@@ -302,6 +304,7 @@ async def prepare_reference(ctx: RowContext, settings: Settings) -> Reference | 
 
 
 def _unusable(ctx: RowContext, settings: Settings, reason: str, source: str, *, logged: bool) -> Reference | None:
+    source = safe_url(source) if is_remote_photo(source) else source
     if settings.require_photo:
         raise PermanentError(f"the product photo cannot be used: {reason} ({source[:200]})")
     if not logged:

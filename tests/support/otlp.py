@@ -67,7 +67,7 @@ class Collector:
                             "parent": span.parent_span_id.hex() or None,
                             "attributes": {a.key: _value(a.value) for a in span.attributes},
                             "links": [link.span_id.hex() for link in span.links],
-                            "error": span.status.code == 2,
+                            "error": span.status.code == 2, "status_message": span.status.message,
                         })
 
     def close(self) -> None:

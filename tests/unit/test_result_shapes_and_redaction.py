@@ -48,3 +48,15 @@ def test_redact_removes_the_key_and_anything_shaped_like_one() -> None:
     assert "abc.def-ghi_123" not in cleaned and cleaned.count("[redacted]") == 4
     assert redact("nothing secret here: task-force, sk-8") == "nothing secret here: task-force, sk-8"
     assert redact_json({"m": [f"k={key}"], "n": 1}, [key]) == {"m": ["k=[redacted]"], "n": 1}
+
+
+def test_a_url_is_shown_without_its_userinfo_query_values_or_fragment() -> None:
+    from csvjobs.providers.redact import redact, safe_url
+
+    assert safe_url("https://user:pa55@cdn.example:8443/a/b.jpg?X-Amz-Signature=abc&X-Amz-Credential=k#f") == (
+        "https://cdn.example:8443/a/b.jpg?X-Amz-Signature=[redacted]&X-Amz-Credential=[redacted]#[redacted]")
+    assert safe_url("http://u@[::1]/x.png") == "http://[::1]/x.png"
+    assert safe_url("https://shop.example/p.png") == "https://shop.example/p.png"
+    said = redact("failed (https://me:hunter2@h.example/p.png?token=t0k3n) and ftp://a:b@c/d")
+    assert "hunter2" not in said and "t0k3n" not in said and "me:" not in said and "a:b@" not in said
+    assert "https://h.example/p.png?token=[redacted]" in said
