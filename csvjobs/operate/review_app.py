@@ -64,7 +64,11 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "tem
 TOKEN_HEADER = "x-review-token"
 HEADER_SECONDS = 10.0  # a connection must finish a request's headers within this
 MAX_STREAMS = 16  # event streams open at once (each is a browser tab); more get 503
-MAX_CONNECTIONS = 64
+# Requests the page works on at once; more get 503. Counted per request, not per connection: a local process that
+# holds connections open without finishing their headers never reaches the app, so it cannot lock the reviewer
+# out (uvicorn's own limit counts every open connection: 64 half-open sockets made every request a 503). Such
+# connections cost a socket and a small buffer each, and are closed after HEADER_SECONDS.
+MAX_REQUESTS = 64
 
 
 @dataclass
@@ -137,10 +141,20 @@ class Guard(BaseHTTPMiddleware):
         super().__init__(app)
         self.server = server
         self.hosts = {f"127.0.0.1:{server.port}", f"localhost:{server.port}"}
+        self.busy = 0  # requests in progress (one event loop: no lock needed)
 
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if request.headers.get("host", "") not in self.hosts:
             return Response("wrong host", status_code=403)
+        if self.busy >= MAX_REQUESTS:
+            return Response("the review page is busy; try again in a moment", status_code=503)
+        self.busy += 1
+        try:
+            return await self._dispatch(request, call_next)
+        finally:
+            self.busy -= 1
+
+    async def _dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
         if path == "/":
             response = await call_next(request)
@@ -322,13 +336,11 @@ def build_app(server: ReviewServer) -> Starlette:
         # The shell holds no data: the page fetches its rows with the session secret. A fresh launch code puts the
         # secret into this one response (the page moves it to sessionStorage and drops the code from the URL);
         # a used or wrong code gets the shell without it, which says to run `csvjobs review` again.
+        # Nothing of the batch, and no database work, before the code is checked: the heading (the file's name,
+        # the row count, the channels) comes with the rows, through the guarded API.
         code = request.query_params.get("code", "")
         secret = server.token if code and server.redeem(code) else ""
-        with db.connect(server.target, application_name="csvjobs-review") as conn:
-            progress = queries.batch_progress(conn, server.user_id, server.batch_id)
-        channels = f" · for {', '.join(progress.channels)}" if progress.channels else ""
-        context = {"title": f"Review {progress.original_filename}", "secret": secret, "filters": FILTERS,
-                   "subtitle": f"batch {str(server.batch_id)[:8]} · {progress.total_rows} row(s){channels}",
+        context = {"title": "Review", "secret": secret, "filters": FILTERS, "subtitle": "",
                    "events": server.sign("events") if secret else ""}
         return TEMPLATES.TemplateResponse(request, "review_page.html", context,
                                           status_code=403 if code and not secret else 200)
@@ -348,6 +360,9 @@ def build_app(server: ReviewServer) -> Starlette:
             versions = queries.image_versions(conn, server.user_id, server.batch_id, [g["row"] for g in shown])
         context = page_context(lambda path: _image_src(server, path), groups, which, number, progress,
                                redo_prices(), versions)
+        channels = f" · for {', '.join(progress.channels)}" if progress.channels else ""
+        context["heading"] = {"title": f"Review {progress.original_filename}",
+                              "subtitle": f"batch {str(server.batch_id)[:8]} · {progress.total_rows} row(s){channels}"}
         return TEMPLATES.TemplateResponse(request, "review_rows.html", context)
 
     async def json_action(request: Request, model: type[_Body], usage: str, answer: str,
@@ -440,7 +455,7 @@ def serve(server: ReviewServer) -> None:
     # An open page keeps its event stream open: without a limit, Ctrl-C would wait for the browser to go away.
     config = uvicorn.Config(build_app(server), host="127.0.0.1", port=server.port, log_level="warning",
                             access_log=False, lifespan="off", timeout_graceful_shutdown=2,
-                            http=HeaderDeadlineProtocol, limit_concurrency=MAX_CONNECTIONS)
+                            http=HeaderDeadlineProtocol)
     uvicorn.Server(config).run()
 
 

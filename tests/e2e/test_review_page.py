@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -141,6 +142,81 @@ def test_slow_headers_are_cut_off_and_streams_share_one_listen_connection(review
     assert _status(urllib.request.Request(base + "/api/rows", headers={"X-Review-Token": token})) == 200
     for stream in streams:
         stream.close()
+
+
+def test_the_shell_shows_nothing_of_the_batch_and_asks_nothing_of_the_database(review: str, conn) -> None:
+    base = review.split("/?", 1)[0]
+    before = conn.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'csvjobs-review'"
+                          " AND datname = current_database()").fetchone()["n"]
+    for _ in range(20):
+        shell = urllib.request.urlopen(base + "/", timeout=10).read().decode()
+        assert "p.csv" not in shell and "row(s)" not in shell and "<title>Review</title>" in shell
+    # (the page's own connections: none opened for the shell; a connection a request left would show here)
+    after = conn.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'csvjobs-review'"
+                         " AND datname = current_database()").fetchone()["n"]
+    assert after <= before
+    # The heading arrives with the rows, through the guarded API.
+    base, token = redeem(review)
+    rows = urllib.request.urlopen(urllib.request.Request(base + "/api/page", headers={"X-Review-Token": token}),
+                                  timeout=10).read().decode()
+    assert 'data-title="Review p.csv"' in rows and "3 row(s)" in rows
+
+
+def test_two_hundred_half_open_sockets_do_not_lock_the_reviewer_out(review: str) -> None:
+    host, port = review.split("/?", 1)[0].removeprefix("http://").split(":")
+    stop = threading.Event()
+    opened = [0]
+
+    def half_open() -> socket.socket:
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(b"GET /api/rows HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\nX-Slow: ")
+        opened[0] += 1
+        return sock
+
+    def hold() -> None:  # 200 connections that never finish their headers, reopened as the server closes them
+        socks = [half_open() for _ in range(200)]
+        ready.set()
+        while not stop.is_set():
+            for i, sock in enumerate(socks):
+                sock.setblocking(False)
+                try:
+                    sock.recv(1024)  # an answer (408) or the end: the server let it go
+                    closed = True
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:
+                    sock.close()
+                    socks[i] = half_open()
+            stop.wait(0.2)
+        for sock in socks:
+            sock.close()
+
+    ready = threading.Event()
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(30)
+
+        def timed(request: urllib.request.Request | str) -> float:
+            started = time.monotonic()
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+                response.read()
+            return time.monotonic() - started
+
+        started = time.monotonic()
+        base, secret = redeem(review)  # the launch URL
+        assert time.monotonic() - started < 2.0
+        for _ in range(3):  # across the server's closing of the slow ones (after 10 s) and their reopening
+            assert timed(urllib.request.Request(base + "/api/page", headers={"X-Review-Token": secret})) < 2.0
+            assert timed(base + "/") < 2.0
+            stop.wait(5)
+        assert opened[0] > 200  # the server closed slow ones, and they were opened again
+    finally:
+        stop.set()
+        holder.join(timeout=30)
 
 
 def test_another_users_batch_is_refused(env: dict[str, str], batch: uuid.UUID) -> None:
