@@ -24,6 +24,7 @@ from csvjobs.errors import InputError
 from csvjobs.images.channels import describe_checks
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
+from csvjobs.operate.cells import neutralise
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
 from csvjobs.operate.shop_export import (
     ShopExportNotes,
@@ -34,6 +35,7 @@ from csvjobs.operate.shop_export import (
     write_woocommerce,
 )
 from csvjobs.operate.shop_urls import ImageUrls
+from csvjobs.providers.redact import safe_url
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import is_remote_photo
 from csvjobs.storage.registry import open_storage
@@ -57,12 +59,10 @@ RESULT_COLUMNS = [
     "lifestyle_emotional_checks", "single_white_background_checks", "lifestyle_emotional_fidelity",
     "single_white_background_fidelity",
 ]
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: str) -> str:
-    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection advice: prefix with a quote)."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+def _shown_photo(source: str) -> str:
+    """The row's photo as csvjobs shows it: a URL without its userinfo and query values (the file's own column
+    keeps it as given)."""
+    return safe_url(source) if is_remote_photo(source) else source
 
 
 def _image_path(images: Any, style: ImageStyle) -> str:
@@ -83,7 +83,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
         "tags": ", ".join(tags_of(row["generated_tags"])),
         "cost_usd": float(row["cost_usd"]) if row["cost_usd"] is not None else "",
         # The catalogue's photo, the reference made from it, and why it could not be used (if it could not).
-        "photo_source": (row["product"] or {}).get("image_url", ""),
+        "photo_source": _shown_photo((row["product"] or {}).get("image_url", "")),
         "reference_photo": row.get("reference_photo") or "",
         "photo_note": (f"photo not used: {row['photo_problem']}; the images were made from the text alone"
                        if row.get("photo_problem") else ""),

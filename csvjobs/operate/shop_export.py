@@ -42,6 +42,7 @@ from csvjobs.ingest.shop_columns import (
     normalise_header,
 )
 from csvjobs.models import ImageStyle
+from csvjobs.operate.cells import generated_cell
 from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, review_state, tags_of
 from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.storage.contract import Storage
@@ -50,7 +51,6 @@ from csvjobs.storage.keys import is_remote_photo, readable_name
 ALT_TEXT_LIMIT = 512  # Shopify's limit for Image Alt Text
 WOOCOMMERCE_HEADERS = ["ID", "SKU", "Images", "Tags"]
 _STYLE_NAMES = {ImageStyle.LIFESTYLE_EMOTIONAL: "in use", ImageStyle.SINGLE_WHITE_BACKGROUND: "on white"}
-_FORMULA_START = "=+-@\t\r"
 
 
 def shopify_headers(current: bool, variants: bool = False) -> list[str]:
@@ -66,12 +66,6 @@ def shopify_headers(current: bool, variants: bool = False) -> list[str]:
 
 SHOPIFY_HEADERS = shopify_headers(current=False)
 SHOPIFY_VARIANT_HEADERS = shopify_headers(current=False, variants=True)
-
-
-def generated_cell(text: str) -> str:
-    """Text csvjobs generated, made safe to open in a spreadsheet: no leading formula character (removed rather
-    than quoted, since the shop shows the cell as it is)."""
-    return text.lstrip(_FORMULA_START + " ")
 
 
 def slug(text: str) -> str:

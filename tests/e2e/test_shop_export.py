@@ -191,3 +191,40 @@ def test_woocommerce_keeps_the_existing_images_first_and_merges_tags(env, conn, 
     assert tags[:2] == ["kitchen", "Ceramic"] and len(tags) > 2 and len({t.lower() for t in tags}) == len(tags)
     assert (parent["ID"], parent["SKU"], variation["ID"], variation["SKU"]) == ("10", "MUG", "11", "MUG-RED")
     assert variation["Images"].startswith(BASE) and "," not in variation["Images"]
+
+
+SPELLINGS = ["=HYPERLINK(1)", "\n=CMD()", "\u00a0=CMD()", "\u200b=CMD()", "\ufeff+SUM(1)", " @x", "\t-2",
+             "\uff1dCMD()", "\uff0b1", "\uff0d1", "\uff20x", "\r=1"]
+
+
+def test_every_formula_spelling_in_generated_cells_is_neutralised(env, conn, tmp_path: Path) -> None:
+    from csvjobs.operate.cells import starts_like_formula
+
+    source = tmp_path / "shop.csv"
+    lines = ["Handle,Title,Body (HTML),Tags,Image Src"]
+    lines += [f"item-{n},Item {n},<p>thing {n}</p>,=own-tag,https://cdn.example/own-{n}.png"
+              for n in range(len(SPELLINGS))]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    batch = upload_and_work(env, source)
+    # Generated text that starts like a formula, every way a spreadsheet would take it.
+    for n, spelling in enumerate(SPELLINGS, start=1):
+        conn.execute("UPDATE csv_row_jobs SET generated_prompts = jsonb_set(jsonb_set(generated_prompts,"
+                     " '{lifestyle_emotional,alt_text}', to_jsonb(%s::text)), '{single_white_background,alt_text}',"
+                     " to_jsonb(%s::text)), generated_tags = jsonb_build_array(%s::text)"
+                     " WHERE batch_id = %s AND row_number = %s",
+                     [spelling + " alt", spelling + " white", spelling + "tag", batch, n])
+    out = tmp_path / "images.csv"
+    result = cli(env, "export", str(batch), "--format", "shopify", "--base-url", BASE, "-o", str(out),
+                 "--include-placeholders")
+    assert result.returncode == 0, result.stderr
+    _headers, rows = parse(out.read_text(encoding="utf-8"))
+    alts = [r["Image Alt Text"] for r in rows if r["Image Alt Text"]]
+    assert len(alts) >= 2 * len(SPELLINGS)
+    assert not [a for a in alts if starts_like_formula(a)], alts
+    # The shop's own values are written exactly (its own image URL).
+    assert any(r["Image Src"] == "https://cdn.example/own-0.png" for r in rows)
+    # csvjobs' own CSV export quotes every risky cell, generated or the file's own.
+    plain = tmp_path / "rows.csv"
+    assert cli(env, "export", str(batch), "--format", "csv", "-o", str(plain)).returncode == 0
+    for row in csv.reader(plain.open(encoding="utf-8")):
+        assert not [cell for cell in row if starts_like_formula(cell)], row

@@ -195,3 +195,17 @@ def test_woocommerce_default_category_is_no_product_type() -> None:
     assert without_default_category("Roupas > Camisetas, Sem categoria") == "Roupas > Camisetas"
     assert without_default_category("Mugs, Kitchen") == "Mugs, Kitchen"
     assert without_default_category("Categoria") == "Categoria"
+
+
+def test_formula_cells_in_every_spelling() -> None:
+    from csvjobs.operate.cells import generated_cell, neutralise, starts_like_formula
+
+    for risky in ("=1", "+1", "-1", "@a", "\t1", "\r1", "\n1", " =1", "\u00a0=1", "\u200b=1", "\ufeff=1",
+                  "\u2060+1", "\uff1d1", "\uff0b1", "\uff0d1", "\uff20a", " \u200b \uff1d1"):
+        assert starts_like_formula(risky), repr(risky)
+        assert neutralise(risky) == "'" + risky
+        assert not starts_like_formula(generated_cell(risky)), repr(risky)
+    for safe in ("a=1", "1+1", "mug", "", " ", "caf\u00e9", "'=1"):
+        assert not starts_like_formula(safe), repr(safe)
+        assert neutralise(safe) == safe
+    assert generated_cell("\u200b=\uff0b  cosy mug") == "cosy mug"
