@@ -175,6 +175,17 @@ def upload(
                      "(repeatable; default CSVJOBS_CHANNELS). Images are stored at the size they need and checked "
                      "against their rules."),
     ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", help="The language shoppers read, a BCP 47 tag such as pt-BR, de or en-GB: alt "
+                     "text, tags and any text in an image are written in it (default CSVJOBS_LANGUAGE, else read "
+                     "from a localised shop export's headers or the products' text, else en)."),
+    ] = None,
+    alt_languages: Annotated[
+        str | None,
+        typer.Option("--alt-languages", help="Also write alt text in these languages, e.g. es,en (costed; exported "
+                     "as *_alt_text_es, ...)."),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Parse, map and validate; write nothing.")] = False,
     delimiter: Annotated[str | None, typer.Option(help="Field delimiter (default: detected).")] = None,
     encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detected).")] = None,
@@ -183,8 +194,10 @@ def upload(
     """Store a CSV and split it into one job per row.
 
     Example: csvjobs upload products.csv --country US
+    Example: csvjobs upload produtos.csv --language pt-BR --alt-languages en,es
     """
     from csvjobs.ingest.column_mapping import parse_map_options
+    from csvjobs.ingest.language import alt_language_tags
     from csvjobs.ingest.upload import UploadOptions, upload_csv
     from csvjobs.operate.maintenance import EXAMPLE_CSV
     from csvjobs.operate.progress import upload_progress
@@ -207,6 +220,8 @@ def upload(
         dry_run=dry_run,
         delimiter=delimiter,
         encoding=encoding,
+        language=language,
+        alt_languages=alt_language_tags(alt_languages),
     )
     with upload_progress(enabled=not as_json and err.is_terminal and not dry_run, console=err) as on_progress:
         report = upload_csv(settings, options, progress=on_progress)

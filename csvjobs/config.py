@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Budgets (USD): an upload's default budget (`upload --max-cost` overrides; unset: none), and a cap on what the
     # whole account may spend in a day (every batch, every worker; unset: none).
     max_cost_usd: float | None = Field(default=None, ge=0)
+    # The language an upload writes in for shoppers when `upload --language` is not given (a BCP 47 tag; unset:
+    # read from the file, see ingest/language.py).
+    language: str | None = None
     # `csvjobs work` serves Prometheus metrics here while it runs (unset: not at all).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"

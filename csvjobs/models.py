@@ -260,6 +260,10 @@ class BatchProgress(BaseModel):
     max_cost_usd: Decimal | None = None
     pause_reason: str | None = None
     channels: list[str] = []
+    # The language written for shoppers (a BCP 47 tag; None for a batch uploaded before languages), and the extra
+    # alt-text languages.
+    language: str | None = None
+    alt_languages: list[str] = []
 
     @property
     def finished(self) -> bool:

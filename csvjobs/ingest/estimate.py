@@ -35,6 +35,8 @@ LEARN_FROM_ROWS = 500
 # Before an account has made a photo row: the share of photos whose product is cut out onto white (a plain
 # background) rather than paid for. The range covers any share.
 FIRST_BATCH_CUTOUT_SHARE = 0.5
+# Output tokens of both images' alt text in one extra language (upload --alt-languages).
+ALT_TEXT_TOKENS = 60
 
 # A paid call's kind of answer, as the ledger says: (kind, route). Prompt calls' route is from_photo / from_text.
 PROMPT_FROM_TEXT = ("prompts", "from_text")
@@ -184,10 +186,17 @@ def route_prices(settings: Settings, mode: ProcessingMode, learned: LearnedPrice
 
 
 def estimate(settings: Settings, *, rows: int, photo_rows: int, reused_rows: int, reused_photo_rows: int,
-             mode: ProcessingMode, learned: LearnedPrices | None = None) -> Estimate:
-    """The batch's estimate in its processing mode, with its range."""
+             mode: ProcessingMode, learned: LearnedPrices | None = None, alt_languages: int = 0) -> Estimate:
+    """The batch's estimate in its processing mode, with its range; each extra alt-text language adds its output
+    tokens to every paying row's prompt call."""
     learned = learned or LearnedPrices()
     price = route_prices(settings, mode, learned)
+    if alt_languages:
+        factor_now = pricing.BATCH_PRICE_FACTOR if mode is ProcessingMode.OPENAI_BATCH else 1.0
+        extra = pricing.prompt_cost(settings.prompt_model, {"prompt_tokens": 0, "completion_tokens":
+                                                            ALT_TEXT_TOKENS * alt_languages}) * factor_now
+        price = price.model_copy(update={k: getattr(price, k) + extra for k in (
+            "text", "photo", "text_low", "text_high", "photo_low", "photo_high")})
     paying_photo = max(0, photo_rows - reused_photo_rows)
     paying_text = max(0, rows - reused_rows - paying_photo)
     paying = paying_text + paying_photo
@@ -205,8 +214,8 @@ def estimate(settings: Settings, *, rows: int, photo_rows: int, reused_rows: int
              f"{reused_rows} look-alike variant(s) reuse another row's images for free; {settings.prompt_model}, "
              f"{settings.image_model} {settings.image_size} {settings.image_quality}"
              + (", at the Batch API's half price" if factor != 1.0 else "")
-             + (f"; {'learned from' if learned.rows else 'OpenAI published prices'}"
-                f"{f' {learned.rows} recent row(s) of this account' if learned.rows else ''}"))
+             + (f"; learned from {learned.rows} recent row(s) of this account" if learned.rows else
+                "; OpenAI's published prices and token counts"))
     if not pricing.is_priced(settings.prompt_model, settings.image_model):
         basis += " (a model is missing from the price table: counted as free)"
     # (the range rounded outwards, so that a cost exactly at a bound stays inside it)

@@ -40,6 +40,13 @@ def set_batch_costs(conn: db.Connection, batch_id: uuid.UUID, *, estimated_cost_
                  " WHERE id = %s", [estimated_cost_usd, estimated_row_cost_usd, max_cost_usd, batch_id])
 
 
+def set_batch_language(conn: db.Connection, batch_id: uuid.UUID, language: str, alt_languages: list[str]) -> None:
+    """Record the batch's language and extra alt-text languages (as the service role, in the upload's transaction,
+    before the batch is queued)."""
+    conn.execute("UPDATE csv_batches SET language = %s, alt_languages = %s WHERE id = %s",
+                 [language, alt_languages, batch_id])
+
+
 def link_reused_rows(conn: db.Connection, batch_id: uuid.UUID) -> int:
     """Point each row that shares an earlier row's images at that row's job (csv_row_jobs.reuses_job); the
     upload wrote the row number, and ids exist only once COPY has run. Run as the service role."""

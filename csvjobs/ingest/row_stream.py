@@ -46,6 +46,10 @@ class UploadOptions(BaseModel):
     max_cost_usd: float | None = Field(default=None, ge=0)
     # Where the images will be sold (models.Channel values): sizes and rules for the images.
     channels: list[str] = []
+    # The language shoppers read (a BCP 47 tag; None: detect it, see ingest/language.py), and extra languages to
+    # write alt text in too.
+    language: str | None = None
+    alt_languages: list[str] = []
     look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
 
     @model_validator(mode="after")
@@ -112,6 +116,13 @@ class UploadReport:
     # Of the rows left out, Shopify's image-only rows (not products), and the first of their row numbers.
     image_only_rows: int = 0
     image_only_row_numbers: list[int] = field(default_factory=list)
+    # The language csvjobs writes in for shoppers, how it was chosen, extra alt-text languages, and the country
+    # its region gave the rows (when the file has none).
+    language: str = ""
+    language_line: str = ""
+    language_source: str = ""
+    alt_languages: list[str] = field(default_factory=list)
+    country_from_language: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The --json shape."""
@@ -126,6 +137,10 @@ class UploadReport:
             "reused_rows": self.reused_rows,
             "processing_mode": self.processing_mode,
             "channels": self.channels,
+            "language": self.language or None,
+            "language_source": self.language_source or None,
+            "alt_languages": self.alt_languages,
+            "country_from_language": self.country_from_language or None,
             **({"estimated_cost_usd": self.estimated_cost_usd,
                 "estimated_cost_low_usd": self.estimated_cost_low_usd,
                 "estimated_cost_high_usd": self.estimated_cost_high_usd,
@@ -269,6 +284,17 @@ class RowStream:
                         self.reused_rows += 1
                         self.reused_photo_rows += 1 if photo else 0
             yield self._row_number, values, product
+
+    def text_sample(self, rows: int = 200) -> tuple[list[str], bool]:
+        """The titles and descriptions of the first valid rows (what the products' language is read from), and
+        whether the file maps a country column. Reads the file from its start again; this stream is spent."""
+        texts: list[str] = []
+        for number, (_row, _values, product) in enumerate(self.products(), start=1):
+            texts.extend((product.get("title") or "", product.get("description") or ""))
+            if number >= rows:
+                break
+        assert self.mapping is not None
+        return texts, "country" in self.mapping.describe()
 
     def _check_saw_data(self) -> None:
         if not self._saw_data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
+from csvjobs.ingest import language
 from csvjobs.ingest.child_producer import ChildProducer
 from csvjobs.ingest.copy_encoding import COPY_SQL
 from csvjobs.ingest.estimate import Estimate, LearnedPrices, check_budget, estimate, learned_prices
@@ -19,6 +21,7 @@ from csvjobs.ingest.row_stream import (
     UploadReport,
     collector_paused,
 )
+from csvjobs.ingest.shop_columns import woocommerce_language
 from csvjobs.models import ProcessingMode, trigger_text
 from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename, uploaded_photo_key
 from csvjobs.storage.registry import open_storage
@@ -45,8 +48,65 @@ def rejection(path: Path, errors: list[RowError], error_count: int) -> InputErro
     )
 
 
+class LanguagePlan:
+    """The batch's language, known at once (the option, the settings, a localised export's headers) or being read
+    from the products' text on a thread (loading the detector's model takes about a second: the upload goes on
+    meanwhile, and the batch gets its language just before it is queued)."""
+
+    def __init__(self, options: UploadOptions, settings: Settings | None, header_language: str | None,
+                 texts: list[str]) -> None:
+        self._alt = language.alt_language_tags(options.alt_languages)
+        own = settings.language if settings else None
+        self._choice: language.LanguageChoice | None = None
+        self._future: concurrent.futures.Future[language.LanguageChoice] | None = None
+        if options.language or own or header_language in language.WOOCOMMERCE_HEADER_TAGS:
+            self._choice = language.choose(options.language, own, header_language, [])
+        else:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="csvjobs-language")
+            self._future = pool.submit(language.choose, None, None, None, texts)
+            pool.shutdown(wait=False)
+
+    @property
+    def known(self) -> language.LanguageChoice | None:
+        """The choice, when it was known at once (only such a choice can give the rows a country)."""
+        return self._choice
+
+    def result(self) -> language.LanguageChoice:
+        """The choice (waiting for the text to be read, if it is being read)."""
+        if self._choice is None:
+            assert self._future is not None
+            self._choice = self._future.result()
+        return self._choice
+
+    def alt_languages(self) -> list[str]:
+        """The extra alt-text languages, the batch's own left out."""
+        return [tag for tag in self._alt if tag != self.result().tag]
+
+    def fields(self, country: str) -> dict[str, Any]:
+        """The report's language fields."""
+        choice = self.result()
+        return {"language": choice.tag, "language_source": choice.source, "alt_languages": self.alt_languages(),
+                "language_line": choice.describe(), "country_from_language": country}
+
+
+def choose_language(options: UploadOptions, settings: Settings | None) -> tuple[UploadOptions, LanguagePlan, str]:
+    """The batch's language (ingest/language.py) and, when the file has no country column and no --country, the
+    country its region gives: the options to upload with (that country as the rows' default), the plan, and the
+    country it gave ("" for none)."""
+    with RowStream(options) as probe:
+        assert probe.mapping is not None
+        header_language = (woocommerce_language(probe.headers) if probe.mapping.preset == "woocommerce" else None)
+        texts, has_country = probe.text_sample()
+    plan = LanguagePlan(options, settings, header_language, texts)
+    known = plan.known
+    country = known.region_country if known and not options.country.strip() and not has_country else ""
+    return (options.model_copy(update={"country": country}) if country else options), plan, country
+
+
 def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings | None = None) -> UploadReport:
     """--dry-run: parse, map and validate everything; write nothing."""
+    options, plan, country = choose_language(options, settings)
+    language_fields = plan.fields(country)
     with RowStream(options) as stream:
         total = 0
         texts: list[str] = []
@@ -59,7 +119,8 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
         if settings is not None:
             costs = _costs(settings, stream, total, options, _learned_for_preview(settings, options))
         return stream.report(None, total, "dry-run", None, sample_trigger_texts=texts, dry_run=True,
-                             processing_mode=_mode(options), channels=list(options.channels), **costs)
+                             processing_mode=_mode(options), channels=list(options.channels), **costs,
+                             **language_fields)
 
 
 def _learned_for_preview(settings: Settings, options: UploadOptions) -> LearnedPrices | None:
@@ -84,7 +145,8 @@ def _costs(settings: Settings, stream: RowStream, total: int, options: UploadOpt
     """The report's cost fields: the estimate in the batch's mode, row by row and through the Batch API."""
     def at(mode: ProcessingMode) -> Estimate:
         return estimate(settings, rows=total, photo_rows=stream.photo_rows, reused_rows=stream.reused_rows,
-                        reused_photo_rows=stream.reused_photo_rows, mode=mode, learned=learned)
+                        reused_photo_rows=stream.reused_photo_rows, mode=mode, learned=learned,
+                        alt_languages=len(options.alt_languages))
 
     mine, standard, batch = at(_mode(options)), at(ProcessingMode.SYNC), at(ProcessingMode.OPENAI_BATCH)
     check_budget(mine, options.max_cost_usd)
@@ -116,6 +178,8 @@ def upload_csv(
         if report.error_count and not options.skip_invalid:
             raise rejection(options.path, report.errors, report.error_count)
         return report
+    # Before the child parser starts: the language can give the rows their country.
+    options, plan, country = choose_language(options, settings)
     batch_id = uuid.uuid4()
     if parse_in_child is None:
         parse_in_child = options.path.is_file() and options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
@@ -124,10 +188,13 @@ def upload_csv(
     producer = (ChildProducer("csvjobs.ingest.parser_process", [str(batch_id)], options.model_dump_json().encode())
                 if parse_in_child else None)
     try:
-        return _upload(settings, options, batch_id, producer, progress)
+        report = _upload(settings, options, batch_id, producer, progress, plan)
     finally:
         if producer is not None:
             producer.close()
+    for name, value in plan.fields(country).items():
+        setattr(report, name, value)
+    return report
 
 
 def _upload(
@@ -136,6 +203,7 @@ def _upload(
     batch_id: uuid.UUID,
     producer: ChildProducer | None,
     progress: ProgressCallback | None,
+    plan: LanguagePlan,
 ) -> UploadReport:
     from csvjobs import db  # here rather than at the top: psycopg takes a while to import (see upload_csv)
 
@@ -160,7 +228,7 @@ def _upload(
                                                        Path(path)))
 
                 total, costs = _write_batch(conn, stream, producer, options, user_id, batch_id, storage_path,
-                                            progress, store_photos, settings)
+                                            progress, store_photos, settings, plan)
             finally:
                 conn.close()
         except BaseException:
@@ -186,6 +254,7 @@ def _write_batch(
     progress: ProgressCallback | None,
     store_photos: Callable[[], None],
     settings: Settings,
+    plan: LanguagePlan,
 ) -> tuple[int, dict[str, Any]]:
     """Create the batch, COPY its rows and queue it, in one transaction: (rows written, the report's cost
     fields)."""
@@ -232,6 +301,8 @@ def _write_batch(
             queries.set_batch_costs(conn, batch_id, estimated_cost_usd=costs["estimated_cost_usd"],
                                     estimated_row_cost_usd=costs["estimated_row_cost_usd"],
                                     max_cost_usd=options.max_cost_usd)
+            # (read from the products' text meanwhile, when no option or header said it)
+            queries.set_batch_language(conn, batch_id, plan.result().tag, plan.alt_languages())
             queries.queue_batch(conn, batch_id, count, stream.skipped_rows + stream.error_count)
             if progress is not None:
                 progress(size, size)

@@ -25,7 +25,14 @@ from csvjobs.images.channels import describe_checks
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
 from csvjobs.operate.cells import neutralise
-from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, review_state, tags_of
+from csvjobs.operate.result_shapes import (
+    alt_text_for,
+    image_for,
+    image_location,
+    prompt_for,
+    review_state,
+    tags_of,
+)
 from csvjobs.operate.shop_export import (
     ShopExportNotes,
     ShopExportOptions,
@@ -101,6 +108,24 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
            for style in ImageStyle},
         **{f"{style.value}_fidelity": _fidelity(image_for(row["generated_images"], style)) for style in ImageStyle},
     }
+
+
+def alt_columns(batch: Any) -> list[str]:
+    """The alt text columns: each image's, in the batch's language, then in each of its extra languages."""
+    return [f"{style.value}_alt_text{suffix}" for suffix in ["", *(f"_{t}" for t in batch.get("alt_languages") or [])]
+            for style in ImageStyle]
+
+
+def _alt_texts(row: dict[str, Any], batch: Any) -> dict[str, str]:
+    """Each image's alt text (the merchant's edit wins), and its translations into the batch's extra languages."""
+    prompts = row["generated_prompts"] if isinstance(row["generated_prompts"], dict) else {}
+    translations = {str(t.get("language")): t for t in prompts.get("translations") or [] if isinstance(t, dict)}
+    texts = {f"{style.value}_alt_text": alt_text_for(prompts, style, row.get("review")) if prompts else ""
+             for style in ImageStyle}
+    for tag in batch.get("alt_languages") or []:
+        for style in ImageStyle:
+            texts[f"{style.value}_alt_text_{tag}"] = str((translations.get(tag) or {}).get(style.value) or "")
+    return texts
 
 
 def _fidelity(image: dict[str, Any]) -> str:
@@ -211,13 +236,14 @@ def _output_file(output: Path | None, out: TextIO) -> Iterator[TextIO]:
 def _write_csv(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
                storage: Storage) -> int:
     writer = csv.writer(target)
-    original = [h for h in headers if h not in RESULT_COLUMNS]
-    writer.writerow([neutralise(h) for h in original + RESULT_COLUMNS])
+    generated = RESULT_COLUMNS + alt_columns(batch)
+    original = [h for h in headers if h not in generated]
+    writer.writerow([neutralise(h) for h in original + generated])
     count = 0
     for row in rows:
-        flat = _flat(row)
+        flat = {**_flat(row), **_alt_texts(row, batch)}
         data = row["row_data"] or {}
-        cells = [str(data.get(h, "")) for h in original] + [str(flat[c]) for c in RESULT_COLUMNS]
+        cells = [str(data.get(h, "")) for h in original] + [str(flat[c]) for c in generated]
         writer.writerow([neutralise(cell) for cell in cells])
         count += 1
     return count
@@ -227,7 +253,8 @@ def _write_jsonl(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[s
                  storage: Storage) -> int:
     count = 0
     for row in rows:
-        record = {"columns": row["row_data"], **_flat(row), "tags": tags_of(row["generated_tags"]),
+        record = {"columns": row["row_data"], **_flat(row), **_alt_texts(row, batch),
+                  "tags": tags_of(row["generated_tags"]),
                   "prompts": row["generated_prompts"], "images": row["generated_images"]}
         target.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         count += 1

@@ -98,6 +98,11 @@ def render_upload_report(out: Console, err: Console, report: UploadReport) -> No
                     and report.estimated_cost_high_usd > report.estimated_cost_low_usd else "")
             out.print(Text(f"estimated OpenAI cost: ${report.estimated_cost_usd:.2f}{span}{budget} "
                            f"({report.cost_basis})"))
+    if report.language:
+        country = (f"; country {report.country_from_language} for every row, from the language's region (the file "
+                   "has no country column; --country sets another)" if report.country_from_language else "")
+        extra = f"; alt text also in {', '.join(report.alt_languages)}" if report.alt_languages else ""
+        out.print(Text(f"language: {report.language_line}{country}{extra}"))
     out.print(Text(_photo_line(report)))
     if report.reused_rows:
         out.print(Text(f"variants: {report.reused_rows} row(s) look like an earlier row of their product (same photo "

@@ -16,6 +16,7 @@ from csvjobs.models import BatchProgress
 # get_csv_batch_progress, with the batch's processing mode and its submissions to OpenAI still under way.
 PROGRESS_COLUMNS = (
     "SELECT p.*, b.processing_mode, b.estimated_cost_usd, b.max_cost_usd, b.pause_reason, b.channels,"
+    " b.language, b.alt_languages,"
     " (SELECT coalesce(jsonb_agg(jsonb_build_object("
     "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
     " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
@@ -257,7 +258,8 @@ def redo_placeholders(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UU
 def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     """The batch's id, file name and headers, in the caller's (user) transaction."""
     batch = conn.execute(
-        "SELECT b.id, b.original_filename, b.csv_headers, b.column_mapping, b.storage_path,"
+        "SELECT b.id, b.original_filename, b.csv_headers, b.column_mapping, b.storage_path, b.language,"
+        " b.alt_languages,"
         " EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = b.id AND j.review IS NOT NULL"
         "         AND jsonb_path_exists(j.review, '$.*.state ? (@ == \"approved\" || @ == \"rejected\")'))"
         " AS reviewed"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import functools
 import tempfile
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -390,16 +391,23 @@ class WooProduct:
 
 
 def _woo_tags(existing: str, generated: list[str]) -> str:
+    """The product's own tags, as the shop wrote them, then the generated ones it does not have yet (compared
+    without case or accents: "Café" is "cafe")."""
     tags: dict[str, str] = {}
     for tag in existing.split(","):
         clean = " ".join(tag.split())
         if clean:
-            tags.setdefault(clean.lower(), clean)
+            tags.setdefault(_tag_key(clean), clean)
     for tag in generated:
         clean = generated_cell(" ".join(tag.replace(",", " ").split()))
         if clean:
-            tags.setdefault(clean.lower(), clean)
+            tags.setdefault(_tag_key(clean), clean)
     return ", ".join(tags.values())
+
+
+def _tag_key(tag: str) -> str:
+    plain = unicodedata.normalize("NFKD", tag.casefold())
+    return "".join(c for c in plain if not unicodedata.combining(c))
 
 
 def woocommerce_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], urls: ImageUrls,

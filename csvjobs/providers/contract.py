@@ -30,12 +30,21 @@ class StylePrompt(BaseModel):
     alt_text: str = Field(min_length=1)
 
 
+class AltTranslation(BaseModel):
+    """Both images' alt text in one more language (upload --alt-languages)."""
+
+    language: str
+    lifestyle_emotional: str
+    single_white_background: str
+
+
 class GeneratedPrompts(BaseModel):
-    """The prompt step's output: a prompt per style plus SEO tags."""
+    """The prompt step's output: a prompt per style plus SEO tags, and alt text in any extra languages."""
 
     lifestyle_emotional: StylePrompt
     single_white_background: StylePrompt
     tags: list[str] = Field(min_length=1, max_length=30)
+    translations: list[AltTranslation] = Field(default_factory=list)
 
     def for_style(self, style: ImageStyle) -> StylePrompt:
         """The prompt of one style."""
@@ -160,6 +169,10 @@ class RowContext:
     redo: frozenset[str] = frozenset()
     # The batch's sales channels (models.Channel values): the images' size and the rules they are checked against.
     channels: tuple[str, ...] = ()
+    # The language shoppers read (a BCP 47 tag; "": not chosen, a batch from before languages) and the extra
+    # languages its alt text is also written in.
+    language: str = ""
+    alt_languages: tuple[str, ...] = ()
     # The budget and the ledger: a paying provider reserves a call's worst case just before it (reserve), records
     # each paid call the moment its answer arrives (pay, which gives that call's reservation back), and gives
     # back the reservation of a call that failed (unreserve). Without a worker behind them they do nothing.

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from csvjobs.config import Settings
 from csvjobs.errors import BudgetRefused, ConfigError
+from csvjobs.languages import language_name
 from csvjobs.metrics import RequestTimer
 from csvjobs.models import ClaimedJob, ImageStyle, Route
 from csvjobs.providers import pricing
@@ -62,6 +63,27 @@ PROMPT_ATTEMPTS = 3  # invalid or refused structured output is asked again this 
 _CONTENT_POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation"}
 # Codes that mean the model itself cannot be used by this account: no request to it can succeed.
 _MODEL_CODES = {"model_not_found", "model_deprecated", "model_retired", "invalid_model", "unsupported_model"}
+
+
+def language_brief(ctx: RowContext, country: str) -> str:
+    """What the prompt model is told of the shop's language and market: alt text and tags in the batch's language
+    (by name and tag), image prompts in English (image models follow English best) with the scene in the market,
+    the product's own names, sizes and brand as the shop wrote them, and alt text in any extra languages."""
+    if not ctx.language and not ctx.alt_languages:
+        return ""
+    tag = ctx.language or "en"
+    name = language_name(tag)
+    market = f"shoppers in {country}" if country else f"{name}-speaking shoppers"
+    brief = (f"\nShop language: {name} ({tag}). Write both alt texts and every tag in {name}; write both image "
+             f"prompts in English, with the scene set for {market} (any text shown in an image in {name}). Keep "
+             "the product's own names, sizes and brand exactly as written above.")
+    if ctx.alt_languages:
+        wanted = ", ".join(f"{language_name(t)} ({t})" for t in ctx.alt_languages)
+        brief += (f"\nAlt text languages: {', '.join(ctx.alt_languages)}. In translations, give both images' alt "
+                  f"text once in each of: {wanted}.")
+    else:
+        brief += "\nLeave translations empty."
+    return brief
 
 
 def _most_serious(failures: list[BaseException]) -> BaseException:
@@ -300,6 +322,7 @@ class OpenAIProvider:
             f"Country: {product.get('country', '')}\nSize: {product.get('size', '')}\nMPN: {product.get('mpn', '')}\n"
             f"Description: {product.get('description', '')}\nTrigger text: {trigger}"
         )
+        user_text += language_brief(ctx, product.get("country", ""))
         content: str | list[dict[str, Any]] = user_text
         if reference is not None:
             # The product's photo: the prompts then describe its real colour, material and shape. Low detail

@@ -154,14 +154,18 @@ class BatchInfo(BaseModel):
 
     channels: tuple[str, ...] = ()
     estimated_row_cost_usd: float | None = None
+    language: str | None = None
+    alt_languages: tuple[str, ...] = ()
 
 
 async def batch_info(conn: db.AsyncConnection, *, batch_id: uuid.UUID) -> BatchInfo:
     """The sales channels a batch's images are made for, and what one of its rows is expected to cost."""
-    row = await _one(conn, "SELECT channels, estimated_row_cost_usd FROM csv_batches WHERE id = %s", [batch_id])
+    row = await _one(conn, "SELECT channels, estimated_row_cost_usd, language, alt_languages FROM csv_batches"
+                           " WHERE id = %s", [batch_id])
     if row is None:
         return BatchInfo()
-    return BatchInfo(channels=tuple(row["channels"] or ()), estimated_row_cost_usd=row["estimated_row_cost_usd"])
+    return BatchInfo(channels=tuple(row["channels"] or ()), estimated_row_cost_usd=row["estimated_row_cost_usd"],
+                     language=row["language"], alt_languages=tuple(row["alt_languages"] or ()))
 
 
 async def reserve_call_cost(conn: db.AsyncConnection, *, job_id: int, worker_id: str, attempt: int, amount: float,

@@ -116,9 +116,12 @@ async def reserve_row(runtime: WorkerRuntime, provider: object, job: ClaimedJob,
 
 
 def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: frozenset[str],
-                channels: tuple[str, ...] = ()) -> RowContext:
-    """What a provider gets for one row: storage, the shared rate limits, a step log, and a checkpoint fenced on
-    holder (the worker, or the submission that holds the row) and the claim's attempt."""
+                info: queries.BatchInfo | None = None) -> RowContext:
+    """What a provider gets for one row: storage, the shared rate limits, a step log, its batch's channels and
+    language, a checkpoint fenced on holder (the worker, or the submission that holds the row) and the claim's
+    attempt, and the budget's reservations and ledger."""
+    info = info or queries.BatchInfo()
+
     async def reserve(amount: float, release: bool) -> str | None:
         # Asked every time (the function returns at once when there is no budget): `resume --max-cost` may set a
         # budget while workers run.
@@ -149,5 +152,6 @@ def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: f
         runtime.log_row(job, level, operation, message, details)
 
     return RowContext(job=job, storage=runtime.storage, log=log, save_checkpoint=checkpoint,
-                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo, channels=channels,
+                      rate_limiter=DatabaseRateLimiter(runtime.db_call), redo=redo, channels=info.channels,
+                      language=info.language or "", alt_languages=info.alt_languages,
                       reserve=reserve, unreserve=unreserve, pay=pay)

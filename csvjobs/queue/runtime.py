@@ -261,10 +261,9 @@ class WorkerRuntime:
         """A batch's sales channels."""
         return (await self.batch_info(batch_id)).channels
 
-    def known_channels(self, batch_id: uuid.UUID) -> tuple[str, ...]:
-        """channels_of() for a batch already asked about."""
-        info = self._batches.get(batch_id)
-        return info.channels if info is not None else ()
+    def known_info(self, batch_id: uuid.UUID) -> queries.BatchInfo:
+        """batch_info() for a batch already asked about (an empty one otherwise)."""
+        return self._batches.get(batch_id) or queries.BatchInfo()
 
     # --- results --------------------------------------------------------------------------------------------------
 

@@ -247,7 +247,7 @@ class SubmissionLoop:
 
     def _context(self, sub: Submission, job: ClaimedJob) -> RowContext:
         return row_rules.row_context(self.runtime, job, holder=sub.holder, redo=redo_styles(job.checkpoint),
-                                     channels=self.runtime.known_channels(sub.batch_id))
+                                     info=self.runtime.known_info(sub.batch_id))
 
     # preparing -> uploaded
 

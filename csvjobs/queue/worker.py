@@ -130,7 +130,7 @@ class SyncLoop:
             else:
                 ctx = row_rules.row_context(rt, job, holder=rt.config.instance_id,
                                             redo=row_rules.prepare_redo(rt, job),
-                                            channels=await rt.channels_of(job.batch_id))
+                                            info=await rt.batch_info(job.batch_id))
                 result = (await self._with_retries(ctx)).as_result(job)
                 if row_rules.records_paid_calls(self.provider):
                     # Each paid call is in the ledger (and the row's and batch's cost) already.

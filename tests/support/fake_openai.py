@@ -299,10 +299,16 @@ class FakeOpenAI:
         elif malformed:
             message["content"] = '{"lifestyle_emotional": {"prompt": "cut off'
         else:
+            languages = re.search(r"Alt text languages: ([\w, -]+)\.", user)
+            shop = re.search(r"Shop language: .*?\(([A-Za-z0-9-]+)\)\. Write", user)
+            said = f" [{shop.group(1)}]" if shop else ""  # alt text "in" the shop's language, as a model would
             message["content"] = json.dumps({
-                "lifestyle_emotional": {"prompt": f"LIFESTYLE: {text}", "alt_text": "in use"},
-                "single_white_background": {"prompt": f"WHITE: {text}", "alt_text": "on white"},
+                "lifestyle_emotional": {"prompt": f"LIFESTYLE: {text}", "alt_text": "in use" + said},
+                "single_white_background": {"prompt": f"WHITE: {text}", "alt_text": "on white" + said},
                 "tags": ["product", (title.group(1) if title else "item").lower()[:30]],
+                "translations": [{"language": tag.strip(), "lifestyle_emotional": f"in use [{tag.strip()}]",
+                                  "single_white_background": f"on white [{tag.strip()}]"}
+                                 for tag in (languages.group(1).split(",") if languages else [])],
             })
         return 200, {}, {
             "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),

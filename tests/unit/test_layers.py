@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "csvjobs"
 
 # Lower ranks are imported by higher ones, never the other way; components of one rank do not import each other.
 RANKS = {
-    "errors": 0, "models": 0, "config": 0, "examples": 0,
+    "errors": 0, "models": 0, "config": 0, "examples": 0, "languages": 0.5,
     "db": 1, "users": 1, "metrics": 1, "tracing": 1,
     "storage": 2, "images": 2.5,
     "providers": 3, "pipeline": 3.5,  # pipeline: the contract under its old import path
