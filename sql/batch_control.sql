@@ -22,6 +22,22 @@ BEGIN
 END
 $$;
 
+-- Internal: take rows that are pending again (a retry, a redo) out of a batch's finished counts, and reopen a
+-- completed or failed batch. The caller holds the batch row (csv_lock_owned_batch, which folded its shards).
+-- Locks: the batch row.
+CREATE OR REPLACE FUNCTION csv_reopen_batch(p_batch_id uuid, p_successful integer, p_failed integer)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE public.csv_batches SET
+        successful_rows = successful_rows - p_successful,
+        failed_rows = failed_rows - p_failed,
+        processed_rows = processed_rows - p_successful - p_failed,
+        status = CASE WHEN status IN ('completed', 'failed') THEN 'processing' ELSE status END,
+        completed_at = NULL,
+        updated_at = now()
+    WHERE id = p_batch_id;
+$$;
+
 -- Put failed rows of a batch back to pending (all of them, or only p_rows), keeping their checkpoints so nothing
 -- already paid for is paid again. Returns how many rows were reset.
 -- Locks: the batch row, then the reset job rows.
@@ -48,13 +64,7 @@ BEGIN
     )
     SELECT count(*) INTO v_count FROM reset;
     IF v_count > 0 THEN
-        UPDATE public.csv_batches SET
-            failed_rows = failed_rows - v_count,
-            processed_rows = processed_rows - v_count,
-            status = CASE WHEN status IN ('completed', 'failed') THEN 'processing' ELSE status END,
-            completed_at = NULL,
-            updated_at = now()
-        WHERE id = p_batch_id;
+        PERFORM public.csv_reopen_batch(p_batch_id, 0, v_count);
         INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO', format('%s failed row(s) put back to pending', v_count), 'batch_retry',
                 jsonb_build_object('rows', p_rows, 'count', v_count));

@@ -30,7 +30,7 @@ BEGIN
               'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
               'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim', 'reserve_csv_call_cost',
               'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
-              'csv_paid_calls_append_only', 'redo_csv_placeholder_images'])
+              'csv_paid_calls_append_only', 'redo_csv_placeholder_images', 'csv_reopen_batch'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;

@@ -160,13 +160,7 @@ BEGIN
     )
     SELECT count(*) INTO v_count FROM redo;
     IF v_count > 0 THEN
-        UPDATE public.csv_batches SET
-            successful_rows = successful_rows - v_count,
-            processed_rows = processed_rows - v_count,
-            status = CASE WHEN status IN ('completed', 'failed') THEN 'processing' ELSE status END,
-            completed_at = NULL,
-            updated_at = now()
-        WHERE id = p_batch_id;
+        PERFORM public.csv_reopen_batch(p_batch_id, v_count, 0);
         INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO', format('%s row(s) queued to redo %s', v_count,
                                            coalesce(p_style, 'both images')), 'images_regenerate',
@@ -228,13 +222,7 @@ BEGIN
     )
     SELECT (SELECT count(*) FROM redo) + (SELECT count(*) FROM variants) INTO v_count;
     IF v_count > 0 THEN
-        UPDATE public.csv_batches SET
-            successful_rows = successful_rows - v_count,
-            processed_rows = processed_rows - v_count,
-            status = CASE WHEN status IN ('completed', 'failed') THEN 'processing' ELSE status END,
-            completed_at = NULL,
-            updated_at = now()
-        WHERE id = p_batch_id;
+        PERFORM public.csv_reopen_batch(p_batch_id, v_count, 0);
         INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO', format('%s row(s) queued to replace their placeholder images', v_count),
                 'images_regenerate', jsonb_build_object('placeholders', true, 'count', v_count));

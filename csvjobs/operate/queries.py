@@ -213,19 +213,25 @@ def request_regeneration(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid
                            [batch_id, rows, style, note]))
 
 
-def images_to_redo(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int],
-                   style: str | None) -> list[dict[str, Any]]:
-    """The current images (of style, or both) of the completed rows among `rows`: what a redo of them would
-    make again, as the user."""
+def images_to_redo(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int] | None,
+                   style: str | None, *, placeholders: bool = False) -> list[dict[str, Any]]:
+    """The current images (of style, or both) of the completed rows among `rows` (all rows: None), or with
+    placeholders the batch's placeholder images, each once (not again for the look-alike variants showing it):
+    what a redo of them would make again, as the user."""
     with db.user_transaction(conn, user_id):
         require_batch(conn, batch_id)
         return [r["image"] for r in conn.execute(
             "SELECT i.value AS image FROM csv_row_jobs j"
             " CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(j.generated_images) = 'array'"
             "  THEN j.generated_images ELSE '[]' END) i"
-            " WHERE j.batch_id = %s AND j.row_number = ANY (%s::integer[]) AND j.status = 'completed'"
-            " AND (%s::text IS NULL OR i.value ->> 'style' = %s)",
-            [batch_id, rows, style, style]).fetchall()]
+            " WHERE j.batch_id = %(batch)s AND j.status = 'completed'"
+            " AND (%(rows)s::integer[] IS NULL OR j.row_number = ANY (%(rows)s::integer[]))"
+            " AND (%(style)s::text IS NULL OR i.value ->> 'style' = %(style)s)"
+            # (through csv_row_jobs_placeholder_idx: only the rows that have placeholders)
+            " AND (NOT %(placeholders)s OR (jsonb_path_exists(j.generated_images, '$[*] ? (@.placeholder == true)')"
+            "  AND NOT coalesce(j.usage ? 'reuses_row', false)"
+            "  AND coalesce((i.value ->> 'placeholder')::boolean, false)))",
+            {"batch": batch_id, "rows": rows, "style": style, "placeholders": placeholders}).fetchall()]
 
 
 def rows_left_out(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int]) -> list[int]:
@@ -236,18 +242,6 @@ def rows_left_out(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, 
             " WHERE NOT EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %s AND j.row_number = n)",
             [rows, batch_id]).fetchone()
     return list(row["left_out"]) if row else []
-
-
-def placeholder_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The batch's placeholder images, each once (not again for the look-alike variants showing it), as the user."""
-    with db.user_transaction(conn, user_id):
-        require_batch(conn, batch_id)
-        return [r["image"] for r in conn.execute(
-            "SELECT i.value AS image FROM csv_row_jobs j CROSS JOIN LATERAL jsonb_array_elements(j.generated_images) i"
-            " WHERE j.batch_id = %s AND j.status = 'completed'"
-            " AND jsonb_path_exists(j.generated_images, '$[*] ? (@.placeholder == true)')"
-            " AND NOT coalesce(j.usage ? 'reuses_row', false) AND (i.value ->> 'placeholder')::boolean",
-            [batch_id]).fetchall()]
 
 
 def redo_placeholders(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> int:

@@ -80,7 +80,8 @@ def regenerate_placeholders(settings: Settings, batch_id: uuid.UUID) -> Redo:
     user_id = resolve_user_id(settings)
     _target, conn = db.open_database(settings, application_name="csvjobs-review")
     with conn:
-        price = redo_quote(conn, settings, user_id, queries.placeholder_images(conn, user_id, batch_id))
+        price = redo_quote(conn, settings, user_id, queries.images_to_redo(conn, user_id, batch_id, None, None,
+                                                                          placeholders=True))
         count = queries.redo_placeholders(conn, user_id, batch_id)
     return Redo(rows=count, price_usd=price if count else 0.0)
 
