@@ -86,6 +86,17 @@ def language_brief(ctx: RowContext, country: str) -> str:
     return brief
 
 
+def _text_bytes(messages: list[dict[str, Any]]) -> int:
+    """The bytes of text a chat request sends (a photo at low detail is a fixed number of tokens, whatever the
+    bytes of its data URL: pricing.VISION_TOKENS_ESTIMATE)."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        total += sum(len(str(part.get("text") or "").encode()) for part in parts if part.get("type") == "text")
+    return total
+
+
 def _most_serious(failures: list[BaseException]) -> BaseException:
     """Of the failures of one row's calls, the one that decides what happens to the row: the pool stops, then the
     row is lost, the budget refuses, it fails for good, and last it is retried."""
@@ -354,8 +365,7 @@ class OpenAIProvider:
         flex_until = time.monotonic() + settings.flex_wait_seconds if settings.prompt_service_tier == "flex" else None
         busy = 0
         attempt = 0
-        worst = pricing.prompt_worst_case(settings.prompt_model, len(json.dumps(messages).encode()),
-                                          photo=reference is not None)
+        worst = pricing.prompt_worst_case(settings.prompt_model, _text_bytes(messages), photo=reference is not None)
         while attempt < PROMPT_ATTEMPTS:
             flex = flex_until is not None
             await self._limit(ctx, f"prompts:{settings.prompt_model}", settings.rpm)
