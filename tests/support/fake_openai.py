@@ -94,6 +94,31 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str
     return fields, files
 
 
+class RandomSchedule:
+    """A random failure schedule for FakeOpenAI.schedule: each call draws its fate from a seeded generator, failures
+    answered at once and successes slowly (as real image calls, 10-60 s, are slow next to a 429)."""
+
+    def __init__(self, seed: int, *, rate_limited: float = 0.30, server_error: float = 0.10, hang: float = 0.05,
+                 hang_seconds: float = 1.6, slow: tuple[float, float] = (0.2, 0.9)) -> None:
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.bounds = (rate_limited, rate_limited + server_error, rate_limited + server_error + hang)
+        self.hang_seconds = hang_seconds
+        self.slow = slow
+
+    def __call__(self, endpoint: str, body: dict[str, Any]) -> tuple[str, float]:
+        with self.lock:
+            roll = self.rng.random()
+            wait = self.rng.uniform(*self.slow)
+        if roll < self.bounds[0]:
+            return "429", 0.0
+        if roll < self.bounds[1]:
+            return "500", 0.0
+        if roll < self.bounds[2]:
+            return "hang", self.hang_seconds  # past the client's timeout: nothing is served
+        return "ok", wait
+
+
 @dataclass
 class Call:
     at: float

@@ -8,16 +8,14 @@ after the first fails) the retry asks again for an image still being made, and t
 from __future__ import annotations
 
 import asyncio
-import random
 import re
-import threading
 import uuid
 from collections import Counter
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from support.fake_openai import FakeOpenAI
+from support.fake_openai import FakeOpenAI, RandomSchedule
 from support.helpers import make_batch
 
 from csvjobs.providers.openai import OpenAIProvider
@@ -31,24 +29,12 @@ ROWS = 6
 ROW_OF = re.compile(r"product (\d+)\b")
 
 
-class Schedule:
-    """One random failure schedule: each call draws its fate from a seeded generator."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.lock = threading.Lock()
-
-    def __call__(self, endpoint: str, body: dict[str, Any]) -> tuple[str, float]:
-        with self.lock:
-            roll = self.rng.random()
-            slow = self.rng.uniform(0.2, 0.9)
-        if roll < 0.30:
-            return "429", 0.0
-        if roll < 0.40:
-            return "500", 0.0
-        if roll < 0.45:
-            return "hang", 1.6  # past the client's timeout: the client gives up, nothing is served
-        return "ok", slow
+def tuned(settings, fake: FakeOpenAI):
+    return settings.model_copy(update={
+        "openai_api_key": SecretStr("sk-test-loopback-0123456789"), "openai_base_url": fake.base_url,
+        "openai_timeout_seconds": 1.2, "transient_attempts": 3, "backoff_base_seconds": 0.05,
+        "backoff_cap_seconds": 0.2, "heartbeat_seconds": 0.5, "poll_seconds": 0.2, "grace_seconds": 5.0,
+        "rpm": 100_000.0, "ipm": 100_000.0})
 
 
 def row_of(body: dict[str, Any]) -> int:
@@ -61,17 +47,13 @@ def row_of(body: dict[str, Any]) -> int:
 @pytest.mark.parametrize("seed", range(6))
 def test_every_image_the_provider_served_is_stored_and_in_the_ledger_once(database_url, settings, conn,
                                                                           seed: int) -> None:
-    fake = FakeOpenAI(schedule=Schedule(seed), retry_after="0.2").start()
+    fake = FakeOpenAI(schedule=RandomSchedule(seed), retry_after="0.2").start()
     try:
         batch = make_batch(conn, ROWS, max_retries=8)
-        tuned = settings.model_copy(update={
-            "openai_api_key": SecretStr("sk-test-loopback-0123456789"), "openai_base_url": fake.base_url,
-            "openai_timeout_seconds": 1.2, "transient_attempts": 3, "backoff_base_seconds": 0.05,
-            "backoff_cap_seconds": 0.2, "heartbeat_seconds": 0.5, "poll_seconds": 0.2, "grace_seconds": 5.0,
-            "rpm": 100_000.0, "ipm": 100_000.0})
-        config = WorkerConfig(database_url=database_url, settings=tuned, instance_id=f"paid-{uuid.uuid4().hex[:6]}",
+        fast = tuned(settings, fake)
+        config = WorkerConfig(database_url=database_url, settings=fast, instance_id=f"paid-{uuid.uuid4().hex[:6]}",
                               concurrency=4, until_done=True, batch_id=batch)
-        worker = Worker(config, provider=OpenAIProvider(tuned))
+        worker = Worker(config, provider=OpenAIProvider(fast))
         assert asyncio.run(asyncio.wait_for(worker.run(), 240)) == 0
     finally:
         fake.stop()
@@ -95,3 +77,32 @@ def test_every_image_the_provider_served_is_stored_and_in_the_ledger_once(databa
         assert row["cost"] == pytest.approx(sum(r["cost"] for r in ledger if r["row_number"] == n), abs=1e-9)
     batch_cost = conn.execute("SELECT cost_usd::float AS c FROM get_csv_batch_progress(%s)", [batch]).fetchone()
     assert batch_cost["c"] == pytest.approx(sum(r["cost"] for r in ledger), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_budget_is_used_and_never_passed_under_failures_by_two_workers(database_url, settings, conn,
+                                                                         seed: int) -> None:
+    """Two workers of two rows each, calls failing at random: what the ledger says was paid never passes the
+    budget, and at least 75% of it is used (a budget stops within one call's worst case of its limit)."""
+    fake = FakeOpenAI(schedule=RandomSchedule(100 + seed, hang=0.0), retry_after="0.1").start()
+    try:
+        batch = make_batch(conn, 12, max_retries=8)
+        row = (120 * 1.00 + 80 * 5.00 + 2 * (50 * 5.00 + 1056 * 30.00)) / 1e6  # the server's usage, priced
+        budget = round(5.5 * row, 6)
+        conn.execute("UPDATE csv_batches SET max_cost_usd = %s WHERE id = %s", [budget, batch])
+        fast = tuned(settings, fake)
+
+        async def both() -> list[int]:
+            workers = [Worker(WorkerConfig(database_url=database_url, settings=fast, concurrency=2, until_done=True,
+                                           batch_id=batch, instance_id=f"budget-{n}-{uuid.uuid4().hex[:6]}"),
+                              provider=OpenAIProvider(fast)) for n in range(2)]
+            return list(await asyncio.gather(*(w.run() for w in workers)))
+
+        assert asyncio.run(asyncio.wait_for(both(), 240)) == [0, 0]
+    finally:
+        fake.stop()
+    paid = conn.execute("SELECT coalesce(sum(cost_usd), 0)::float AS c FROM csv_paid_calls WHERE batch_id = %s",
+                        [batch]).fetchone()["c"]
+    status = conn.execute("SELECT status FROM csv_batches WHERE id = %s", [batch]).fetchone()["status"]
+    assert status == "paused", status
+    assert 0.75 * budget <= paid <= budget, (seed, paid, budget)
