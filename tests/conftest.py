@@ -115,7 +115,9 @@ def pool_env(home: Path, database_url: str) -> dict[str, str]:
     """The environment for running `python -m csvjobs` in a subprocess against the test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CSVJOBS_", "OPENAI_"))}
     tests = str(Path(__file__).resolve().parent)
-    env.update(CSVJOBS_HOME=str(home), CSVJOBS_DATABASE_URL=database_url,
+    # CSVJOBS_LANGUAGE: every CLI process would otherwise load the language detector's model (about a second) to
+    # read the products' language; tests of the language itself (test_language.py) take it out.
+    env.update(CSVJOBS_HOME=str(home), CSVJOBS_DATABASE_URL=database_url, CSVJOBS_LANGUAGE="en",
                PYTHONPATH=os.pathsep.join([tests, env.get("PYTHONPATH", "")]))
     return env
 

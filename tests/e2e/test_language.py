@@ -16,6 +16,17 @@ from support.pool import finish, start_pool
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    """The CLI's environment without the suite's default language: these tests are about choosing one."""
+    return {k: v for k, v in env.items() if k != "CSVJOBS_LANGUAGE"}
+
+
+@pytest.fixture
+def openai_env(openai_env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in openai_env.items() if k != "CSVJOBS_LANGUAGE"}
+
+
 def upload(env: dict[str, str], path: Path, *args: str) -> dict:
     result = cli(env, "upload", str(path), "--json", *args)
     assert result.returncode == 0, result.stderr
