@@ -125,14 +125,14 @@ class NewImage:
     alt: str
 
 
-def _images(row: dict[str, Any], urls: ImageUrls, options: ShopExportOptions,
-            notes: ShopExportNotes) -> list[tuple[ImageStyle, str, str, str]]:
-    """(style, dedupe key, URL, alt text) of a completed row's images that go into a shop file."""
-    found = []
+def chosen_images(row: dict[str, Any], approved_only: bool, options: ShopExportOptions,
+                  notes: ShopExportNotes) -> list[tuple[ImageStyle, dict[str, Any]]]:
+    """(style, image) of a completed row's images that go to a shop (a file or a push): approved ones once the batch
+    is reviewed (or an approved earlier version), none of a row made without its photo under --require-photo."""
     chosen: list[tuple[ImageStyle, dict[str, Any]]] = []
     for style in ImageStyle:
         image = image_for(row["generated_images"], style)
-        if urls.approved_only and review_state(row.get("review"), style) != "approved":
+        if approved_only and review_state(row.get("review"), style) != "approved":
             # The newest image is current until one is approved: after a redo that is not approved (yet), the
             # approved earlier version is what the shop gets; with none, the style is left out.
             earlier = (row.get("approved_versions") or {}).get(style.value)
@@ -150,13 +150,21 @@ def _images(row: dict[str, Any], urls: ImageUrls, options: ShopExportOptions,
         if options.require_photo:
             notes.skipped_without_photo += 1
             return []
-    for style, image in chosen:
+    for _style, image in chosen:
+        if image.get("placeholder"):
+            notes.placeholders.add(str(image.get("sha256") or image_location(image)))
+    return chosen
+
+
+def _images(row: dict[str, Any], urls: ImageUrls, options: ShopExportOptions,
+            notes: ShopExportNotes) -> list[tuple[ImageStyle, str, str, str]]:
+    """(style, dedupe key, URL, alt text) of a completed row's images that go into a shop file."""
+    found = []
+    for style, image in chosen_images(row, urls.approved_only, options, notes):
         path = image_location(image)
         url = path if is_remote_photo(path) else urls.url(path)
-        key = str(image.get("sha256") or path)
-        if image.get("placeholder"):
-            notes.placeholders.add(key)
-        found.append((style, key, url, alt_text_for(row["generated_prompts"], style, row.get("review"))))
+        found.append((style, str(image.get("sha256") or path), url,
+                      alt_text_for(row["generated_prompts"], style, row.get("review"))))
     return found
 
 
@@ -291,9 +299,9 @@ def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], stor
         data = row["row_data"] or {}
         product_fields = row["product"] or {}
         if from_shopify:
-            handle = _value(data, "handle", "shopify")
+            handle = value_of(data, "handle", "shopify")
         elif handle_column:
-            handle = _value(data, handle_column, "plain")
+            handle = value_of(data, handle_column, "plain")
         else:
             handle = slug(product_fields.get("title", ""))
         if not handle:
@@ -320,7 +328,7 @@ def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], stor
                 name = alt or f"{product.title} {_STYLE_NAMES[_style]}"
                 product.add_new(key, NewImage(url, generated_cell(name)[:ALT_TEXT_LIMIT]))
         white = next((url for style, _key, url, _alt in images if style is ImageStyle.SINGLE_WHITE_BACKGROUND), "")
-        values = tuple(_value(data, f"option{n} value", "shopify") for n in (1, 2, 3)) if from_shopify else ()
+        values = tuple(value_of(data, f"option{n} value", "shopify") for n in (1, 2, 3)) if from_shopify else ()
         if white and any(values):
             product.variant_images.setdefault(values, white)
     return list(products.values()), bool(source and source.current_format)
@@ -332,7 +340,7 @@ def _key_of(headers: tuple[str, ...], name: str, preset: str) -> str | None:
     return headers[i] if i is not None else None
 
 
-def _value(row_data: dict[str, Any], name: str, preset: str) -> str:
+def value_of(row_data: dict[str, Any], name: str, preset: str) -> str:
     """A source column's value by its canonical name (the row_data keys are the file's own headers)."""
     key = _key_of(tuple(row_data), name, preset)
     return str(row_data[key] or "").strip() if key is not None else ""
@@ -432,16 +440,16 @@ def woocommerce_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], 
     for row in rows:
         data = row["row_data"] or {}
         product_fields = row["product"] or {}
-        ident = _value(data, "id", "woocommerce")
-        sku = _value(data, "sku", "woocommerce") or product_fields.get("mpn", "")
+        ident = value_of(data, "id", "woocommerce")
+        sku = value_of(data, "sku", "woocommerce") or product_fields.get("mpn", "")
         if not ident and not sku:
             raise InputError(f"row {row['row_number']} has neither an ID nor a SKU; WooCommerce cannot match it to "
                              "an existing product")
-        existing = [u.strip() for u in _value(data, "images", "woocommerce").split(",") if u.strip()]
+        existing = [u.strip() for u in value_of(data, "images", "woocommerce").split(",") if u.strip()]
         if "images" not in index and is_remote_photo(product_fields.get("image_url", "")):
             existing = [product_fields["image_url"]]
-        item = WooProduct(ident, sku, _value(data, "parent", "woocommerce"), existing,
-                          _value(data, "tags", "woocommerce"))
+        item = WooProduct(ident, sku, value_of(data, "parent", "woocommerce"), existing,
+                          value_of(data, "tags", "woocommerce"))
         order.append(item)
         for ref in (f"id:{ident}" if ident else "", sku):
             if ref:
