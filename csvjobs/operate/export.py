@@ -206,8 +206,8 @@ def stale_source_note(source: str, shop: str) -> str:
     name = "Shopify" if shop == "shopify" else "WooCommerce"
     return (f"note: {name}'s importer replaces each product's images with the ones this file lists ({source}'s "
             f"images plus the new ones), so an image added in the shop after {source} was exported would be "
-            "removed; import this file before anyone adds images, or export the products again and upload that "
-            "file as a new batch first")
+            "removed; import this file before anyone adds images, export the products again and upload that "
+            f"file as a new batch first, or use `csvjobs push {shop}`, which reads the live shop and only adds")
 
 
 @contextlib.contextmanager

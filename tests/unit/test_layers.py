@@ -19,6 +19,7 @@ RANKS = {
     "providers": 3, "pipeline": 3.5,  # pipeline: the contract under its old import path
     "ingest": 4, "queue": 4,
     "operate": 5,
+    "shops": 5.5,  # push: the shop APIs, over operate's export rules
     "cli": 6,
     "__main__": 7,
 }
