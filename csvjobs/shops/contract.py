@@ -154,6 +154,8 @@ class ImageToAdd(BaseModel):
     mime_type: str
     alt: str
     data: bytes = Field(repr=False)
+    # A push cut off after saying it would send this image: the shop may hold an upload of it not yet attached.
+    maybe_uploaded: bool = False
 
 
 class Added(BaseModel):

@@ -374,6 +374,7 @@ def _send_product(client: ShopClient, ledger: Ledger, batch_id: uuid.UUID, produ
                 outcome.held_back += 1
                 continue
             sent.replacing.extend(earlier)
+            item.maybe_uploaded = entry is not None and entry["state"] == "started"
             pending.append((sha, image, item))
         if pending:
             for sha, image, _item in pending:

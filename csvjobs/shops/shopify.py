@@ -96,6 +96,8 @@ class ShopifyClient:
         self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False, headers={
             "X-Shopify-Access-Token": credentials.shopify_access_token.get_secret_value(),
             "Content-Type": "application/json", "User-Agent": "csvjobs"})
+        # The staged targets' storage: signed URLs that authenticate themselves, so the token is never sent there.
+        self._uploads = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=False)
         self._sleep = sleep
         self._poll_seconds = poll_seconds
         self._processing_timeout = processing_timeout
@@ -208,6 +210,7 @@ class ShopifyClient:
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
+        self._uploads.close()
 
     # --- the wire ----------------------------------------------------------------------------------------
 
@@ -217,8 +220,7 @@ class ShopifyClient:
         headers.setdefault("Content-Type", image.mime_type)
         for attempt in range(RETRIES):
             try:
-                # The signed URL authenticates itself: the store's token is not sent to the storage behind it.
-                response = httpx.put(target["url"], content=image.data, headers=headers, timeout=120.0)
+                response = self._uploads.put(target["url"], content=image.data, headers=headers)
             except httpx.TransportError:
                 self._backoff(attempt)
                 continue

@@ -73,7 +73,7 @@ class WooCommerceClient:
         product's list as its images now followed by the new ones."""
         ids = []
         for image in images:
-            media_id = self.find_uploaded(image.marker) or self._upload(image)
+            media_id = (self.find_uploaded(image.marker) if image.maybe_uploaded else None) or self._upload(image)
             ids.append(media_id)
         self.attach(product, ids)
         return [Added(marker=image.marker, media_id=media_id, status="ready")

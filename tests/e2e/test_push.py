@@ -308,7 +308,7 @@ def _env(pool_env: dict[str, str]) -> dict[str, str]:
 SHOPIFY_KILLS = [("CsvjobsAddMedia", 1), ("CsvjobsAddMedia", 2), ("CsvjobsAddMedia", 3), ("CsvjobsStage", 2),
                  ("upload", 3), ("CsvjobsMediaStatus", 1), ("CsvjobsFindProduct", 2), ("", 7), ("", 12)]
 WOO_KILLS = [("media-upload", 1), ("media-upload", 3), ("product-update", 1), ("product-update", 2),
-             ("media-search", 2), ("", 9)]
+             ("product-read", 3), ("", 9)]
 
 
 def _hold(shop: FakeShopify | FakeWooCommerce, operation: str, nth: int) -> None:
@@ -353,6 +353,10 @@ def test_a_woocommerce_push_killed_at_any_request_finishes_once_when_run_again(c
         _hold(shop, operation, nth)
         first = _push_process(env, "woocommerce", batch, shop.base)
         assert shop.held.reached.wait(30), "the push never reached the request to kill it at"
+        # While one push to the store is under way, another is refused rather than adding the same images.
+        second_at_once = subprocess.run([sys.executable, "-m", "csvjobs", "push", "woocommerce", str(batch),
+                                         "--store", shop.base], env=env, text=True, capture_output=True, timeout=60)
+        assert second_at_once.returncode == 2 and "another push to" in second_at_once.stderr
         os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
         shop.held.release.set()
