@@ -841,16 +841,22 @@ def export(
 
     Example: csvjobs export 3f0c... --format shopify -o images.csv   (or --format html -o gallery.html)
     """
-    from csvjobs.operate.export import export_batch
-    from csvjobs.operate.shop_export import ShopExportOptions
+    from csvjobs.operate.export import SHOP_FORMATS, export_batch
+    from csvjobs.shops.export import ShopExportOptions, export_shop_file
 
     batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     shop = ShopExportOptions(handle_column=handle_column, replace_images=replace_images,
                              include_placeholders=include_placeholders, variant_images=variant_images,
                              require_photo=require_photo)
-    report = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout, base_url=base_url, shop=shop,
-                          all_images=all_images)
+    if fmt in SHOP_FORMATS:
+        report = export_shop_file(_settings(ctx, user), batch_id, fmt, output, sys.stdout, base_url=base_url,
+                                  options=shop, all_images=all_images)
+    else:
+        if shop != ShopExportOptions():
+            raise InputError("--handle-column, --replace-images, --include-placeholders, --variant-images and "
+                             "--require-photo are for --format shopify and woocommerce")
+        report = export_batch(_settings(ctx, user), batch_id, fmt, output, sys.stdout)
     if output is not None:
         err.print(f"wrote {report.count} {report.what} to {output}")
     for note in report.notes:

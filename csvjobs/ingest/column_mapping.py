@@ -14,8 +14,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 from csvjobs.errors import InputError
-from csvjobs.ingest.shop_columns import canonical_index, normalise_header, woocommerce_language
 from csvjobs.models import PIPELINE_FIELDS, Preset
+from csvjobs.shops.columns import canonical_index, normalise_header, woocommerce_language
 
 PRESETS: tuple[str, ...] = tuple(Preset)
 
@@ -26,7 +26,7 @@ __all__ = ["ColumnMapping", "RowMapper", "build_mapping", "detect_preset", "norm
 
 
 # For each pipeline field, the preset's columns in order of preference (the first non-empty value wins), by their
-# canonical names (shop_columns: Shopify's legacy names, WooCommerce's English ones).
+# canonical names (shops/columns.py: Shopify's legacy names, WooCommerce's English ones).
 _SHOPIFY: dict[str, tuple[str, ...]] = {
     "title": ("Title",),
     "description": ("Body (HTML)", "SEO Description"),

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from csvjobs.languages import language_name, region_of, standard_tag
 
-# A localised WooCommerce export's language (shop_columns.woocommerce_language) as the tag its translation is for.
+# A localised WooCommerce export's language (shops/columns.py, woocommerce_language) as the tag its translation is for.
 WOOCOMMERCE_HEADER_TAGS = {"pt": "pt-BR", "es": "es", "de": "de", "fr": "fr", "it": "it", "nl": "nl"}
 # Below this many letters of titles and descriptions, or this confidence, the text does not tell: English.
 MIN_LETTERS = 40

@@ -21,8 +21,8 @@ from csvjobs.ingest.row_stream import (
     UploadReport,
     collector_paused,
 )
-from csvjobs.ingest.shop_columns import woocommerce_language
 from csvjobs.models import ProcessingMode, trigger_text
+from csvjobs.shops.columns import woocommerce_language
 from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename, uploaded_photo_key
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id

@@ -33,15 +33,6 @@ from csvjobs.operate.result_shapes import (
     review_state,
     tags_of,
 )
-from csvjobs.operate.shop_export import (
-    ShopExportNotes,
-    ShopExportOptions,
-    shopify_products,
-    woocommerce_products,
-    write_shopify,
-    write_woocommerce,
-)
-from csvjobs.operate.shop_urls import ImageUrls
 from csvjobs.providers.redact import safe_url
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import is_remote_photo
@@ -50,14 +41,6 @@ from csvjobs.users import resolve_user_id
 
 FORMATS = ("csv", "jsonl", "html", "shopify", "woocommerce")
 SHOP_FORMATS = ("shopify", "woocommerce")
-APPROVED_ONLY = ("images of this batch have been reviewed, so only approved images are in the file (--all puts "
-                 "in every current image)")
-SHOPIFY_HINT = ("import it in Shopify under Products > Import, ticking 'Overwrite products with matching handles' "
-                "(and nothing else): the file lists each product's existing images first, in their order, then the "
-                "new ones, so the images are added and nothing else of the product changes")
-WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking 'Update existing products' (and "
-                    "leaving 'Map CSV fields' as it proposes): products are matched by ID or SKU, their existing "
-                    "images and tags stay and the new ones are added")
 RESULT_COLUMNS = [
     "row_number", "status", "error_message", "trigger_text", "lifestyle_emotional_prompt",
     "single_white_background_prompt", "lifestyle_emotional_image", "single_white_background_image", "tags",
@@ -151,67 +134,31 @@ def export_batch(
     fmt: str,
     output: Path | None,
     out: TextIO,
-    *,
-    base_url: str | None = None,
-    shop: ShopExportOptions | None = None,
-    all_images: bool = False,
 ) -> ExportReport:
-    """Write a batch in the chosen format to output (or out): every row (csv, jsonl, html), or the file a shop's
-    importer takes (shopify, woocommerce)."""
-    shop = shop or ShopExportOptions()
-    if fmt not in FORMATS:
+    """Write every row of a batch in the chosen format (csv, jsonl, html) to output (or out); the shop formats
+    are shops/export.py's."""
+    if fmt not in FORMATS or fmt in SHOP_FORMATS:
         raise InputError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
-    if output is not None and output.is_dir():
-        raise InputError(f"{output} is a directory; give a file name such as {output / f'batch.{fmt}'}")
-    if shop.handle_column is not None and fmt != "shopify":
-        raise InputError("--handle-column is for --format shopify")
-    if fmt not in SHOP_FORMATS and (shop.replace_images or shop.include_placeholders or shop.variant_images
-                                    or shop.require_photo):
-        raise InputError("--replace-images, --include-placeholders, --variant-images and --require-photo are for "
-                         "--format shopify and woocommerce")
+    check_output(output, fmt)
     user_id = resolve_user_id(settings)
     storage = open_storage(settings)
-    urls = (ImageUrls(storage, base_url or settings.public_base_url) if fmt in SHOP_FORMATS else None)
     _target, conn = db.open_database(settings, application_name="csvjobs-export")
     with conn, db.user_transaction(conn, user_id):
         batch = queries.export_header(conn, batch_id)
-        with _output_file(output, out) as target:
+        with output_file(output, out) as target:
             rows = queries.export_rows(conn, batch_id)
-            approved_only = bool(batch["reviewed"]) and not all_images
-            if urls is None:
-                writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
-                return ExportReport(writer(target, rows, list(batch["csv_headers"]), batch, storage))
-            urls.approved_only = approved_only
-            notes = ShopExportNotes()
-            if fmt == "shopify":
-                products, current = shopify_products(rows, batch, storage, urls, shop, notes)
-                notes.finish(shop)
-                count = write_shopify(target, products, current_format=current, variant_images=shop.variant_images)
-                report = ExportReport(count, "product(s)", [urls.note, SHOPIFY_HINT])
-            else:
-                items = woocommerce_products(rows, batch, urls, shop, notes)
-                notes.finish(shop)
-                report = ExportReport(write_woocommerce(target, items), "product(s) and variation(s)",
-                                      [urls.note, WOOCOMMERCE_HINT])
-            if approved_only:
-                report.notes.append(APPROVED_ONLY)
-            if not shop.replace_images:
-                report.notes.append(stale_source_note(str(batch["original_filename"]), fmt))
-            report.notes.extend(notes.lines)
-            return report
+            writer = {"csv": _write_csv, "jsonl": _write_jsonl, "html": _write_html}[fmt]
+            return ExportReport(writer(target, rows, list(batch["csv_headers"]), batch, storage))
 
 
-def stale_source_note(source: str, shop: str) -> str:
-    """The one line on what the shop's importer does with images added since the source export was taken."""
-    name = "Shopify" if shop == "shopify" else "WooCommerce"
-    return (f"note: {name}'s importer replaces each product's images with the ones this file lists ({source}'s "
-            f"images plus the new ones), so an image added in the shop after {source} was exported would be "
-            "removed; import this file before anyone adds images, export the products again and upload that "
-            f"file as a new batch first, or use `csvjobs push {shop}`, which reads the live shop and only adds")
+def check_output(output: Path | None, fmt: str) -> None:
+    """Refuse an output path that is a directory (before any work)."""
+    if output is not None and output.is_dir():
+        raise InputError(f"{output} is a directory; give a file name such as {output / f'batch.{fmt}'}")
 
 
 @contextlib.contextmanager
-def _output_file(output: Path | None, out: TextIO) -> Iterator[TextIO]:
+def output_file(output: Path | None, out: TextIO) -> Iterator[TextIO]:
     """The stream to write to: out, or a new file beside output that replaces it only once it is whole.
 
     The temporary file is made by mkstemp (O_EXCL, a random name, never through a link an attacker planted), and

@@ -25,14 +25,6 @@ from csvjobs.errors import CsvJobsError, InputError
 from csvjobs.models import ImageStyle
 from csvjobs.operate import queries as operate_queries
 from csvjobs.operate.result_shapes import alt_text_for, image_location
-from csvjobs.operate.shop_export import (
-    ALT_TEXT_LIMIT,
-    ShopExportNotes,
-    ShopExportOptions,
-    chosen_images,
-    slug,
-    value_of,
-)
 from csvjobs.shops.contract import (
     Added,
     Credentials,
@@ -44,6 +36,14 @@ from csvjobs.shops.contract import (
     ShopError,
     ShopName,
     Store,
+)
+from csvjobs.shops.export import (
+    ALT_TEXT_LIMIT,
+    ShopExportNotes,
+    ShopExportOptions,
+    chosen_images,
+    slug,
+    value_of,
 )
 from csvjobs.shops.queries import Ledger
 from csvjobs.shops.shopify import ShopifyClient

@@ -23,7 +23,7 @@ import pytest
 from support.helpers import REAL_DATA, USER_A
 from support.shop_apis import SIGNATURE, FakeShopify, FakeWooCommerce, Media, png, pushable_batch
 
-from csvjobs.ingest.shop_columns import canonical_index
+from csvjobs.shops.columns import canonical_index
 
 SHOPIFY_HEADERS = ["Handle", "Title", "Option1 Name", "Option1 Value", "Image Src", "Image Position",
                    "Image Alt Text"]

@@ -16,7 +16,7 @@ from support.photo_server import PhotoServer
 from support.s3 import S3
 from support.shop import BASE, parse, upload_and_work
 
-from csvjobs.operate.shop_export import ALT_TEXT_LIMIT, SHOPIFY_VARIANT_HEADERS, WOOCOMMERCE_HEADERS, slug
+from csvjobs.shops.export import ALT_TEXT_LIMIT, SHOPIFY_VARIANT_HEADERS, WOOCOMMERCE_HEADERS, slug
 
 pytestmark = pytest.mark.slow
 needs_real_data = pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")

@@ -16,7 +16,7 @@ from support.photo_server import PhotoServer
 from support.shop import BASE, parse, upload_and_work
 from support.shop_importers import shopify_import, shopify_store, woocommerce_import, woocommerce_store
 
-from csvjobs.ingest.shop_columns import normalise_header
+from csvjobs.shops.columns import normalise_header
 
 pytestmark = pytest.mark.slow
 needs_real_data = pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")

@@ -20,7 +20,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from csvjobs.ingest.shop_columns import shopify_canonical, woocommerce_canonical, woocommerce_language
+from csvjobs.shops.columns import shopify_canonical, woocommerce_canonical, woocommerce_language
 
 VARIANT_COLUMNS = ("option1 value", "option2 value", "option3 value", "variant sku", "variant grams",
                    "variant inventory qty", "variant price", "variant compare at price", "variant barcode",

@@ -19,7 +19,8 @@ RANKS = {
     "providers": 3, "pipeline": 3.5,  # pipeline: the contract under its old import path
     "ingest": 4, "queue": 4,
     "operate": 5,
-    "shops": 5.5,  # push: the shop APIs, over operate's export rules
+    "shops": 5.5,  # each shop's import file and its push through the shop's API, over operate's export rules
+    "shops.columns": 3.9,  # each shop's column names: what upload reads a shop's export by
     "cli": 6,
     "__main__": 7,
 }
@@ -78,7 +79,10 @@ def imports_of(name: str, *, type_only: bool = False) -> list[tuple[str, int]]:
 
 
 def _component(module: str) -> str:
+    """The layer a module belongs to: its package, or the module itself when it has a rank of its own."""
     parts = module.split(".")
+    if len(parts) > 2 and ".".join(parts[1:3]) in RANKS:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "__init__"
 
 

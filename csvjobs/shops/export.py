@@ -28,28 +28,43 @@ import csv
 import functools
 import tempfile
 import unicodedata
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from csvjobs import db
+from csvjobs.config import Settings
 from csvjobs.errors import InputError
 from csvjobs.ingest.csv_format import CsvReader, detect_format
-from csvjobs.ingest.shop_columns import (
+from csvjobs.models import ImageStyle
+from csvjobs.operate import queries
+from csvjobs.operate.cells import generated_cell
+from csvjobs.operate.export import SHOP_FORMATS, ExportReport, check_output, output_file
+from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, review_state, tags_of
+from csvjobs.shops.columns import (
     SHOPIFY_CURRENT_NAMES,
     SHOPIFY_LEGACY_NAMES,
     canonical_index,
     is_current_shopify,
     normalise_header,
 )
-from csvjobs.models import ImageStyle
-from csvjobs.operate.cells import generated_cell
-from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, review_state, tags_of
-from csvjobs.operate.shop_urls import ImageUrls
+from csvjobs.shops.urls import ImageUrls
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import is_remote_photo, readable_name
+from csvjobs.storage.registry import open_storage
+from csvjobs.users import resolve_user_id
 
 ALT_TEXT_LIMIT = 512  # Shopify's limit for Image Alt Text
+APPROVED_ONLY = ("images of this batch have been reviewed, so only approved images are in the file (--all puts "
+                 "in every current image)")
+SHOPIFY_HINT = ("import it in Shopify under Products > Import, ticking 'Overwrite products with matching handles' "
+                "(and nothing else): the file lists each product's existing images first, in their order, then the "
+                "new ones, so the images are added and nothing else of the product changes")
+WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking 'Update existing products' (and "
+                    "leaving 'Map CSV fields' as it proposes): products are matched by ID or SKU, their existing "
+                    "images and tags stay and the new ones are added")
 WOOCOMMERCE_HEADERS = ["ID", "SKU", "Images", "Tags"]
 _STYLE_NAMES = {ImageStyle.LIFESTYLE_EMOTIONAL: "in use", ImageStyle.SINGLE_WHITE_BACKGROUND: "on white"}
 
@@ -189,6 +204,56 @@ def _read_source(storage: Storage, storage_path: str | None, preset: str) -> tup
                     continue
                 rows.append({name: values[i].strip() if i < len(values) else "" for name, i in index.items()})
     return header, rows
+
+
+def export_shop_file(settings: Settings, batch_id: uuid.UUID, fmt: str, output: Path | None, out: TextIO, *,
+                     base_url: str | None = None, options: ShopExportOptions | None = None,
+                     all_images: bool = False) -> ExportReport:
+    """Write the file a shop's importer takes (shopify, woocommerce), adding the batch's images to the products."""
+    options = options or ShopExportOptions()
+    if fmt not in SHOP_FORMATS:
+        raise InputError(f"--format {fmt!r}: the shop formats are {', '.join(SHOP_FORMATS)}")
+    check_output(output, fmt)
+    if options.handle_column is not None and fmt != "shopify":
+        raise InputError("--handle-column is for --format shopify")
+    user_id = resolve_user_id(settings)
+    storage = open_storage(settings)
+    urls = ImageUrls(storage, base_url or settings.public_base_url)
+    _target, conn = db.open_database(settings, application_name="csvjobs-export")
+    with conn, db.user_transaction(conn, user_id):
+        batch = queries.export_header(conn, batch_id)
+        with output_file(output, out) as target:
+            rows = queries.export_rows(conn, batch_id)
+            approved_only = bool(batch["reviewed"]) and not all_images
+            urls.approved_only = approved_only
+            notes = ShopExportNotes()
+            if fmt == "shopify":
+                products, current = shopify_products(rows, batch, storage, urls, options, notes)
+                notes.finish(options)
+                count = write_shopify(target, products, current_format=current,
+                                      variant_images=options.variant_images)
+                report = ExportReport(count, "product(s)", [urls.note, SHOPIFY_HINT])
+            else:
+                items = woocommerce_products(rows, batch, urls, options, notes)
+                notes.finish(options)
+                report = ExportReport(write_woocommerce(target, items), "product(s) and variation(s)",
+                                      [urls.note, WOOCOMMERCE_HINT])
+            if approved_only:
+                report.notes.append(APPROVED_ONLY)
+            if not options.replace_images:
+                report.notes.append(stale_source_note(str(batch["original_filename"]), fmt))
+            report.notes.extend(notes.lines)
+            return report
+
+
+def stale_source_note(source: str, shop: str) -> str:
+    """The one line on what the shop's importer does with images added since the source export was taken."""
+    name = "Shopify" if shop == "shopify" else "WooCommerce"
+    return (f"note: {name}'s importer replaces each product's images with the ones this file lists ({source}'s "
+            f"images plus the new ones), so an image added in the shop after {source} was exported would be "
+            "removed; import this file before anyone adds images, export the products again and upload that "
+            f"file as a new batch first, or use `csvjobs push {shop}`, which reads the live shop and only adds")
+
 
 
 # --- Shopify ------------------------------------------------------------------------------------------------
