@@ -52,11 +52,15 @@ def upload_progress(enabled: bool, console: Console) -> Iterator[Callable[[int, 
 
 
 def render_run_summary(console: Console, summary: RunSummary) -> None:
-    """The bill at the end of `csvjobs work`: rows, images paid, cut out and reused, cost, time, what is left."""
+    """The bill at the end of `csvjobs work`: rows, images (each once: generated, cut out or reused), image calls
+    paid, cost, time, what is left."""
+    images = summary.images_generated + summary.images_cut_out + summary.images_reused
     console.print(Text(
         f"done in {summary.seconds:.0f}s: {summary.completed} row(s) completed, {summary.failed} failed, "
-        f"{summary.left} left; {summary.images_paid} image(s) paid for, {summary.images_cut_out} cut out of "
-        f"product photos, {summary.images_reused} reused from look-alike rows; cost ${summary.cost_usd:.4f}",
+        f"{summary.left} left; images: {summary.images_generated} generated, {summary.images_cut_out} cut out of "
+        f"product photos, {summary.images_reused} reused from look-alike rows ({images} in all); "
+        f"{summary.images_paid} image call(s) paid for ({summary.image_redos_paid} redo(s)); "
+        f"cost ${summary.cost_usd:.4f}",
         style="bold"))
     for batch, reason in summary.paused.items():
         console.print(Text(f"batch {batch[:8]} is paused: {reason}", style="yellow"))

@@ -297,15 +297,22 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
         done = conn.execute(
             "SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,"
             " count(*) FILTER (WHERE j.status = 'failed') AS failed,"
-            " 2 * count(*) FILTER (WHERE j.usage ? 'reuses_row') AS images_reused,"
-            # (each cut-out once: look-alike variants show the cut-out of the row they reuse)
+            # Each image once: a look-alike variant's images are reused (not cut out or generated again), and the
+            # others are cut out of the product's photo or generated; images, not rows.
+            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i)) FILTER (WHERE j.status = 'completed'"
+            "   AND j.usage ? 'reuses_row'), 0) AS images_reused,"
             f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE i ->> 'route' = 'cutout'))"
-            "   FILTER (WHERE NOT coalesce(j.usage ? 'reuses_row', false)), 0) AS images_cut_out"
+            "   FILTER (WHERE j.status = 'completed' AND NOT coalesce(j.usage ? 'reuses_row', false)), 0)"
+            "   AS images_cut_out,"
+            f" coalesce(sum((SELECT count(*) FROM {_IMAGES} i WHERE coalesce(i ->> 'route', '') <> 'cutout'))"
+            "   FILTER (WHERE j.status = 'completed' AND NOT coalesce(j.usage ? 'reuses_row', false)), 0)"
+            "   AS images_generated"
             f" FROM csv_row_jobs j WHERE j.completed_at >= %(since)s AND {scope}", params).fetchone()
         # What was paid comes from the ledger of paid calls: every call paid since the run started, whether its
         # row completed, failed or is pending again (a redo pays for its new image only).
         paid = conn.execute(
-            "SELECT coalesce(sum(p.cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE p.kind = 'image') AS images_paid"
+            "SELECT coalesce(sum(p.cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE p.kind = 'image') AS images_paid,"
+            " count(*) FILTER (WHERE p.kind = 'image' AND p.purpose <> 'row') AS image_redos_paid"
             " FROM csv_paid_calls p WHERE p.paid_at >= %(since)s"
             " AND (%(batch)s::uuid IS NULL OR p.batch_id = %(batch)s)"
             " AND (%(user)s::uuid IS NULL OR p.user_id = %(user)s)", params).fetchone()
@@ -329,6 +336,7 @@ def run_summary(conn: db.Connection, *, since: Any, seconds: float, batch_id: uu
     return RunSummary(seconds=round(seconds, 1), left=int(left["n"]), paused={str(r["id"]): r["pause_reason"]
                                                                               for r in paused},
                       cost_usd=float(paid["cost_usd"]), images_paid=int(paid["images_paid"]),
+                      image_redos_paid=int(paid["image_redos_paid"]),
                       placeholders={str(r["batch_id"]): int(r["n"]) for r in placeholders},
                       **{k: int(v) for k, v in done.items()})
 

@@ -80,12 +80,12 @@ def test_the_ledger_agrees_with_the_usage_the_server_reported(env, conn, tmp_pat
         "SELECT cost_usd FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()]
     assert costs == pytest.approx([TEXT_ROW] * 3, abs=1e-9)
     # The bill at the end of the run.
-    summary = re.search(r"done in \d+s: (\d+) row\(s\) completed, (\d+) failed, (\d+) left; (\d+) image\(s\) paid "
-                        r"for, (\d+) cut out of product photos, (\d+) reused from look-alike rows; cost \$([\d.]+)",
-                        err)
+    summary = re.search(r"done in \d+s: (\d+) row\(s\) completed, (\d+) failed, (\d+) left; images: (\d+) generated, "
+                        r"(\d+) cut out of product photos, (\d+) reused from look-alike rows \((\d+) in all\); "
+                        r"(\d+) image call\(s\) paid for \((\d+) redo\(s\)\); cost \$([\d.]+)", err)
     assert summary is not None, err
-    assert summary.groups()[:6] == ("3", "0", "0", "6", "0", "0")
-    assert float(summary.group(7)) == pytest.approx(3 * TEXT_ROW, abs=1e-4)
+    assert summary.groups()[:9] == ("3", "0", "0", "6", "0", "0", "6", "6", "0")
+    assert float(summary.group(10)) == pytest.approx(3 * TEXT_ROW, abs=1e-4)
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
@@ -167,7 +167,7 @@ def test_one_price_for_a_redo_in_regenerate_the_review_page_and_the_bill(env, co
     assert float(quoted.group(1)) == pytest.approx(GENERATION, abs=1e-4)
     assert float(billed.group(1)) == pytest.approx(float(quoted.group(1)), abs=1e-4)
     assert grew == pytest.approx(float(quoted.group(1)), abs=1e-4)
-    assert re.search(r"1 image\(s\) paid for", err), err
+    assert re.search(r"1 image call\(s\) paid for \(1 redo\(s\)\)", err), err
     with review_server(env, batch) as url:
         shell = urllib.request.urlopen(url, timeout=10).read().decode()
         secret = re.search(r'name="csvjobs-session" content="([^"]+)"', shell)

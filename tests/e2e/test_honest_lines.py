@@ -44,7 +44,12 @@ def test_the_upload_work_review_and_export_lines_say_what_happened(env, photos, 
     code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0"))
     assert code == 0, err
     # The mug's white image is cut out once and shown by its two look-alikes: one cut-out, not three.
-    assert re.search(r"0 image\(s\) paid for, 1 cut out of product photos, 4 reused from look-alike rows", err), err
+    # Each image once: the images add up to two per completed row.
+    bill = re.search(r"(\d+) row\(s\) completed.*images: (\d+) generated, 1 cut out of product photos, 4 reused "
+                     r"from look-alike rows \((\d+) in all\); 0 image call\(s\) paid for", err)
+    assert bill is not None, err
+    completed, generated, total = (int(n) for n in bill.groups())
+    assert generated + 1 + 4 == total == 2 * completed, err
 
     # A range across the left-out row applies to the rows around it and names it; past the last row is an error.
     approved = cli(env, "approve", batch, "--rows", "3-5", "--style", "lifestyle")

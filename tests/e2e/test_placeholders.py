@@ -60,7 +60,7 @@ def test_a_batch_of_placeholders_says_so_until_they_are_redone(env, fake, photos
     cut_out = conn.execute("SELECT generated_images FROM csv_row_jobs WHERE batch_id = %s AND row_number = 1",
                            [batch]).fetchone()["generated_images"]
     err = work(keyed)
-    assert "5 image(s) paid for" in err and "placeholder" not in err
+    assert "5 image call(s) paid for" in err and "placeholder" not in err
     images = conn.execute("SELECT row_number, generated_images FROM csv_row_jobs WHERE batch_id = %s"
                           " ORDER BY row_number", [batch]).fetchall()
     assert not any(i.get("placeholder") for r in images for i in r["generated_images"])
