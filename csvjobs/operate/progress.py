@@ -177,32 +177,28 @@ def _bar(p: BatchProgress, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-_WIDE_ONLY = {"file", "ok", "no photo", "in flight", "workers", "mode"}
+# Columns left out first when the table is wider than the terminal, in that order.
+_DROP_ORDER = ("file", "mode", "workers", "no photo", "ok", "estimate $", "in flight", "budget $", "rows/min")
+_COLUMNS = ("batch", "file", "mode", "status", "progress", "done", "ok", "failed", "no photo", "in flight",
+            "rows/min", "ETA", "workers", "cost $", "estimate $", "budget $")
 _MODES = {ProcessingMode.SYNC: "sync", ProcessingMode.OPENAI_BATCH: "OpenAI batch"}
 
 
 def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
-    """The progress table for one or more batches (fewer columns on a narrow terminal)."""
+    """The progress table for one or more batches: every cell whole, the least needed columns left out until it
+    fits the terminal's width."""
     table = Table(title="Active Batches" if len(snapshots) != 1 else None)
-    columns = ("batch", "file", "mode", "status", "progress", "done", "ok", "failed", "no photo", "in flight",
-               "rows/min", "ETA", "workers", "cost $", "estimate $", "budget $")
-    shown = [c for c in columns if width >= 120 or c not in _WIDE_ONLY]
+    rows = [_cells(p) for p in snapshots]
+    shown = list(_COLUMNS)
+    for column in _DROP_ORDER:
+        if _table_width(shown, rows) <= width:
+            break
+        shown.remove(column)
     for column in shown:
         table.add_column(column, no_wrap=True,
                          justify="right" if column not in ("batch", "file", "mode", "status", "progress") else "left")
     waiting: list[str] = []
-    for p in snapshots:
-        cells = {
-            "batch": str(p.batch_id)[:8], "file": p.original_filename[:30],
-            "mode": _MODES.get(p.processing_mode, p.processing_mode), "status": p.status.value,
-            "progress": f"{_bar(p)} {float(p.percentage):5.1f}%", "done": f"{p.processed_rows}/{p.total_rows}",
-            "ok": str(p.successful_rows), "failed": str(p.failed_rows), "no photo": str(p.rows_without_photo),
-            "in flight": str(p.in_flight_rows),
-            "rows/min": f"{float(p.rows_per_minute):.0f}", "ETA": _eta(p), "workers": str(p.active_workers),
-            "cost $": f"{float(p.cost_usd):.4f}",
-            "estimate $": f"{float(p.estimated_cost_usd):.2f}" if p.estimated_cost_usd is not None else "-",
-            "budget $": f"{float(p.max_cost_usd):.2f}" if p.max_cost_usd is not None else "-",
-        }
+    for p, cells in zip(snapshots, rows, strict=True):
         table.add_row(*(cells[c] for c in shown))
         waiting.extend(f"{str(p.batch_id)[:8]} {info.describe()}" for info in p.openai_batches)
         if p.pause_reason and p.status.value == "paused":
@@ -212,6 +208,25 @@ def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
     if waiting:
         table.caption = "\n".join(waiting)
     return table
+
+
+def _table_width(columns: list[str], rows: list[dict[str, str]]) -> int:
+    """The width Rich's default table takes: each column's widest cell plus two of padding, plus its borders."""
+    return 1 + sum(3 + max(len(c), *(len(r[c]) for r in rows)) for c in columns)
+
+
+def _cells(p: BatchProgress) -> dict[str, str]:
+    return {
+        "batch": str(p.batch_id)[:8], "file": p.original_filename[:30],
+        "mode": _MODES.get(p.processing_mode, p.processing_mode), "status": p.status.value,
+        "progress": f"{_bar(p)} {float(p.percentage):5.1f}%", "done": f"{p.processed_rows}/{p.total_rows}",
+        "ok": str(p.successful_rows), "failed": str(p.failed_rows), "no photo": str(p.rows_without_photo),
+        "in flight": str(p.in_flight_rows),
+        "rows/min": f"{float(p.rows_per_minute):.0f}", "ETA": _eta(p), "workers": str(p.active_workers),
+        "cost $": f"{float(p.cost_usd):.4f}",
+        "estimate $": f"{float(p.estimated_cost_usd):.2f}" if p.estimated_cost_usd is not None else "-",
+        "budget $": f"{float(p.max_cost_usd):.2f}" if p.max_cost_usd is not None else "-",
+    }
 
 
 def plain_line(p: BatchProgress) -> str:

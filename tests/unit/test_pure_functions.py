@@ -168,7 +168,7 @@ def test_concurrency_is_shared_evenly() -> None:
 
 
 def test_a_derived_handle_is_the_whole_title_and_file_names_are_bounded() -> None:
-    from csvjobs.operate.shop_export import slug
+    from csvjobs.shops.export import slug
     from csvjobs.storage.keys import readable_name
 
     title = "Extra Long Organic Cotton Crew Neck T-Shirt With Embroidered Logo - Washed Black Édition"
@@ -209,3 +209,30 @@ def test_formula_cells_in_every_spelling() -> None:
         assert not starts_like_formula(safe), repr(safe)
         assert neutralise(safe) == safe
     assert generated_cell("\u200b=\uff0b  cosy mug") == "cosy mug"
+
+
+@pytest.mark.parametrize("width", [100, 120, 160])
+def test_the_progress_table_fits_the_terminal_with_every_cell_whole(width: int) -> None:
+    import datetime as dt
+    import uuid
+    from decimal import Decimal
+
+    from rich.console import Console
+
+    from csvjobs.models import BatchProgress
+    from csvjobs.operate.progress import progress_table
+
+    now = dt.datetime.now(dt.UTC)
+    big = BatchProgress(
+        batch_id=uuid.uuid4(), user_id=uuid.uuid4(), original_filename="catalogue-10000-products-export.csv",
+        status="processing", total_rows=10000, processed_rows=9999, successful_rows=9990, failed_rows=9,
+        skipped_rows=0, pending_rows=1, in_flight_rows=1200, percentage=Decimal("99.50"),
+        rows_per_minute=Decimal("1234"), eta_seconds=Decimal("7300"), active_workers=12, cost_usd=Decimal("152.5512"),
+        created_at=now, started_at=now, completed_at=None, updated_at=now, processing_mode="openai_batch",
+        estimated_cost_usd=Decimal("160.20"), max_cost_usd=Decimal("1000.00"))
+    console = Console(width=width, record=True, color_system=None)
+    console.print(progress_table([big], width))
+    text = console.export_text()
+    assert "…" not in text and all(len(line) <= width for line in text.splitlines())
+    for cell in ("9999/10000", "152.5512", "2h01m", " 99.5%"):
+        assert cell in text, (cell, text)
