@@ -3,13 +3,11 @@ as CSV that is safe to open in a spreadsheet, as JSON lines, or as a self-contai
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import csv
 import html
 import io
 import json
-import mimetypes
 import os
 import tempfile
 import uuid
@@ -22,6 +20,7 @@ from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.errors import InputError
 from csvjobs.images.channels import describe_checks
+from csvjobs.images.thumbnails import thumbnail_data_uri
 from csvjobs.models import ImageStyle, trigger_text
 from csvjobs.operate import queries
 from csvjobs.operate.cells import neutralise
@@ -223,25 +222,46 @@ margin-right:.3rem;font-size:.8rem}} .error{{color:#c33}}
 """
 
 
-def _image_src(storage: Storage, path: str) -> str | None:
-    """A signed URL for remote storage (the page then works from anywhere), else the image embedded; an image
-    recorded by URL (a worker of its own may store images elsewhere) is linked when it is http(s)."""
-    if is_remote_photo(path):
-        return path
-    try:
-        link = storage.link(path)
-        if link:
-            return link
-        data = storage.read_bytes(path)
-    except Exception:  # a missing or unreadable image leaves its caption, not a broken export
-        return None
-    mime = mimetypes.guess_type(path)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+class _Gallery:
+    """The gallery's images: a signed URL for remote storage (the page then works from anywhere), a link for an
+    image recorded by http(s) URL, else a thumbnail embedded once per distinct image, which every later use of
+    the same image (look-alike variants share theirs) points at."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.embedded: dict[str, str] = {}  # storage path -> the id of the <img> holding it
+
+    def img(self, path: str, alt: str) -> str:
+        """The <img> element for a stored image ('' when it cannot be read: its caption stays)."""
+        esc = html.escape
+        if not path:
+            return ""
+        if is_remote_photo(path):
+            return f'<img alt="{esc(alt)}" loading="lazy" src="{esc(path)}">'
+        if path in self.embedded:
+            return f'<img alt="{esc(alt)}" data-same="{self.embedded[path]}">'
+        try:
+            link = self.storage.link(path)
+            if link:
+                return f'<img alt="{esc(alt)}" loading="lazy" src="{esc(link)}">'
+            uri = thumbnail_data_uri(self.storage.read_bytes(path))
+        except Exception:  # a missing or unreadable image leaves its caption, not a broken export
+            return ""
+        if uri is None:
+            return ""
+        ident = self.embedded[path] = f"i{len(self.embedded) + 1}"
+        return f'<img id="{ident}" alt="{esc(alt)}" src="{uri}">'
+
+
+# Later uses of an embedded image take its data from the first (the page holds each image's bytes once).
+_SAME_IMAGES = ("<script>for(const i of document.querySelectorAll('img[data-same]'))"
+                "i.src=document.getElementById(i.dataset.same).src</script>")
 
 
 def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[str], batch: Any,
                 storage: Storage) -> int:
     esc = html.escape
+    gallery = _Gallery(storage)
     target.write(_PAGE_HEAD.format(title=esc(f"csvjobs: {batch['original_filename']} ({batch['id']})")))
     count = 0
     for row in rows:
@@ -257,19 +277,17 @@ def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[st
         if failed:
             part.write(f'<p class="error">failed: {esc(flat["error_message"])}</p>')
         part.write('<div class="images">')
-        reference = flat["reference_photo"]
-        reference_uri = _image_src(storage, reference) if reference else None
-        if reference_uri:
-            part.write(f'<figure class="reference"><img alt="reference photo" src="{esc(reference_uri)}">'
+        reference = gallery.img(flat["reference_photo"], "reference photo")
+        if reference:
+            part.write(f'<figure class="reference">{reference}'
                        "<figcaption><b>the product's photo</b> (reference)</figcaption></figure>")
         elif flat["photo_note"]:
             part.write(f'<p class="note">{esc(flat["photo_note"])}</p>')
         for style in ImageStyle:
             path = _image_path(row["generated_images"], style)
             prompt = prompt_for(row["generated_prompts"], style)
-            uri = _image_src(storage, path) if path else None
-            if uri or prompt:
-                image = f'<img alt="{esc(style.value)}" src="{esc(uri)}">' if uri else ""
+            image = gallery.img(path, style.value)
+            if image or prompt:
                 state = flat[f"{style.value}_review"]
                 part.write(f"<figure>{image}<figcaption><b>{esc(style.value)}</b> ({esc(state)}): {esc(prompt)}"
                            "</figcaption></figure>")
@@ -280,5 +298,5 @@ def _write_html(target: TextIO, rows: Iterator[dict[str, Any]], headers: list[st
         part.write("</section>\n")
         target.write(part.getvalue())
         count += 1
-    target.write(f"<p>{count} rows</p></body></html>\n")
+    target.write(f"<p>{count} rows</p>{_SAME_IMAGES}</body></html>\n")
     return count

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from PIL import Image
 from support.helpers import USER_A, USER_B, batch_row, claim, cli, job_counts, make_batch, report
 from support.pool import finish, start_pool
+from support.shop_apis import pushable_batch
 
 # These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -202,11 +206,41 @@ def test_html_gallery_renders_in_headless_chromium(user_env, conn, tmp_path: Pat
                          capture_output=True, text=True, timeout=60)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count('<section class="product') == 3
-    assert dom.stdout.count("<img ") == 2 and "data:image/png;base64," in dom.stdout
+    assert dom.stdout.count("<img ") == 2 and "data:image/webp;base64," in dom.stdout
     assert "failed: content policy violation on row 2" in dom.stdout
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1000,1400", page.as_uri()], capture_output=True, timeout=60, check=True)
     assert shot.stat().st_size > 5000
+
+
+def test_the_gallery_embeds_each_image_once_as_a_small_thumbnail(user_env, conn, home: Path, tmp_path: Path) -> None:
+    """Look-alike rows share their images: the gallery holds each distinct image's bytes once, as a thumbnail no
+    larger than 512 px, and every use of it shows in Chromium."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    rows = [{"title": f"Lamp {n}"} for n in range(1, 9)]
+    batch = pushable_batch(conn, home, USER_A, ["title"], rows, preset="plain", title="title", side=1536)
+    # Rows 2-4 are look-alike variants of row 1: they show row 1's images.
+    with conn.transaction():
+        conn.execute("UPDATE csv_row_jobs j SET generated_images = o.generated_images FROM csv_row_jobs o"
+                     " WHERE j.batch_id = %s AND o.batch_id = j.batch_id AND o.row_number = 1"
+                     " AND j.row_number BETWEEN 2 AND 4", [batch])
+    page = tmp_path / "gallery.html"
+    result = cli(user_env, "export", str(batch), "--format", "html", "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    embedded = re.findall(r'src="data:image/webp;base64,([^"]+)"', text)
+    assert len(embedded) == 2 * 5 and text.count("data-same=") == 2 * 3  # 5 distinct rows' images, 3 reusing
+    originals = sum(p.stat().st_size for p in (home / "storage").rglob("*.png"))
+    assert len(text.encode()) < originals / 10, (len(text.encode()), originals)
+    for data in embedded[:2]:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as thumb:
+            assert max(thumb.size) <= 512
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count('src="data:image/webp;base64,') == 2 * 8  # every use shows its image
 
 
 def test_export_reads_results_written_in_the_documents_shapes(user_env, conn, tmp_path: Path) -> None:

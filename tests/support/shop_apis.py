@@ -451,17 +451,28 @@ class FakeWooCommerce(_Server):
 
 
 def png(seed: int, side: int = 24) -> bytes:
-    """A small real PNG, different for every seed."""
+    """A real PNG, different for every seed: one colour, or at a larger side a photo-like gradient with shapes."""
     out = io.BytesIO()
-    Image.new("RGB", (side, side), ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256)).save(out, "PNG")
+    colour = ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256)
+    image = Image.new("RGB", (side, side), colour)
+    if side > 64:
+        from PIL import ImageDraw
+
+        gradient = Image.linear_gradient("L").resize((side, side)).rotate(seed % 360)
+        image = Image.merge("RGB", (gradient, Image.new("L", (side, side), colour[1]), gradient.transpose(0)))
+        draw = ImageDraw.Draw(image)
+        for n in range(12):
+            x, y = (seed * 53 + n * 97) % side, (seed * 29 + n * 61) % side
+            draw.ellipse((x, y, x + side // 5, y + side // 7), fill=((n * 40) % 256, 90, (seed + n * 20) % 256))
+    image.save(out, "PNG")
     return out.getvalue()
 
 
 def pushable_batch(conn: Any, home: Any, user_id: Any, headers: list[str], rows: list[dict[str, str]], *,
-                   preset: str, title: str, placeholders: bool = False, seed: int = 0) -> Any:
+                   preset: str, title: str, placeholders: bool = False, seed: int = 0, side: int = 24) -> Any:
     """A completed batch written straight in SQL, in the shape an upload of a shop export leaves it (row_data keyed
     by the file's headers, the preset in column_mapping), each row with two real PNGs in local storage and alt
-    text; rows sharing a key in `share` reuse the same files (look-alike variants)."""
+    text."""
     import uuid as _uuid
 
     batch = _uuid.uuid4()
@@ -476,7 +487,7 @@ def pushable_batch(conn: Any, home: Any, user_id: Any, headers: list[str], rows:
                 path = f"csv-images/{user_id}/{batch}/{number}/{style}.png"
                 target = home / "storage" / path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(png(seed * 1000 + number * 2 + n))
+                target.write_bytes(png(seed * 1000 + number * 2 + n, side))
                 images.append({"style": style, "storage_path": path, "edited": True,
                                **({"placeholder": True} if placeholders else {})})
             prompts = {style: {"prompt": "a scene", "alt_text": f"{row.get(title) or 'product'} {style} alt"}
