@@ -97,7 +97,8 @@ def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, 
         rgb = resize_to(rgb, side)
     if style is ImageStyle.SINGLE_WHITE_BACKGROUND:
         lossless = io.BytesIO()
-        rgb.save(lossless, format="PNG")
+        # Handed straight to make_white, which decodes it: fast compression, the same pixels.
+        rgb.save(lossless, format="PNG", compress_level=1)
         out, fmt = make_white(lossless.getvalue(), fmt)
     else:
         encoded = io.BytesIO()
@@ -121,7 +122,7 @@ async def store_cutout(ctx: RowContext, settings: Settings, analysis: PhotoAnaly
         assert analysis.cutout is not None
         canvas = place_on_white(analysis.cutout.image, side, fill=PACKSHOT_FILL, shadow=settings.packshot_shadow)
         png = io.BytesIO()
-        canvas.save(png, format="PNG")
+        canvas.save(png, format="PNG", compress_level=1)  # decoded again at once by finish_image
         done = finish_image(png.getvalue(), style, settings.image_format, ctx.channels, ai_made=False)
         return done.data, done.fmt, done.checks
 
