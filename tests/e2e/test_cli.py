@@ -30,10 +30,25 @@ def test_every_command_has_a_docstring_with_an_example() -> None:
 
 
 def test_help_lists_the_commands(run_cli) -> None:
-    result = run_cli("--help")
-    assert result.code == 0
-    for name in ("upload", "work", "progress", "cleanup", "logs", "db"):
-        assert name in result.stdout
+    """Every command and group is listed in --help with the first line of its docstring, and every group's own
+    --help lists its commands the same way."""
+    import typer.main
+
+    from csvjobs import cli
+
+    def listed(group: typer.Typer, *path: str) -> None:
+        result = run_cli(*path, "--help")
+        assert result.code == 0, result.stderr
+        text = " ".join(result.stdout.split())
+        for command in group.registered_commands:
+            name = command.name or typer.main.get_command_name(command.callback.__name__)  # type: ignore[union-attr]
+            summary = " ".join((command.callback.__doc__ or "").split(".")[0].split())  # type: ignore[union-attr]
+            assert name in text and summary[:40] in text, (path, name, summary)
+        for sub in group.registered_groups:
+            assert sub.name in text and " ".join((sub.typer_instance.info.help or "").split())[:40] in text
+            listed(sub.typer_instance, *path, sub.name)
+
+    listed(cli.app)
 
 
 def test_a_user_mistake_is_one_red_line_and_exit_2(run_cli) -> None:

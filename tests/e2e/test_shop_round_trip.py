@@ -133,6 +133,18 @@ def test_a_partial_review_round_trips_safely(env, conn, tmp_path: Path, photos: 
     added = assert_only_images_added(before, after, created, variant_images=True)
     looks = json.loads(cli(env, "upload", str(path), "--dry-run", "--json").stdout)
     assert 0 < added < 2 * (looks["total_rows"] - looks["reused_rows"])
+    # The file holds exactly the approved images: the rejected one (row 3's lifestyle image, and so the image of
+    # every look-alike row sharing it) and the unreviewed ones are left out.
+    states: dict[str, set[str]] = {}
+    for row in conn.execute("SELECT generated_images, review FROM csv_row_jobs WHERE batch_id = %s"
+                            " AND status = 'completed'", [batch]).fetchall():
+        for image in row["generated_images"]:
+            state = ((row["review"] or {}).get(image["style"]) or {}).get("state", "unreviewed")
+            states.setdefault(image["storage_path"], set()).add(state)
+    assert {"approved", "rejected", "unreviewed"} <= set().union(*states.values())
+    for path, seen in states.items():
+        assert len(seen) == 1, (path, seen)  # a shared image has one decision
+        assert (path in out) == (seen == {"approved"}), (path, seen)
 
 
 def test_a_plain_csv_is_refused_unless_replacing_is_accepted(env, conn, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_a_loopback_host_is_refused_by_default_before_any_connection(photos: Pho
 
 def test_only_http_and_https_are_fetched() -> None:
     for url in ("file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/", "http://"):
-        with pytest.raises(PhotoError):
+        with pytest.raises(PhotoError, match=r"only http and https photo URLs are fetched|not a valid URL"):
             fetch(url)
 
 
