@@ -19,7 +19,9 @@ DECLARE
 BEGIN
     SELECT coalesce(array_agg(j.id ORDER BY j.row_number), '{}') INTO v_ids
     FROM public.csv_row_jobs j
-    WHERE j.batch_id = p_batch_id AND (p_rows IS NULL OR j.row_number = ANY (p_rows));
+    -- A semi-join on the numbers, not "= ANY (p_rows)": a parameter array is searched element by element for
+    -- every row, so 100,000 numbers over 100,000 rows made ten billion comparisons.
+    WHERE j.batch_id = p_batch_id AND (p_rows IS NULL OR j.row_number IN (SELECT unnest(p_rows)));
     IF p_rows IS NOT NULL THEN
         -- The file's data rows: those written and those left out (greatest(): a batch from before skipped rows
         -- were counted still has its highest row number).
@@ -57,15 +59,21 @@ $$;
 CREATE OR REPLACE FUNCTION csv_review_sharing_rows(p_batch_id uuid, p_ids bigint[])
 RETURNS bigint[]
 LANGUAGE sql STABLE AS $$
-    WITH owners AS (
-        SELECT CASE WHEN j.usage ? 'reuses_row' AND j.reuses_job IS NOT NULL THEN j.reuses_job ELSE j.id END AS id
-        FROM public.csv_row_jobs j WHERE j.id = ANY (p_ids)
+    -- Two passes over the batch's rows, each row checked against hashed sets (see csv_review_target_rows): linear
+    -- in the rows, whatever their number.
+    WITH given AS MATERIALIZED (
+        SELECT DISTINCT g.id FROM unnest(p_ids) AS g(id)
+    ), owners AS MATERIALIZED (
+        SELECT j.reuses_job AS id FROM public.csv_row_jobs j
+         WHERE j.batch_id = p_batch_id AND j.usage ? 'reuses_row' AND j.reuses_job IS NOT NULL
+           AND j.id IN (SELECT id FROM given)
     )
-    SELECT coalesce(array_agg(DISTINCT j.id), '{}')
-    FROM public.csv_row_jobs j
-    WHERE j.batch_id = p_batch_id
-      AND (j.id = ANY (p_ids) OR j.id IN (SELECT id FROM owners)
-           OR (j.reuses_job IN (SELECT id FROM owners) AND j.usage ? 'reuses_row'));
+    SELECT coalesce(array_agg(j.id ORDER BY j.id), '{}')
+      FROM public.csv_row_jobs j
+     WHERE j.batch_id = p_batch_id
+       AND (j.id IN (SELECT id FROM given) OR j.id IN (SELECT id FROM owners)
+            OR (j.usage ? 'reuses_row' AND (j.reuses_job IN (SELECT id FROM given)
+                                            OR j.reuses_job IN (SELECT id FROM owners))));
 $$;
 
 -- Approve or reject (p_action 'approve' / 'reject' / 'clear') the current image of p_style (both styles when
@@ -80,9 +88,9 @@ AS $$
 DECLARE
     v_state text;
     v_styles text[];
+    v_ids bigint[];
+    v_entry jsonb;
     v_count integer := 0;
-    v_style text;
-    v_changed integer;
 BEGIN
     PERFORM public.csv_lock_owned_batch(p_batch_id);
     v_state := CASE p_action WHEN 'approve' THEN 'approved' WHEN 'reject' THEN 'rejected'
@@ -93,23 +101,30 @@ BEGIN
     PERFORM public.csv_check_image_style(p_style, false);
     v_styles := CASE WHEN p_style IS NULL THEN ARRAY['lifestyle_emotional', 'single_white_background']
                      ELSE ARRAY[p_style] END;
-    FOREACH v_style IN ARRAY v_styles LOOP
-        WITH upd AS (
-            UPDATE public.csv_row_jobs j
-               SET review = coalesce(j.review, '{}'::jsonb) || jsonb_build_object(v_style, jsonb_build_object(
-                       'state', v_state, 'by', auth.uid(), 'at', now())),
-                   updated_at = now()
-             WHERE j.id = ANY (public.csv_review_sharing_rows(p_batch_id,
-                                                              public.csv_review_target_rows(p_batch_id, p_rows)))
-               AND j.status = 'completed'
-               AND jsonb_typeof(j.generated_images) = 'array'
-               AND EXISTS (SELECT 1 FROM jsonb_array_elements(j.generated_images) i WHERE i ->> 'style' = v_style)
-               AND coalesce(j.review -> v_style ->> 'state', 'unreviewed') IS DISTINCT FROM v_state
-            RETURNING 1
-        )
-        SELECT count(*) INTO v_changed FROM upd;
-        v_count := v_count + v_changed;
-    END LOOP;
+    -- The rows once, before the update (a function call in the WHERE clause of a sequential scan is made again
+    -- for every row it reads), the decision once (auth.uid() parses the session's claims on every call), and one
+    -- write of each row for both styles.
+    v_ids := public.csv_review_sharing_rows(p_batch_id, public.csv_review_target_rows(p_batch_id, p_rows));
+    v_entry := jsonb_build_object('state', v_state, 'by', auth.uid(), 'at', now());
+    WITH changes AS (
+        -- Each row's change (the styles it has whose state differs) worked out on the row itself: no sort.
+        SELECT j.id, p.patch, p.images
+          FROM public.csv_row_jobs j
+          JOIN unnest(v_ids) AS t(id) ON j.id = t.id
+         CROSS JOIN LATERAL (
+               SELECT jsonb_object_agg(s.style, v_entry) AS patch, count(*) AS images
+                 FROM unnest(v_styles) AS s(style)
+                WHERE j.generated_images @> jsonb_build_array(jsonb_build_object('style', s.style))
+                  AND coalesce(j.review -> s.style ->> 'state', 'unreviewed') IS DISTINCT FROM v_state) p
+         WHERE j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array' AND p.images > 0
+    ), upd AS (
+        UPDATE public.csv_row_jobs j
+           SET review = coalesce(j.review, '{}'::jsonb) || c.patch, updated_at = now()
+          FROM changes c
+         WHERE j.id = c.id
+        RETURNING c.images
+    )
+    SELECT coalesce(sum(images), 0) INTO v_count FROM upd;
     IF v_count > 0 THEN
         INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO', format('%s image(s) %s', v_count, v_state), 'images_' || v_state,
@@ -155,7 +170,8 @@ BEGIN
                checkpoint = j.checkpoint || jsonb_build_object('regenerate',
                                 coalesce(j.checkpoint -> 'regenerate', '{}'::jsonb) || v_request),
                updated_at = now()
-         WHERE j.id = ANY (public.csv_review_target_rows(p_batch_id, p_rows)) AND j.status = 'completed'
+          FROM unnest(public.csv_review_target_rows(p_batch_id, p_rows)) AS t(id)
+         WHERE j.id = t.id AND j.status = 'completed'
         RETURNING 1
     )
     SELECT count(*) INTO v_count FROM redo;
@@ -260,8 +276,9 @@ BEGIN
                         ELSE coalesce(j.review -> p_style, '{}'::jsonb) || jsonb_build_object('alt_text', v_text)
                    END),
                updated_at = now()
-         WHERE j.id = ANY (public.csv_review_sharing_rows(p_batch_id,
-                                                          public.csv_review_target_rows(p_batch_id, p_rows)))
+          FROM unnest(public.csv_review_sharing_rows(p_batch_id,
+                                                     public.csv_review_target_rows(p_batch_id, p_rows))) AS t(id)
+         WHERE j.id = t.id
            AND j.status = 'completed'
         RETURNING 1
     )
