@@ -290,19 +290,90 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
 REVIEWS_CHANNEL = "csv_image_reviews"
 
 
+_REVIEW_COLUMNS = (
+    "SELECT j.row_number, j.status, j.error_message, j.generated_prompts, j.generated_images,"
+    " j.generated_tags, j.cost_usd, j.review, j.checkpoint ? 'regenerate' AS regenerating,"
+    " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
+    " j.checkpoint ->> 'reference_error' AS photo_problem,"
+    " jsonb_path_exists(coalesce(j.generated_images, '[]'), '$[*] ? (@.edited == false)') AS without_photo,"
+    " csv_row_job_product(j.row_data, j.product, b.column_mapping) ->> 'title' AS title,"
+    " CASE WHEN j.usage ? 'reuses_row' THEN (j.usage ->> 'reuses_row')::integer END AS reuses_row,"
+    " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
+    "  AND v.row_number = j.row_number) AS versions"
+    " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %(batch)s")
+
+
 def review_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every row of the batch as the review page shows it, as the user (another user's batch: no such batch)."""
     with db.user_transaction(conn, user_id):
         require_batch(conn, batch_id)
-        return conn.execute(
-            "SELECT j.row_number, j.status, j.error_message, j.generated_prompts, j.generated_images,"
-            " j.generated_tags, j.cost_usd, j.review, j.checkpoint ? 'regenerate' AS regenerating,"
-            " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
-            " j.checkpoint ->> 'reference_error' AS photo_problem,"
-            " jsonb_path_exists(coalesce(j.generated_images, '[]'), '$[*] ? (@.edited == false)') AS without_photo,"
-            " csv_row_job_product(j.row_data, j.product, b.column_mapping) ->> 'title' AS title,"
-            " CASE WHEN j.usage ? 'reuses_row' THEN (j.usage ->> 'reuses_row')::integer END AS reuses_row,"
-            " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
-            "  AND v.row_number = j.row_number) AS versions"
-            " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
-            " ORDER BY j.row_number", [batch_id]).fetchall()
+        return conn.execute(_REVIEW_COLUMNS + " ORDER BY j.row_number", {"batch": batch_id}).fetchall()
+
+
+# The review page's filters, over a product's own row: a look-alike variant is shown with the row whose images it
+# reuses, and decided with it. The page reads one page of these rows at a time (keyset on the row number).
+_PRODUCT_ROW = "NOT coalesce(j.usage ? 'reuses_row', false)"
+_STATES = "csv_review_image_states(j.generated_images, j.review)"
+REVIEW_FILTERS = {
+    "all": "true",
+    "to_review": f"j.status = 'completed' AND 'unreviewed' = ANY ({_STATES})",
+    "approved": f"'approved' = ANY ({_STATES})",
+    "rejected": f"'rejected' = ANY ({_STATES})",
+    "failed": "j.status = 'failed'",
+    "regenerating": "j.checkpoint ? 'regenerate'",
+}
+
+
+def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, which: str, *,
+                after: int | None = None, before: int | None = None, size: int = 48) -> dict[str, Any]:
+    """One page of the review page's products under a filter, after (or before) a row number, with the rows of
+    their look-alike variants, whether there are more either side, and the batch's counts: everything a refresh
+    reads, whatever the batch's size."""
+    where = f"{_PRODUCT_ROW} AND {REVIEW_FILTERS[which]}"
+    with db.user_transaction(conn, user_id):
+        require_batch(conn, batch_id)
+        params: dict[str, Any] = {"batch": batch_id, "size": size}
+        if before is not None:
+            params["before"] = before
+            rows = conn.execute(f"SELECT * FROM ({_REVIEW_COLUMNS} AND {where} AND j.row_number < %(before)s"
+                                " ORDER BY j.row_number DESC LIMIT %(size)s) p ORDER BY p.row_number",
+                                params).fetchall()
+        else:
+            params["after"] = after or 0
+            rows = conn.execute(f"{_REVIEW_COLUMNS} AND {where} AND j.row_number > %(after)s"
+                                " ORDER BY j.row_number LIMIT %(size)s", params).fetchall()
+        numbers = [r["row_number"] for r in rows]
+        variants = conn.execute(
+            "SELECT j.row_number, (j.usage ->> 'reuses_row')::integer AS owner FROM csv_row_jobs j"
+            " WHERE j.batch_id = %s AND j.usage ? 'reuses_row' AND (j.usage ->> 'reuses_row')::integer = ANY (%s)"
+            " ORDER BY j.row_number", [batch_id, numbers]).fetchall() if numbers else []
+        more = conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %(batch)s AND {where}"
+            "                AND j.row_number < %(first)s) AS earlier,"
+            f" EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %(batch)s AND {where}"
+            "          AND j.row_number > %(last)s) AS later",
+            {"batch": batch_id, "first": numbers[0] if numbers else 0,
+             "last": numbers[-1] if numbers else 2**31 - 1}).fetchone()
+        counts = conn.execute(
+            "WITH g AS (SELECT j.status, j.checkpoint ? 'regenerate' AS regenerating,"
+            f" {_STATES} AS states, csv_review_images_not_ready(j.generated_images) AS not_ready,"
+            " j.status = 'completed' AND jsonb_path_exists(coalesce(j.generated_images, '[]'),"
+            "   '$[*] ? (@.edited == false)') AS without_photo"
+            f" FROM csv_row_jobs j WHERE j.batch_id = %s AND {_PRODUCT_ROW})"
+            " SELECT count(*) AS products, coalesce(sum(cardinality(states)), 0) AS images,"
+            " coalesce(sum(cardinality(array_positions(states, 'unreviewed'))) FILTER (WHERE status = 'completed'),"
+            "   0) AS to_review,"
+            " coalesce(sum(cardinality(array_positions(states, 'approved'))), 0) AS approved,"
+            " coalesce(sum(cardinality(array_positions(states, 'rejected'))), 0) AS rejected,"
+            " count(*) FILTER (WHERE regenerating) AS redoing, count(*) FILTER (WHERE status = 'failed') AS failed,"
+            " count(*) FILTER (WHERE without_photo) AS without_photo, coalesce(sum(not_ready), 0) AS not_ready,"
+            " count(*) AS products_all,"
+            " count(*) FILTER (WHERE status = 'completed' AND 'unreviewed' = ANY (states)) AS products_to_review,"
+            " count(*) FILTER (WHERE 'approved' = ANY (states)) AS products_approved,"
+            " count(*) FILTER (WHERE 'rejected' = ANY (states)) AS products_rejected,"
+            " count(*) FILTER (WHERE status = 'failed') AS products_failed,"
+            " count(*) FILTER (WHERE regenerating) AS products_regenerating"
+            " FROM g", [batch_id]).fetchone()
+    assert more is not None and counts is not None
+    return {"rows": rows, "variants": variants, "earlier": bool(more["earlier"]), "later": bool(more["later"]),
+            "counts": {k: int(v) for k, v in counts.items()}}

@@ -64,34 +64,24 @@ def matches(view: dict[str, Any], which: str) -> bool:
 
 # Products a page shows: its images are all a browser fetches at once, whatever the batch's size.
 PAGE_SIZE = 48
+# The heading's counts (over the whole batch, a shared image once), as queries.review_page gives them.
+COUNTS = ("products", "images", "to_review", "approved", "rejected", "redoing", "failed", "without_photo",
+          "not_ready")
 
 
-def group_views(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as the merchant decides on them: a look-alike variant that reuses another row's images is shown once,
-    with that row ("with rows 3, 4"), since a decision on a shared image is a decision on every row showing it."""
-    by_row = {view["row"]: view for view in views}
-    groups: dict[int, dict[str, Any]] = {}
-    for view in views:
-        owner = view["reuses_row"] if view["reuses_row"] in by_row else view["row"]
-        group = groups.setdefault(owner, {**by_row[owner], "variants": [], "rows": [owner]})
-        if view["row"] != owner:
-            group["variants"].append(view["row"])
-            group["rows"].append(view["row"])
-    return [groups[row] for row in sorted(groups)]
-
-
-def counts_of(groups: list[dict[str, Any]]) -> dict[str, int]:
-    """The heading's counts, over the whole batch (a shared image counts once)."""
-    images = [image for g in groups for image in g["images"] if image["path"]]
-    return {"products": len(groups), "images": len(images),
-            "to_review": sum(1 for g in groups for i in g["images"]
-                             if i["path"] and g["status"] == "completed" and i["review"] == "unreviewed"),
-            "approved": sum(1 for i in images if i["review"] == "approved"),
-            "rejected": sum(1 for i in images if i["review"] == "rejected"),
-            "redoing": sum(1 for g in groups if g["regenerating"]),
-            "failed": sum(1 for g in groups if g["status"] == "failed"),
-            "without_photo": sum(1 for g in groups if g["without_photo"]),
-            "not_ready": sum(1 for i in images if i["not_ready"])}
+def product_groups(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """One page's rows as the merchant decides on them: each product's own row, with the look-alike variants that
+    reuse its images ("with rows 3, 4"), since a decision on a shared image is a decision on every row showing
+    it."""
+    variants: dict[int, list[int]] = {}
+    for variant in found["variants"]:
+        variants.setdefault(variant["owner"], []).append(variant["row_number"])
+    groups = []
+    for row in found["rows"]:
+        view = row_view(row)
+        shared = variants.get(view["row"], [])
+        groups.append({**view, "variants": shared, "rows": [view["row"], *shared]})
+    return groups
 
 
 def spend_line(progress: BatchProgress) -> str:
@@ -106,21 +96,14 @@ def spend_line(progress: BatchProgress) -> str:
     return spend
 
 
-def page_groups(groups: list[dict[str, Any]], which: str, page: int) -> tuple[list[dict[str, Any]], int, int]:
-    """The products of one page of one filter, the page's number (within range) and the number of pages."""
-    shown = [g for g in groups if matches(g, which)]
-    pages = max(1, -(-len(shown) // PAGE_SIZE))
-    page = min(max(1, page), pages)
-    return shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], page, pages
-
-
 def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which: str, page: int,
-                 progress: BatchProgress, redo_cost: Callable[[dict[str, Any]], float],
+                 found: dict[str, Any], progress: BatchProgress, redo_cost: Callable[[dict[str, Any]], float],
                  versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """What review_rows.html shows for one page of one filter, with the earlier versions of the page's images;
-    src turns a storage path into the image's URL (with its read grant), redo_cost an image into what redoing it
-    costs."""
-    shown, page, pages = page_groups(groups, which, page)
+    """What review_rows.html shows for one page of one filter (queries.review_page's), with the earlier versions
+    of the page's images; src turns a storage path into the image's URL (with its read grant), redo_cost an image
+    into what redoing it costs."""
+    pages = max(1, -(-found["counts"][f"products_{which}"] // PAGE_SIZE))
+    page = 1 if not found["earlier"] else pages if not found["later"] else min(max(2, page), pages - 1)
     earlier: dict[int, list[dict[str, Any]]] = {}
     for version in versions or []:
         if version["path"]:
@@ -128,12 +111,15 @@ def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which:
                 {**version, "label": STYLE_LABEL[ImageStyle(version["style"])],
                  "src": src(version["path"])})
     current = []
-    for group in shown:
+    for group in groups:
         images = [{**image, "src": src(image["path"]) if image["path"] else "",
                    "redo_cost": redo_cost(image["made"])} for image in group["images"]]
         current.append({**group, "images": images, "earlier": earlier.get(group["row"], []),
                         "reference_src": src(group["reference"]) if group["reference"] else ""})
-    return {"which": which, "page": page, "pages": pages, "groups": current, "counts": counts_of(groups),
+    return {"which": which, "page": page, "pages": pages, "groups": current,
+            "counts": {name: found["counts"][name] for name in COUNTS},
+            "first_row": groups[0]["row"] if groups else 0, "last_row": groups[-1]["row"] if groups else 0,
+            "has_earlier": found["earlier"], "has_later": found["later"],
             "spend": spend_line(progress), "without": sum(1 for g in current if g["without_photo"]),
             "placeholders": placeholder_note(str(progress.batch_id), progress.placeholder_images)
             if progress.placeholder_images else ""}
