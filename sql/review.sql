@@ -351,27 +351,3 @@ BEGIN
 END
 $$;
 
--- The review page's filters and counts, read in the database a page at a time (operate/queries.py): the review
--- states of a row's images that exist (an image with a storage path or URL; a row without an image of a style has
--- nothing to decide for it), and how many of them fail a rule of the batch's channels.
-CREATE OR REPLACE FUNCTION csv_review_image_states(p_images jsonb, p_review jsonb)
-RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg(coalesce(CASE WHEN jsonb_typeof(p_review) = 'object'
-                                            THEN p_review -> (i ->> 'style') ->> 'state' END, 'unreviewed')), '{}')
-      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_images) = 'array' THEN p_images ELSE '[]' END) i
-     WHERE jsonb_typeof(i) = 'object'
-       AND (coalesce(i ->> 'storage_path', '') <> '' OR coalesce(i ->> 'url', '') <> ''
-            OR coalesce(i ->> 'path', '') <> '');
-$$;
-
-CREATE OR REPLACE FUNCTION csv_review_images_not_ready(p_images jsonb)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT count(*)::integer
-      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_images) = 'array' THEN p_images ELSE '[]' END) i
-     WHERE jsonb_typeof(i) = 'object' AND jsonb_typeof(i -> 'checks') = 'object'
-       AND EXISTS (SELECT 1 FROM jsonb_each(i -> 'checks') c
-                    WHERE jsonb_typeof(c.value) = 'object' AND c.value ? 'passed'
-                      AND c.value ->> 'passed' IS DISTINCT FROM 'true');
-$$;

@@ -11,7 +11,7 @@ from typing import Any
 
 from csvjobs import db
 from csvjobs.errors import InputError, NotFoundError
-from csvjobs.models import BatchProgress
+from csvjobs.models import BatchProgress, ImageStyle
 
 # get_csv_batch_progress, with the batch's processing mode and its submissions to OpenAI still under way.
 PROGRESS_COLUMNS = (
@@ -311,17 +311,37 @@ def review_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) ->
 
 
 # The review page's filters, over a product's own row: a look-alike variant is shown with the row whose images it
-# reuses, and decided with it. The page reads one page of these rows at a time (keyset on the row number).
+# reuses, and decided with it. The page reads one page of these rows at a time (keyset on the row number). Written
+# per style as containment tests and plain expressions, which cost little on every row of a large batch.
 _PRODUCT_ROW = "NOT coalesce(j.usage ? 'reuses_row', false)"
-_STATES = "csv_review_image_states(j.generated_images, j.review)"
+
+
+def _has(style: ImageStyle) -> str:
+    return f"coalesce(j.generated_images @> '[{{\"style\": \"{style.value}\"}}]', false)"
+
+
+def _state(style: ImageStyle) -> str:
+    return f"coalesce(j.review -> '{style.value}' ->> 'state', 'unreviewed')"
+
+
+def _any_image(state: str) -> str:
+    return "(" + " OR ".join(f"({_has(s)} AND {_state(s)} = '{state}')" for s in ImageStyle) + ")"
+
+
+def _images(state: str) -> str:
+    return " + ".join(f"({_has(s)} AND {_state(s)} = '{state}')::int" for s in ImageStyle)
+
+
 REVIEW_FILTERS = {
     "all": "true",
-    "to_review": f"j.status = 'completed' AND 'unreviewed' = ANY ({_STATES})",
-    "approved": f"'approved' = ANY ({_STATES})",
-    "rejected": f"'rejected' = ANY ({_STATES})",
+    "to_review": f"j.status = 'completed' AND {_any_image('unreviewed')}",
+    "approved": _any_image("approved"),
+    "rejected": _any_image("rejected"),
     "failed": "j.status = 'failed'",
     "regenerating": "j.checkpoint ? 'regenerate'",
 }
+_NOT_READY = ("jsonb_array_length(jsonb_path_query_array(CASE WHEN jsonb_typeof(j.generated_images) = 'array'"
+              " THEN j.generated_images ELSE '[]' END, '$[*] ? (exists(@.checks.* ? (@.passed == false)))'))")
 
 
 def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, which: str, *,
@@ -354,26 +374,20 @@ def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, wh
             "          AND j.row_number > %(last)s) AS later",
             {"batch": batch_id, "first": numbers[0] if numbers else 0,
              "last": numbers[-1] if numbers else 2**31 - 1}).fetchone()
+        filters = ", ".join(f"count(*) FILTER (WHERE {condition}) AS products_{name}"
+                            for name, condition in REVIEW_FILTERS.items())
+        images = " + ".join(f"{_has(s)}::int" for s in ImageStyle)
         counts = conn.execute(
-            "WITH g AS (SELECT j.status, j.checkpoint ? 'regenerate' AS regenerating,"
-            f" {_STATES} AS states, csv_review_images_not_ready(j.generated_images) AS not_ready,"
-            " j.status = 'completed' AND jsonb_path_exists(coalesce(j.generated_images, '[]'),"
-            "   '$[*] ? (@.edited == false)') AS without_photo"
-            f" FROM csv_row_jobs j WHERE j.batch_id = %s AND {_PRODUCT_ROW})"
-            " SELECT count(*) AS products, coalesce(sum(cardinality(states)), 0) AS images,"
-            " coalesce(sum(cardinality(array_positions(states, 'unreviewed'))) FILTER (WHERE status = 'completed'),"
-            "   0) AS to_review,"
-            " coalesce(sum(cardinality(array_positions(states, 'approved'))), 0) AS approved,"
-            " coalesce(sum(cardinality(array_positions(states, 'rejected'))), 0) AS rejected,"
-            " count(*) FILTER (WHERE regenerating) AS redoing, count(*) FILTER (WHERE status = 'failed') AS failed,"
-            " count(*) FILTER (WHERE without_photo) AS without_photo, coalesce(sum(not_ready), 0) AS not_ready,"
-            " count(*) AS products_all,"
-            " count(*) FILTER (WHERE status = 'completed' AND 'unreviewed' = ANY (states)) AS products_to_review,"
-            " count(*) FILTER (WHERE 'approved' = ANY (states)) AS products_approved,"
-            " count(*) FILTER (WHERE 'rejected' = ANY (states)) AS products_rejected,"
-            " count(*) FILTER (WHERE status = 'failed') AS products_failed,"
-            " count(*) FILTER (WHERE regenerating) AS products_regenerating"
-            " FROM g", [batch_id]).fetchone()
+            f"SELECT count(*) AS products, coalesce(sum({images}), 0) AS images,"
+            f" coalesce(sum({_images('unreviewed')}) FILTER (WHERE j.status = 'completed'), 0) AS to_review,"
+            f" coalesce(sum({_images('approved')}), 0) AS approved,"
+            f" coalesce(sum({_images('rejected')}), 0) AS rejected,"
+            " count(*) FILTER (WHERE j.checkpoint ? 'regenerate') AS redoing,"
+            " count(*) FILTER (WHERE j.status = 'failed') AS failed,"
+            " count(*) FILTER (WHERE j.status = 'completed' AND jsonb_path_exists(coalesce(j.generated_images,"
+            "   '[]'), '$[*] ? (@.edited == false)')) AS without_photo,"
+            f" coalesce(sum({_NOT_READY}), 0) AS not_ready, {filters}"
+            f" FROM csv_row_jobs j WHERE j.batch_id = %s AND {_PRODUCT_ROW}", [batch_id]).fetchone()
     assert more is not None and counts is not None
     return {"rows": rows, "variants": variants, "earlier": bool(more["earlier"]), "later": bool(more["later"]),
             "counts": {k: int(v) for k, v in counts.items()}}
