@@ -82,7 +82,8 @@ def test_oldest_pending_age_grows_while_rows_wait(pool_env, conn, tmp_path: Path
     conn.execute("UPDATE csv_row_jobs SET created_at = now() - interval '10 minutes' WHERE batch_id = %s", [batch])
     port = free_port()
     # A pool whose one slot is busy for a long time: the other rows wait.
-    proc = start_pool(env, "--concurrency", "1", "--max-dedicated", "0", "--provider", "noop:30",
+    # (10 s: long enough to be scraped mid-row, short enough that stopping the pool waits little for it)
+    proc = start_pool(env, "--concurrency", "1", "--max-dedicated", "0", "--provider", "noop:10",
                       "--metrics-port", str(port))
     try:
         wait_for(lambda: _sample(port, 'csvjobs_rows{status="processing"}') == 1, timeout=60, what="a row in flight")
