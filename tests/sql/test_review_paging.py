@@ -13,7 +13,7 @@ from support.helpers import USER_A, completed_batch
 from csvjobs.operate import queries
 from csvjobs.operate.review_view import FILTERS, matches, row_view
 
-ROWS = 700
+ROWS = 300
 SIZE = 48
 
 
