@@ -673,12 +673,28 @@ def _left_out(rows: list[int]) -> str:
 
 @app.command()
 def approve(ctx: typer.Context, batch: BatchArgument, rows: RowsOption = None, style: StyleOption = None,
+            unflagged: Annotated[bool, typer.Option(
+                "--unflagged", help="Approve every image still to review of the products that need no eyes (not "
+                "flagged by the fidelity check, channel-ready, made from their photo, not redone); decisions "
+                "made stay. Spot-check a sample on the review page first.")] = False,
             user: UserOption = None) -> None:
     """Approve images: once any image of a batch is reviewed, shop exports carry approved images only.
 
-    Example: csvjobs approve 3f0c... --rows 1-4,9 --style white
+    Example: csvjobs approve 3f0c... --rows 1-4,9 --style white   (or --unflagged: review by exception)
     """
-    _review(ctx, batch, rows, style, user, "approve")
+    if not unflagged:
+        _review(ctx, batch, rows, style, user, "approve")
+        return
+    from csvjobs.operate.review import approve_unflagged
+
+    if rows is not None or style is not None:
+        raise InputError("--unflagged approves every image that needs no eyes: leave out --rows and --style")
+    batch_id = _batch_id(ctx, batch, user)
+    assert batch_id is not None
+    result = approve_unflagged(_settings(ctx, user), batch_id)
+    out.print(f"{result.changed} image(s) of {batch_id} that need no eyes approved; {result.needs_eyes} "
+              f"product(s) need your eyes (flagged, not channel-ready, photo unusable or redone): "
+              f"`csvjobs review {str(batch_id)[:8]}` shows them under \"needs eyes\"")
 
 
 @app.command()

@@ -30,7 +30,8 @@ BEGIN
               'csv_reused_row_done', 'csv_start_batch', 'reserve_csv_row_cost', 'set_csv_batch_budget',
               'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim', 'reserve_csv_call_cost',
               'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
-              'csv_paid_calls_append_only', 'redo_csv_placeholder_images', 'csv_reopen_batch'])
+              'csv_paid_calls_append_only', 'redo_csv_placeholder_images', 'csv_reopen_batch',
+              'csv_row_needs_eyes', 'approve_csv_unflagged_images'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -86,7 +87,9 @@ GRANT EXECUTE ON FUNCTION
     set_csv_batch_budget(uuid, numeric),
     set_csv_image_alt_text(uuid, integer[], text, text),
     restore_csv_image_version(uuid, integer, text, integer),
-    redo_csv_placeholder_images(uuid)
+    redo_csv_placeholder_images(uuid),
+    csv_row_needs_eyes(uuid, integer, jsonb, jsonb),
+    approve_csv_unflagged_images(uuid)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.
 GRANT EXECUTE ON FUNCTION csv_caller_is_service(), get_csv_workers(boolean) TO anon, authenticated, service_role;

@@ -351,3 +351,62 @@ BEGIN
 END
 $$;
 
+
+-- Review by exception. A row needs the merchant's eyes when one of its images was flagged by the fidelity check
+-- (the product may have changed) or fails a rule of the batch's channels, when the photo its file gave could not be
+-- used (its images are the model's idea of the product), or when it was redone (it has earlier versions). The rest
+-- can be approved in one action after a spot-check of a sample of them. (An SQL function so that the review page's
+-- filter and the bulk approval say the same; inlined by the planner.)
+CREATE OR REPLACE FUNCTION csv_row_needs_eyes(p_batch_id uuid, p_row integer, p_images jsonb, p_checkpoint jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_path_exists(CASE WHEN jsonb_typeof(p_images) = 'array' THEN p_images END,
+                                      '$[*] ? (@.flagged == true || exists(@.checks.* ? (@.passed == false)))'),
+                    false)
+        OR coalesce(p_checkpoint ? 'reference_error', false)
+        OR EXISTS (SELECT 1 FROM public.csv_image_versions v WHERE v.batch_id = p_batch_id AND v.row_number = p_row);
+$$;
+
+-- Approve every image still to review of the batch's completed rows that need no eyes (csv_row_needs_eyes): what
+-- the merchant rejected or approved stays as it is. Returns how many images were approved.
+-- Locks: the batch row, then the rows' job rows.
+CREATE OR REPLACE FUNCTION approve_csv_unflagged_images(p_batch_id uuid)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_entry jsonb;
+    v_count integer;
+BEGIN
+    PERFORM public.csv_lock_owned_batch(p_batch_id);
+    v_entry := jsonb_build_object('state', 'approved', 'by', auth.uid(), 'at', now(), 'unflagged', true);
+    WITH changes AS (
+        SELECT j.id, p.patch, p.images
+          FROM public.csv_row_jobs j
+         CROSS JOIN LATERAL (
+               SELECT jsonb_object_agg(s.style, v_entry) AS patch, count(*) AS images
+                 FROM unnest(ARRAY['lifestyle_emotional', 'single_white_background']) AS s(style)
+                WHERE j.generated_images @> jsonb_build_array(jsonb_build_object('style', s.style))
+                  AND coalesce(j.review -> s.style ->> 'state', 'unreviewed') = 'unreviewed') p
+         WHERE j.batch_id = p_batch_id AND j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array'
+           AND p.images > 0
+           AND NOT public.csv_row_needs_eyes(j.batch_id, j.row_number, j.generated_images, j.checkpoint)
+    ), upd AS (
+        UPDATE public.csv_row_jobs j
+           SET review = coalesce(j.review, '{}'::jsonb) || c.patch, updated_at = now()
+          FROM changes c
+         WHERE j.id = c.id
+        RETURNING c.images
+    )
+    SELECT coalesce(sum(images), 0) INTO v_count FROM upd;
+    IF v_count > 0 THEN
+        INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
+        VALUES (p_batch_id, 'INFO', format('%s image(s) that need no eyes approved', v_count), 'images_approved',
+                jsonb_build_object('unflagged', true, 'count', v_count));
+        PERFORM pg_notify('csv_image_reviews', p_batch_id::text);
+    END IF;
+    RETURN v_count;
+END
+$$;

@@ -181,6 +181,11 @@ def review_images(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, 
                            [batch_id, rows, style, action]))
 
 
+def approve_unflagged(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> int:
+    """approve_csv_unflagged_images as the user; how many images were approved."""
+    return int(_batch_call(conn, user_id, batch_id, "SELECT approve_csv_unflagged_images(%s) AS v", [batch_id]))
+
+
 def set_alt_text(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, rows: list[int], style: str,
                  text: str) -> int:
     """set_csv_image_alt_text as the user; how many rows changed."""
@@ -339,20 +344,32 @@ REVIEW_FILTERS = {
     "rejected": _any_image("rejected"),
     "failed": "j.status = 'failed'",
     "regenerating": "j.checkpoint ? 'regenerate'",
+    "needs_eyes": "j.status = 'completed'"
+                  " AND csv_row_needs_eyes(j.batch_id, j.row_number, j.generated_images, j.checkpoint)",
 }
+# The spot-check: a sample of the completed products that need no eyes, the same while the page is open (ordered
+# by a hash of the row number and the page's seed), whatever the merchant decides on them.
+SAMPLE = "sample"
+_SAMPLE_FILTER = (
+    "j.row_number IN (SELECT s.row_number FROM csv_row_jobs s WHERE s.batch_id = %(batch)s"
+    " AND NOT coalesce(s.usage ? 'reuses_row', false) AND s.status = 'completed'"
+    " AND NOT csv_row_needs_eyes(s.batch_id, s.row_number, s.generated_images, s.checkpoint)"
+    " ORDER BY md5(%(seed)s || s.row_number) LIMIT %(sample)s)")
 _NOT_READY = ("jsonb_array_length(jsonb_path_query_array(CASE WHEN jsonb_typeof(j.generated_images) = 'array'"
               " THEN j.generated_images ELSE '[]' END, '$[*] ? (exists(@.checks.* ? (@.passed == false)))'))")
 
 
 def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, which: str, *,
-                after: int | None = None, before: int | None = None, size: int = 48) -> dict[str, Any]:
-    """One page of the review page's products under a filter, after (or before) a row number, with the rows of
-    their look-alike variants, whether there are more either side, and the batch's counts: everything a refresh
-    reads, whatever the batch's size."""
-    where = f"{_PRODUCT_ROW} AND {REVIEW_FILTERS[which]}"
+                after: int | None = None, before: int | None = None, size: int = 48,
+                sample: tuple[str, int] | None = None) -> dict[str, Any]:
+    """One page of the review page's products under a filter (or of the spot-check sample: its seed and size),
+    after (or before) a row number, with the rows of their look-alike variants, whether there are more either
+    side, and the batch's counts: everything a refresh reads, whatever the batch's size."""
+    seed, sample_size = sample or ("", 0)
+    where = f"{_PRODUCT_ROW} AND {_SAMPLE_FILTER if which == SAMPLE else REVIEW_FILTERS[which]}"
     with db.user_transaction(conn, user_id):
         require_batch(conn, batch_id)
-        params: dict[str, Any] = {"batch": batch_id, "size": size}
+        params: dict[str, Any] = {"batch": batch_id, "size": size, "seed": seed, "sample": sample_size}
         if before is not None:
             params["before"] = before
             rows = conn.execute(f"SELECT * FROM ({_REVIEW_COLUMNS} AND {where} AND j.row_number < %(before)s"
@@ -367,13 +384,12 @@ def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, wh
             "SELECT j.row_number, (j.usage ->> 'reuses_row')::integer AS owner FROM csv_row_jobs j"
             " WHERE j.batch_id = %s AND j.usage ? 'reuses_row' AND (j.usage ->> 'reuses_row')::integer = ANY (%s)"
             " ORDER BY j.row_number", [batch_id, numbers]).fetchall() if numbers else []
+        edges = {**params, "first": numbers[0] if numbers else 0, "last": numbers[-1] if numbers else 2**31 - 1}
         more = conn.execute(
             f"SELECT EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %(batch)s AND {where}"
             "                AND j.row_number < %(first)s) AS earlier,"
             f" EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %(batch)s AND {where}"
-            "          AND j.row_number > %(last)s) AS later",
-            {"batch": batch_id, "first": numbers[0] if numbers else 0,
-             "last": numbers[-1] if numbers else 2**31 - 1}).fetchone()
+            "          AND j.row_number > %(last)s) AS later", edges).fetchone()
         filters = ", ".join(f"count(*) FILTER (WHERE {condition}) AS products_{name}"
                             for name, condition in REVIEW_FILTERS.items())
         images = " + ".join(f"{_has(s)}::int" for s in ImageStyle)
@@ -386,7 +402,8 @@ def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, wh
             " count(*) FILTER (WHERE j.status = 'failed') AS failed,"
             " count(*) FILTER (WHERE j.status = 'completed' AND jsonb_path_exists(coalesce(j.generated_images,"
             "   '[]'), '$[*] ? (@.edited == false)')) AS without_photo,"
-            f" coalesce(sum({_NOT_READY}), 0) AS not_ready, {filters}"
+            f" coalesce(sum({_NOT_READY}), 0) AS not_ready, count(*) FILTER (WHERE {REVIEW_FILTERS['needs_eyes']})"
+            f" AS needs_eyes, {filters}"
             f" FROM csv_row_jobs j WHERE j.batch_id = %s AND {_PRODUCT_ROW}", [batch_id]).fetchone()
     assert more is not None and counts is not None
     return {"rows": rows, "variants": variants, "earlier": bool(more["earlier"]), "later": bool(more["later"]),

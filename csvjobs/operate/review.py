@@ -52,6 +52,23 @@ def review_images(settings: Settings, batch_id: uuid.UUID, rows: list[int] | Non
     return Decision(changed=changed, left_out=left_out)
 
 
+class Unflagged(BaseModel):
+    """What approving by exception did: images approved, and products left for the merchant's eyes."""
+
+    changed: int
+    needs_eyes: int
+
+
+def approve_unflagged(settings: Settings, batch_id: uuid.UUID) -> Unflagged:
+    """Approve every image still to review of the products that need no eyes (review by exception)."""
+    user_id = resolve_user_id(settings)
+    _target, conn = db.open_database(settings, application_name="csvjobs-review")
+    with conn:
+        changed = queries.approve_unflagged(conn, user_id, batch_id)
+        counts = queries.review_page(conn, user_id, batch_id, "needs_eyes", size=1)["counts"]
+    return Unflagged(changed=changed, needs_eyes=counts["needs_eyes"])
+
+
 class Redo(BaseModel):
     """A redo request's answer: how many rows were queued, what their new images will cost, and the rows named
     that the upload left out."""

@@ -83,6 +83,8 @@ class ReviewServer:
     token: str
     launch_code: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     launched: bool = False
+    # The spot-check's sample stays the same while this page is open: it is ordered by a hash with this seed.
+    sample_seed: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def url(self) -> str:
@@ -228,7 +230,20 @@ class RestoreRequest(BaseModel):
         return self
 
 
-_Body = TypeVar("_Body", ChangeRequest, AltTextRequest, RestoreRequest)
+class UnflaggedRequest(BaseModel):
+    """The page's "approve every image that needs no eyes" (after a spot-check of the sample)."""
+
+    approve: bool
+
+    def checked(self) -> UnflaggedRequest:
+        """Itself, once it says to approve (else ValueError)."""
+        if not self.approve:
+            raise ValueError("nothing to do")
+        return self
+
+
+_Body = TypeVar("_Body", ChangeRequest, AltTextRequest, RestoreRequest, UnflaggedRequest)
+SAMPLE_MAX = 500
 
 
 class Notifier:
@@ -343,18 +358,20 @@ def build_app(server: ReviewServer) -> Starlette:
         # One page of products (keyset: after or before a row number) and the batch's counts, read in the
         # database: a refresh costs the same on a 10,000-row batch as on a 10-row one.
         which = request.query_params.get("filter", "all")
-        if which not in FILTERS:
+        if which not in FILTERS and which != queries.SAMPLE:
             which = "all"
-        number, after, before = (_whole(request.query_params.get(name)) for name in ("page", "after", "before"))
+        number, after, before, wanted = (_whole(request.query_params.get(name))
+                                         for name in ("page", "after", "before", "sample"))
+        sample_size = min(max(1, wanted or 20), SAMPLE_MAX) if which == queries.SAMPLE else 0
         with db.connect(server.target, application_name="csvjobs-review") as conn:
             found = queries.review_page(conn, server.user_id, server.batch_id, which, after=after, before=before,
-                                        size=PAGE_SIZE)
+                                        size=PAGE_SIZE, sample=(server.sample_seed, sample_size))
             progress = queries.batch_progress(conn, server.user_id, server.batch_id)
             groups = product_groups(found)
             versions = queries.image_versions(conn, server.user_id, server.batch_id, [g["row"] for g in groups])
             price = redo_pricer(conn, server.settings, server.user_id)
         context = page_context(lambda path: _image_src(server, path), groups, which, number or 1, found, progress,
-                               lambda image: price([image]), versions)
+                               lambda image: price([image]), versions, sample_size)
         channels = f" · for {', '.join(progress.channels)}" if progress.channels else ""
         context["heading"] = {"title": f"Review {progress.original_filename}",
                               "subtitle": f"batch {str(server.batch_id)[:8]} · {progress.total_rows} row(s){channels}"}
@@ -387,6 +404,10 @@ def build_app(server: ReviewServer) -> Starlette:
         return await json_action(request, AltTextRequest, "{rows: [row numbers], style, text}", "changed",
                                  lambda body, conn: queries.set_alt_text(conn, server.user_id, server.batch_id,
                                                                          body.rows, body.style, body.text))
+
+    async def approve_unflagged(request: Request) -> JSONResponse:
+        return await json_action(request, UnflaggedRequest, "{approve: true}", "approved",
+                                 lambda _body, conn: queries.approve_unflagged(conn, server.user_id, server.batch_id))
 
     def api_rows(request: Request) -> JSONResponse:
         which = request.query_params.get("filter", "all")
@@ -441,6 +462,7 @@ def build_app(server: ReviewServer) -> Starlette:
     routes = [Route("/", page), Route("/api/page", api_page), Route("/api/rows", api_rows),
               Route("/api/change", change, methods=["POST"]), Route("/api/alt", alt_text, methods=["POST"]),
               Route("/api/restore", restore, methods=["POST"]),
+              Route("/api/approve-unflagged", approve_unflagged, methods=["POST"]),
               Route("/image", image), Route("/events", events)]
     return Starlette(routes=routes, middleware=[Middleware(Guard, server=server)])
 

@@ -13,7 +13,7 @@ from csvjobs.models import Route as ImageRoute
 from csvjobs.operate.progress import placeholder_note
 from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, prompt_for, review_state, tags_of
 
-FILTERS = ("all", "to_review", "approved", "rejected", "failed", "regenerating")
+FILTERS = ("all", "to_review", "needs_eyes", "approved", "rejected", "failed", "regenerating")
 STYLE_LABEL = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 
 ROUTE_LABEL = {ImageRoute.CUTOUT.value: "cut out of the product's photo",
@@ -45,7 +45,10 @@ def row_view(row: dict[str, Any]) -> dict[str, Any]:
             "tags": tags_of(row["generated_tags"]), "reference": row["reference_photo"] or "",
             "regenerating": bool(row["regenerating"]), "versions": int(row["versions"] or 0),
             "without_photo": bool(row["without_photo"]) and row["status"] == "completed",
-            "photo_problem": row["photo_problem"] or "", "reuses_row": row["reuses_row"]}
+            "photo_problem": row["photo_problem"] or "", "reuses_row": row["reuses_row"],
+            # what review by exception shows first: flagged, not channel-ready, photo unusable, or redone
+            "needs_eyes": any(i["flagged"] or i["not_ready"] for i in images if i["path"])
+            or bool(row["photo_problem"]) or int(row["versions"] or 0) > 0}
 
 
 def matches(view: dict[str, Any], which: str) -> bool:
@@ -59,6 +62,8 @@ def matches(view: dict[str, Any], which: str) -> bool:
         return view["status"] == "failed"
     if which == "regenerating":
         return view["regenerating"]
+    if which == "needs_eyes":
+        return view["status"] == "completed" and view["needs_eyes"]
     return True
 
 
@@ -66,7 +71,7 @@ def matches(view: dict[str, Any], which: str) -> bool:
 PAGE_SIZE = 48
 # The heading's counts (over the whole batch, a shared image once), as queries.review_page gives them.
 COUNTS = ("products", "images", "to_review", "approved", "rejected", "redoing", "failed", "without_photo",
-          "not_ready")
+          "not_ready", "needs_eyes")
 
 
 def product_groups(found: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,11 +103,12 @@ def spend_line(progress: BatchProgress) -> str:
 
 def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which: str, page: int,
                  found: dict[str, Any], progress: BatchProgress, redo_cost: Callable[[dict[str, Any]], float],
-                 versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 versions: list[dict[str, Any]] | None = None, sample_size: int = 0) -> dict[str, Any]:
     """What review_rows.html shows for one page of one filter (queries.review_page's), with the earlier versions
     of the page's images; src turns a storage path into the image's URL (with its read grant), redo_cost an image
     into what redoing it costs."""
-    pages = max(1, -(-found["counts"][f"products_{which}"] // PAGE_SIZE))
+    total = found["counts"].get(f"products_{which}", sample_size)
+    pages = max(1, -(-total // PAGE_SIZE))
     page = 1 if not found["earlier"] else pages if not found["later"] else min(max(2, page), pages - 1)
     earlier: dict[int, list[dict[str, Any]]] = {}
     for version in versions or []:
@@ -116,7 +122,7 @@ def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which:
                    "redo_cost": redo_cost(image["made"])} for image in group["images"]]
         current.append({**group, "images": images, "earlier": earlier.get(group["row"], []),
                         "reference_src": src(group["reference"]) if group["reference"] else ""})
-    return {"which": which, "page": page, "pages": pages, "groups": current,
+    return {"which": which, "page": page, "pages": pages, "groups": current, "sample_size": sample_size,
             "counts": {name: found["counts"][name] for name in COUNTS},
             "first_row": groups[0]["row"] if groups else 0, "last_row": groups[-1]["row"] if groups else 0,
             "has_earlier": found["earlier"], "has_later": found["later"],

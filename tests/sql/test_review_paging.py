@@ -74,3 +74,52 @@ def test_pages_walk_every_product_once_both_ways_and_the_counts_add_up(conn: psy
                                       if i["path"] and v["status"] == "completed")
     assert counts["failed"] == sum(v["status"] == "failed" for v in products)
     assert counts["redoing"] == sum(v["regenerating"] for v in products)
+
+
+def _needing_eyes(conn: psycopg.Connection, batch: Any) -> set[int]:
+    """Give rows every reason to need eyes: a flagged image, a channel rule failed, an unusable photo, a redo."""
+    reasons = {
+        3: "UPDATE csv_row_jobs SET generated_images = jsonb_set(generated_images, '{0,flagged}', 'true')",
+        5: "UPDATE csv_row_jobs SET generated_images = jsonb_set(generated_images, '{1,checks}',"
+           " '{\"amazon\": {\"passed\": false}, \"google\": {\"passed\": true}}')",
+        8: "UPDATE csv_row_jobs SET checkpoint = '{\"reference_error\": \"the photo URL answered HTTP 404\"}'",
+    }
+    with conn.transaction():
+        for number, change in reasons.items():
+            conn.execute(change + " WHERE batch_id = %s AND row_number = %s", [batch, number])
+        conn.execute("INSERT INTO csv_image_versions (batch_id, row_job_id, row_number, style, version, image)"
+                     " SELECT batch_id, id, row_number, 'lifestyle_emotional', 1, '{}' FROM csv_row_jobs"
+                     " WHERE batch_id = %s AND row_number = 12", [batch])
+        # Checks that all pass, and a reviewed row: no reason for eyes.
+        conn.execute("UPDATE csv_row_jobs SET generated_images = jsonb_set(generated_images, '{1,checks}',"
+                     " '{\"amazon\": {\"passed\": true}}') WHERE batch_id = %s AND row_number = 6", [batch])
+    return {3, 5, 8, 12}
+
+
+def test_review_by_exception_approves_what_needs_no_eyes_and_keeps_every_decision(conn: psycopg.Connection) -> None:
+    batch = completed_batch(conn, 20)
+    flagged = _needing_eyes(conn, batch)
+    assert queries.review_images(conn, USER_A, batch, [2], "single_white_background", "reject") == 1
+    assert queries.review_images(conn, USER_A, batch, [4], None, "approve") == 2
+    found = queries.review_page(conn, USER_A, batch, "needs_eyes")
+    assert {r["row_number"] for r in found["rows"]} == flagged and found["counts"]["needs_eyes"] == len(flagged)
+    # The page's sample: products that need no eyes, the same for the same seed.
+    sample = queries.review_page(conn, USER_A, batch, queries.SAMPLE, sample=("seed-1", 5))
+    rows = [r["row_number"] for r in sample["rows"]]
+    assert len(rows) == 5 and not set(rows) & flagged
+    assert [r["row_number"] for r in queries.review_page(conn, USER_A, batch, queries.SAMPLE,
+                                                         sample=("seed-1", 5))["rows"]] == rows
+    # 16 products need no eyes: 32 images, less the rejected one and the two approved before.
+    assert queries.approve_unflagged(conn, USER_A, batch) == 32 - 1 - 2
+    states = {(r["row_number"], style): ((r["review"] or {}).get(style) or {}).get("state", "unreviewed")
+              for r in conn.execute("SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s",
+                                    [batch]).fetchall()
+              for style in ("lifestyle_emotional", "single_white_background")}
+    for (row, style), state in states.items():
+        if row in flagged:
+            assert state == "unreviewed", (row, style)
+        elif (row, style) == (2, "single_white_background"):
+            assert state == "rejected"
+        else:
+            assert state == "approved", (row, style)
+    assert queries.approve_unflagged(conn, USER_A, batch) == 0  # nothing twice
