@@ -89,6 +89,9 @@ from csvjobs.queue.submission_queries import (
 # A lease outlives a slow step by far; the loop renews it while it works.
 LEASE_SECONDS = 300.0
 RENEW_EVERY_SECONDS = 30.0
+# Completed rows of an output file being read are reported this many at a time, or this often.
+REPORT_CHUNK = 100
+REPORT_EVERY_SECONDS = 2.0
 # Rows whose lines are built at once (photos are fetched concurrently within a window).
 BUILD_WINDOW = 16
 
@@ -393,7 +396,13 @@ class SubmissionLoop:
         needed = {job_id: [style.value for style in styles_still_needed(job.checkpoint)]
                   for job_id, job in rows.items()}
         states: dict[int, _RowState] = defaultdict(_RowState)
-        renewed = time.monotonic()
+        renewed = reported = time.monotonic()
+        # Results land as they are read: a row of the images step whose images are all in is reported with the
+        # next chunk (its output lines may be far apart in the file), so completed rows rise while a large file
+        # is read. A restart reads the file again and skips the rows already reported (no longer held), and the
+        # ledger counts each line once.
+        done: list[JobResult] = []
+        streamed = 0
         for file_id in (state.output_file_id, state.error_file_id):
             if not file_id:
                 continue
@@ -402,14 +411,25 @@ class SubmissionLoop:
                 job = rows.get(parsed[0]) if parsed else None
                 if parsed is None or job is None or parsed[1] != job.attempt:
                     continue  # not ours, or a row this submission no longer holds (collected before a restart)
-                await self._apply(sub, job, parsed[2], line, states[job.job_id])
+                st = states[job.job_id]
+                await self._apply(sub, job, parsed[2], line, st, needed[job.job_id])
+                if sub.step is SubmissionStep.IMAGES and not st.retry and not st.permanent and all(
+                        style in st.images for style in needed[job.job_id]):
+                    done.append(self._completed(rows.pop(job.job_id)))
+                if len(done) >= REPORT_CHUNK or (done and time.monotonic() - reported > REPORT_EVERY_SECONDS):
+                    await self._report(sub, done)
+                    streamed += len(done)
+                    done, reported = [], time.monotonic()
                 if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
                     await self._update(sub, {})
                     renewed = time.monotonic()
-        await self._settle(sub, state, rows, states, needed)
+        await self._report(sub, done)
+        await self._settle(sub, state, rows, states, needed, streamed=streamed + len(done))
 
-    async def _apply(self, sub: Submission, job: ClaimedJob, kind: str, line: dict[str, Any], st: _RowState) -> None:
-        """Save one output line's result on its row (or note why it failed)."""
+    async def _apply(self, sub: Submission, job: ClaimedJob, kind: str, line: dict[str, Any], st: _RowState,
+                     still_needed: list[str]) -> None:
+        """Save one output line's result on its row (or note why it failed); an image the row's checkpoint already
+        holds (stored by a collection cut off before it reported the row) is taken from there, not stored again."""
         problem = line_error(line)
         if problem is not None:
             code, message = problem
@@ -434,6 +454,9 @@ class SubmissionLoop:
                         f"{sub.openai_batch_id})", {"usage": usage, "openai_batch_id": sub.openai_batch_id})
                 return
             style = ImageStyle(kind)
+            if style.value not in still_needed and f"image:{style.value}" in job.checkpoint:
+                st.images[style.value] = GeneratedImage.model_validate(job.checkpoint[f"image:{style.value}"])
+                return
             edited = sub.endpoint == "/v1/images/edits"
             image = await self.provider.store_image(ctx, style, images_answer(body), edited=edited)
             if image.unframed and ctx.channels:
@@ -487,8 +510,9 @@ class SubmissionLoop:
         image.separation = analysis.separation.model_dump(mode="json")
 
     async def _settle(self, sub: Submission, state: BatchState, rows: dict[int, ClaimedJob],
-                      states: dict[int, _RowState], needed: dict[int, list[str]]) -> None:
-        """Hand every row on: to step 2, a result, or back to pending; then the submission is done."""
+                      states: dict[int, _RowState], needed: dict[int, list[str]], *, streamed: int = 0) -> None:
+        """Hand every row left on: to step 2, a result, or back to pending (streamed: the rows already reported
+        completed while the output was read); then the submission is done."""
         cancelled = await self._batch_status(sub.batch_id) == BatchStatus.CANCELLED
         onward: list[int] = []
         results: list[JobResult] = []
@@ -520,7 +544,7 @@ class SubmissionLoop:
         await self._release(sub, retry, count_retry=True)
         await self._release(sub, not_run, count_retry=False)
         outcome = {"openai_status": state.status, "onward": len(onward),
-                   "completed": sum(1 for r in results if r.status is JobStatus.COMPLETED),
+                   "completed": streamed + sum(1 for r in results if r.status is JobStatus.COMPLETED),
                    "failed": sum(1 for r in results if r.status is JobStatus.FAILED),
                    "retried": len(retry), "not_run": len(not_run)}
         await self._finish(sub, outcome)

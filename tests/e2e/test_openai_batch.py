@@ -285,3 +285,35 @@ def test_a_batch_openai_refuses_sends_its_rows_back_until_their_retries_run_out(
                for r in rows)
     assert fake.count("batches.create") == 2 and sync_calls(fake) == 0
     assert {s["state"] for s in submissions(conn, batch)} == {"done"}
+
+
+def test_rows_complete_while_the_output_is_read_and_a_kill_mid_read_applies_nothing_twice(batch_env, fake,
+                                                                                          conn) -> None:
+    """Results land as they are read: while a (slow) output file is read, completed rows rise; a pool killed then
+    and started again finishes every row with each image stored and paid once."""
+    rows = 24
+    batch = make_batch(conn, rows, mode="openai_batch")
+    fake.content_line_seconds = 0.15  # the images' output: 48 lines, about 7 s to read
+
+    def partly_collected() -> bool:
+        done = job_counts(conn, batch).get("completed", 0)
+        reading = any(s["step"] == "images" and s["state"] == "submitted" for s in submissions(conn, batch))
+        return 0 < done < rows and reading
+
+    proc = start_pool(batch_env, "--until-done", "--concurrency", "2")
+    wait_for(partly_collected, timeout=120, what="rows completed while the output file is still being read")
+    _kill_pool(proc, conn)
+    assert 0 < job_counts(conn, batch).get("completed", 0) < rows
+    with conn.transaction():  # the dead pool's lease on its submissions runs out (5 minutes, here at once)
+        conn.execute("UPDATE csv_openai_submissions SET locked_by = NULL, locked_until = NULL WHERE batch_id = %s",
+                     [batch])
+    fake.content_line_seconds = 0
+    work(batch_env, "--concurrency", "2")
+    assert job_counts(conn, batch) == {"completed": rows}
+    stored = conn.execute("SELECT row_number, details ->> 'style' AS style, count(*) AS n FROM csv_processing_logs"
+                          " WHERE batch_id = %s AND operation = 'image_stored' GROUP BY 1, 2", [batch]).fetchall()
+    assert stored and max(s["n"] for s in stored) == 1, stored  # (lines of the killed pool may be lost, not doubled)
+    paid = conn.execute("SELECT kind, count(*) AS n FROM csv_paid_calls WHERE batch_id = %s GROUP BY kind"
+                        " ORDER BY kind", [batch]).fetchall()
+    assert [(p["kind"], p["n"]) for p in paid] == [("image", 2 * rows), ("prompts", rows)]
+    assert fake.count("batch_image") == 2 * rows  # OpenAI ran each image once

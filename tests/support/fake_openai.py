@@ -166,6 +166,8 @@ class FakeOpenAI:
     flex_busy: int = 0
     # Answer 400 to every batch creation (an input file OpenAI will not take).
     refuse_batches: bool = False
+    # Send a file's content a line at a time, this long apart (a large output file read over a slow link).
+    content_line_seconds: float = 0.0
     # A failure schedule: called with the endpoint ("chat", "image", "edit") and the request body of every
     # synchronous model call, it answers what the call does: ("ok", seconds) succeeds after that long, ("429", s)
     # and ("500", s) fail after s seconds (a 429 with Retry-After: retry_after), ("hang", s) answers nothing for s
@@ -213,7 +215,13 @@ class FakeOpenAI:
                         self.send_header(name, value)
                     self.send_header("content-length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if headers.get("x-fake-stream") and fake.content_line_seconds:
+                        for line in data.splitlines(keepends=True):
+                            self.wfile.write(line)
+                            self.wfile.flush()
+                            time.sleep(fake.content_line_seconds)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -406,7 +414,7 @@ class FakeOpenAI:
             self._record("files.content", {"file_id": parts[1]})
             if parts[1] not in self.files:
                 return 404, {}, {"error": {"message": "No such file", "code": None}}
-            return 200, {}, self.files[parts[1]]
+            return 200, {"x-fake-stream": "1"}, self.files[parts[1]]
         if parts == ["batches"] and method == "POST":
             self._record("batches.create", body)
             if self.refuse_batches:
