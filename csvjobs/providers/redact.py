@@ -19,8 +19,11 @@ _KEY_SHAPED = re.compile(
 )
 
 
-# A URL in free text: a scheme, ://, then anything up to white space, a quote or a bracket.
-_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>()\[\]{}]+")
+# A URL in free text: a scheme, ://, userinfo, an IPv6 host in brackets, then anything up to white space, a quote
+# or a bracket, except the marker safe_url() leaves (a URL already shown safely is shown the same again, not as
+# "...=[redacted][redacted]").
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://(?:[^\s'\"<>()\[\]{}/@]*@)?(?:\[[0-9a-f:.%]+\])?"
+                  r"(?:\[redacted\]|[^\s'\"<>()\[\]{}])*")
 
 
 def safe_url(url: str) -> str:

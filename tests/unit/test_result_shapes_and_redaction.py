@@ -60,3 +60,13 @@ def test_a_url_is_shown_without_its_userinfo_query_values_or_fragment() -> None:
     said = redact("failed (https://me:hunter2@h.example/p.png?token=t0k3n) and ftp://a:b@c/d")
     assert "hunter2" not in said and "t0k3n" not in said and "me:" not in said and "a:b@" not in said
     assert "https://h.example/p.png?token=[redacted]" in said
+
+
+def test_a_url_shown_safely_is_shown_the_same_when_redacted_again() -> None:
+    from csvjobs.providers.redact import redact, safe_url
+
+    for url in ("http://h:1/p.jpg?width=1500&X-Amz-Signature=abc#frag", "https://user:pw@cdn.test/a.png?t=1",
+                "http://[::1]:80/x?y=2"):
+        shown = safe_url(url)
+        assert redact(shown) == shown == redact(redact(url))
+        assert "[redacted][redacted]" not in redact(f"fetching {url} failed")
