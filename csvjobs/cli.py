@@ -600,14 +600,14 @@ def retry(
     """
     from csvjobs.operate.batch_control import retry_rows
 
-    numbers = _parse_rows(rows)
+    numbers = parse_rows(rows)
     batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
     count = retry_rows(_settings(ctx, user), batch_id, numbers)
     out.print(f"{count} failed row(s) of {batch_id} back to pending" + ("; run `csvjobs work`" if count else ""))
 
 
-def _parse_rows(rows: str | None) -> list[int] | None:
+def parse_rows(rows: str | None) -> list[int] | None:
     """--rows: numbers and ranges separated by commas (1-4,9), or None for every row."""
     if rows is None:
         return None
@@ -658,7 +658,7 @@ def _review(ctx: typer.Context, batch: str, rows: str | None, style: str | None,
 
     batch_id = _batch_id(ctx, batch, user)
     assert batch_id is not None
-    decision = review_images(_settings(ctx, user), batch_id, _parse_rows(rows), parse_style(style), action)
+    decision = review_images(_settings(ctx, user), batch_id, parse_rows(rows), parse_style(style), action)
     out.print(f"{decision.changed} image(s) of {batch_id} {'approved' if action == 'approve' else 'rejected'}"
               + _left_out(decision.left_out))
 
@@ -739,7 +739,7 @@ def regenerate(
     if placeholders:
         redo = regenerate_placeholders(settings, batch_id)
     else:
-        numbers = _parse_rows(rows)
+        numbers = parse_rows(rows)
         assert numbers is not None
         redo = regenerate_images(settings, batch_id, numbers, parse_style(style), note)
     cost = f" (about ${redo.price_usd:.4f} of new images)" if redo.rows else ""

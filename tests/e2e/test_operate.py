@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -293,3 +294,20 @@ def test_logs_of_one_moment_come_in_the_order_they_were_written(user_env, conn) 
     # A row's steps were logged before its result, and that is the order shown.
     assert ops[-1] == "row_completed" and "image_stored" in ops and ops.index("image_stored") < ops.index(
         "row_completed")
+
+
+def test_export_never_writes_through_a_planted_link(run_cli, conn, tmp_path, monkeypatch) -> None:
+    """A symlink planted where a predictable temporary name would be (.NAME.PID.tmp, the old scheme) or at any
+    name in the folder is never followed: the export writes a new file beside the target and renames it."""
+    monkeypatch.setenv("CSVJOBS_USER_ID", str(USER_A))
+    batch = make_batch(conn, 2)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / f".rows.csv.{os.getpid()}.tmp").symlink_to(victim)
+    result = run_cli("export", str(batch), "-o", str(out_dir / "rows.csv"))
+    assert result.code == 0, result.stderr
+    assert victim.read_text() == "keep me"
+    assert (out_dir / "rows.csv").read_text().startswith("title,country,description,row_number")
+    assert sorted(p.name for p in out_dir.iterdir()) == [f".rows.csv.{os.getpid()}.tmp", "rows.csv"]

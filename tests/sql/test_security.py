@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import psycopg
@@ -289,19 +288,3 @@ def test_templates_are_uploaded_only_into_the_users_own_folder(empty_database_ur
     assert bucket == {"public": True, "file_size_limit": 10 * 1024 * 1024,
                       "allowed_mime_types": ["text/csv", "text/plain", "application/csv"]}
 
-
-def test_export_never_writes_through_a_planted_link(run_cli, conn, tmp_path, monkeypatch) -> None:
-    """A symlink planted where a predictable temporary name would be (.NAME.PID.tmp, the old scheme) or at any
-    name in the folder is never followed: the export writes a new file beside the target and renames it."""
-    monkeypatch.setenv("CSVJOBS_USER_ID", str(USER_A))
-    batch = make_batch(conn, 2)
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    (out_dir / f".rows.csv.{os.getpid()}.tmp").symlink_to(victim)
-    result = run_cli("export", str(batch), "-o", str(out_dir / "rows.csv"))
-    assert result.code == 0, result.stderr
-    assert victim.read_text() == "keep me"
-    assert (out_dir / "rows.csv").read_text().startswith("title,country,description,row_number")
-    assert sorted(p.name for p in out_dir.iterdir()) == [f".rows.csv.{os.getpid()}.tmp", "rows.csv"]

@@ -236,3 +236,15 @@ def test_the_progress_table_fits_the_terminal_with_every_cell_whole(width: int) 
     assert "…" not in text and all(len(line) <= width for line in text.splitlines())
     for cell in ("9999/10000", "152.5512", "2h01m", " 99.5%"):
         assert cell in text, (cell, text)
+
+
+def test_rows_take_numbers_and_ranges() -> None:
+    from csvjobs.cli import parse_rows
+    from csvjobs.errors import InputError
+
+    assert parse_rows("1-4,9") == [1, 2, 3, 4, 9]
+    assert parse_rows(" 3, 1-2 ,3") == [1, 2, 3]
+    assert parse_rows(None) is None
+    for bad in ("", "4-1", "a", "0", "1-", "-3"):
+        with pytest.raises(InputError, match="--rows"):
+            parse_rows(bad)

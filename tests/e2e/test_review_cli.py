@@ -1,6 +1,6 @@
-"""Reviewing images from the command line: approve and reject (state in PostgreSQL, under RLS), redo one image
-with a note (paying for exactly that image, the old version kept), shop exports carrying approved images only,
-and another user's batch refused."""
+"""Reviewing images from the command line, with a worker pool: approve and reject (state in PostgreSQL, under
+RLS), redo one image with a note (paying for exactly that image, the old version kept), shop exports carrying
+approved images only, and another user's batch refused."""
 
 from __future__ import annotations
 
@@ -15,21 +15,9 @@ from support.fake_openai import FakeOpenAI
 from support.helpers import USER_A, USER_B, cli, job_counts
 from support.pool import finish, start_pool
 
-from csvjobs.cli import _parse_rows
-from csvjobs.errors import InputError
-
 # A plain CSV made with the offline provider: the shop export must be told it may replace images and use placeholders.
 SHOP_OK = ("--replace-images", "--include-placeholders")
 BASE = "https://cdn.example.test/img"
-
-
-def test_rows_take_numbers_and_ranges() -> None:
-    assert _parse_rows("1-4,9") == [1, 2, 3, 4, 9]
-    assert _parse_rows(" 3, 1-2 ,3") == [1, 2, 3]
-    assert _parse_rows(None) is None
-    for bad in ("", "4-1", "a", "0", "1-", "-3"):
-        with pytest.raises(InputError, match="--rows"):
-            _parse_rows(bad)
 
 
 @pytest.fixture
