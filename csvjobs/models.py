@@ -57,6 +57,19 @@ class ImageStyle(StrEnum):
     LIFESTYLE_EMOTIONAL = "lifestyle_emotional"
     SINGLE_WHITE_BACKGROUND = "single_white_background"
 
+    @property
+    def word(self) -> str:
+        """The style's one short word, everywhere a person reads it: file names, --style, the review page."""
+        return STYLE_WORDS[self]
+
+    @property
+    def shopper_words(self) -> str:
+        """What the image shows, for alt text a shopper reads when the model wrote none ("Mug in use")."""
+        return "in use" if self is ImageStyle.LIFESTYLE_EMOTIONAL else "on white"
+
+
+STYLE_WORDS = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
+
 
 class Route(StrEnum):
     """What made an image: the product cut out of its own photo, or the image model from the photo or text."""

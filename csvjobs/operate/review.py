@@ -16,16 +16,15 @@ from csvjobs.models import ImageStyle
 from csvjobs.operate import queries
 from csvjobs.users import resolve_user_id
 
-STYLE_NAMES = {"lifestyle": ImageStyle.LIFESTYLE_EMOTIONAL, "white": ImageStyle.SINGLE_WHITE_BACKGROUND}
-
 
 def parse_style(style: str | None) -> ImageStyle | None:
     """--style: lifestyle, white, or a full style name; None for both."""
     if style is None:
         return None
     key = style.strip().lower()
-    if key in STYLE_NAMES:
-        return STYLE_NAMES[key]
+    by_word = {style.word: style for style in ImageStyle}
+    if key in by_word:
+        return by_word[key]
     try:
         return ImageStyle(key)
     except ValueError as exc:

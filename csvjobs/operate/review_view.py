@@ -14,7 +14,6 @@ from csvjobs.operate.progress import placeholder_note
 from csvjobs.operate.result_shapes import alt_text_for, image_for, image_location, prompt_for, review_state, tags_of
 
 FILTERS = ("all", "to_review", "needs_eyes", "approved", "rejected", "failed", "regenerating")
-STYLE_LABEL = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 
 ROUTE_LABEL = {ImageRoute.CUTOUT.value: "cut out of the product's photo",
                ImageRoute.GENERATED_FROM_PHOTO.value: "generated from the product's photo",
@@ -28,7 +27,7 @@ def row_view(row: dict[str, Any]) -> dict[str, Any]:
         image = image_for(row["generated_images"], style)
         path = image_location(image)
         fidelity = image.get("fidelity") if isinstance(image.get("fidelity"), dict) else None
-        images.append({"style": style.value, "label": STYLE_LABEL[style], "path": path,
+        images.append({"style": style.value, "label": style.word, "path": path,
                        "prompt": prompt_for(row["generated_prompts"], style),
                        "review": review_state(row["review"], style),
                        "route": ROUTE_LABEL.get(str(image.get("route") or ""), ""),
@@ -114,7 +113,7 @@ def page_context(src: Callable[[str], str], groups: list[dict[str, Any]], which:
     for version in versions or []:
         if version["path"]:
             earlier.setdefault(version["row_number"], []).append(
-                {**version, "label": STYLE_LABEL[ImageStyle(version["style"])],
+                {**version, "label": ImageStyle(version["style"]).word,
                  "src": src(version["path"])})
     current = []
     for group in groups:

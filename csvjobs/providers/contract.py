@@ -134,7 +134,6 @@ class RateLimiter(Protocol):
 
 
 # The word an image's file name ends in, for each style.
-STYLE_FILE_WORDS = {ImageStyle.LIFESTYLE_EMOTIONAL: "lifestyle", ImageStyle.SINGLE_WHITE_BACKGROUND: "white"}
 LogStep = Callable[[str, str, dict[str, Any]], None]
 Checkpoint = Callable[[dict[str, Any]], Awaitable[bool]]
 # reserve(amount, release): None when reserved, else why not (see BudgetRefused); unreserve(amount); pay(call).
@@ -216,7 +215,7 @@ class RowContext:
         job = self.job
         redo = f"-r{job.attempt}" if style.value in self.redo else ""
         name = readable_name(str(job.product.get("title") or job.product.get("product_type") or ""))
-        word = STYLE_FILE_WORDS[style]
+        word = style.word
         return IMAGES_BUCKET, f"{job.user_id}/{job.batch_id}/{job.row_number}/{name}-{word}{redo}.{ext}"
 
 

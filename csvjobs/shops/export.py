@@ -66,7 +66,6 @@ WOOCOMMERCE_HINT = ("import it in WooCommerce under Products > Import, ticking '
                     "leaving 'Map CSV fields' as it proposes): products are matched by ID or SKU, their existing "
                     "images and tags stay and the new ones are added")
 WOOCOMMERCE_HEADERS = ["ID", "SKU", "Images", "Tags"]
-_STYLE_NAMES = {ImageStyle.LIFESTYLE_EMOTIONAL: "in use", ImageStyle.SINGLE_WHITE_BACKGROUND: "on white"}
 
 
 def shopify_headers(current: bool, variants: bool = False) -> list[str]:
@@ -390,7 +389,7 @@ def shopify_products(rows: Iterable[dict[str, Any]], batch: dict[str, Any], stor
         images = _images(row, urls, options, notes)
         for _style, key, url, alt in images:
             if url not in product.seen:
-                name = alt or f"{product.title} {_STYLE_NAMES[_style]}"
+                name = alt or f"{product.title} {_style.shopper_words}"
                 product.add_new(key, NewImage(url, generated_cell(name)[:ALT_TEXT_LIMIT]))
         white = next((url for style, _key, url, _alt in images if style is ImageStyle.SINGLE_WHITE_BACKGROUND), "")
         values = tuple(value_of(data, f"option{n} value", "shopify") for n in (1, 2, 3)) if from_shopify else ()

@@ -52,7 +52,6 @@ from csvjobs.storage.contract import Storage
 from csvjobs.storage.registry import open_storage
 from csvjobs.users import resolve_user_id
 
-_STYLE_WORDS = {ImageStyle.LIFESTYLE_EMOTIONAL: "in-use", ImageStyle.SINGLE_WHITE_BACKGROUND: "on-white"}
 MARKER_DIGITS = 16
 # Products whose images are sent before waiting for the shop to process them all: the shop works on them side by
 # side, and a cut-off push loses at most this many products' confirmations (a re-run finds their images).
@@ -293,7 +292,7 @@ def _refs(row: dict[str, Any], options: PushOptions, preset: str) -> tuple[Produ
 
 def _alt(row: dict[str, Any], style: ImageStyle, title: str) -> str:
     alt = alt_text_for(row["generated_prompts"], style, row.get("review"))
-    return (alt or f"{title} {_STYLE_WORDS[style].replace('-', ' ')}".strip())[:ALT_TEXT_LIMIT]
+    return (alt or f"{title} {style.shopper_words}".strip())[:ALT_TEXT_LIMIT]
 
 
 def _image_to_add(product: PlannedProduct, image: PlannedImage, storage: Storage) -> tuple[str, ImageToAdd]:
@@ -304,7 +303,7 @@ def _image_to_add(product: PlannedProduct, image: PlannedImage, storage: Storage
     suffix = Path(image.storage_path).suffix.lower() or ".png"
     mime = mimetypes.types_map.get(suffix, "image/png")
     name = slug(product.title or product.ref.label)[:60] or "product"
-    return sha, ImageToAdd(marker=marker, file_name=f"{name}-{_STYLE_WORDS[image.style]}-{marker}{suffix}",
+    return sha, ImageToAdd(marker=marker, file_name=f"{name}-{image.style.word}-{marker}{suffix}",
                            mime_type=mime, alt=image.alt, data=data)
 
 

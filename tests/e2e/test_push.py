@@ -114,7 +114,7 @@ def test_shopify_push_adds_each_image_once_and_keeps_everything_the_shop_has(con
     assert report["images_added"] == 8 and report["failed"] == 0
     assert_only_added(before, shopify, {"shirt": 4, "hat": 2, "pants": 2})
     shirt = shopify.by_handle("shirt").media
-    assert shirt[3].alt == "Shirt lifestyle_emotional alt" and "shirt-in-use-" in shirt[3].file_name
+    assert shirt[3].alt == "Shirt lifestyle_emotional alt" and "shirt-lifestyle-" in shirt[3].file_name
     assert "productSet" not in shopify.operations
     no_secrets(result.stdout, result.stderr)
 
@@ -276,7 +276,7 @@ def test_woocommerce_push_appends_to_the_live_list_once_with_alt_text(conn, push
     assert len(woo.media) == 5 + 6
     variant = run_cli("push", "woocommerce", str(batch), "--store", woo.base, "--variant-images")
     assert variant.code == 0, variant.stderr
-    assert woo.media[woo.products[21].image].source_url.rsplit("/", 1)[-1].startswith("tee-red-on-white-")
+    assert woo.media[woo.products[21].image].source_url.rsplit("/", 1)[-1].startswith("tee-red-white-")
     wrong = run_cli("push", "woocommerce", str(batch), "--store", woo.base, "--credentials-file",
                     str(write_credentials(push_env.home, "WOOCOMMERCE_USER=shopmanager\n"
                                           "WOOCOMMERCE_APP_PASSWORD=not-the-password\n")))
