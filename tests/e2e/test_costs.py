@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.helpers import REAL_DATA, cli, job_counts
-from support.pool import finish, start_pool
+from support.pool import work
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,6 @@ def upload(env: dict[str, str], path: Path, *args: str) -> dict:
     result = cli(env, "upload", str(path), "--json", *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def work(env: dict[str, str], *args: str) -> str:
-    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", *args), timeout=240)
-    assert code == 0, err
-    return err
 
 
 def cost_of(conn, batch: str) -> float:

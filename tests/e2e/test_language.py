@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.helpers import REAL_DATA, cli
-from support.pool import finish, start_pool
+from support.pool import work
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +31,6 @@ def upload(env: dict[str, str], path: Path, *args: str) -> dict:
     result = cli(env, "upload", str(path), "--json", *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def work(env: dict[str, str], *args: str) -> str:
-    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", *args))
-    assert code == 0, err
-    return err
 
 
 def chats(fake) -> list[str]:

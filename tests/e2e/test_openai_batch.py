@@ -15,6 +15,7 @@ from PIL import Image
 from support.fake_openai import FakeOpenAI
 from support.helpers import USER_A, batch_row, cli, job_counts, make_batch
 from support.pool import finish, start_pool, wait_for
+from support.pool import work as pool_work
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +30,8 @@ def batch_env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
 
 
 def work(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    code, err = finish(start_pool(env, "--until-done", *args), timeout=timeout)
-    assert code == 0, err
-    return err
+    """Through the Batch API, dedicated workers included."""
+    return pool_work(env, *args, timeout=timeout, dedicated=True)
 
 
 def sync_calls(fake: FakeOpenAI) -> int:

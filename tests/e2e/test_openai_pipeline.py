@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from support.fake_openai import FakeOpenAI
 from support.helpers import batch_row, job_counts, make_batch
-from support.pool import finish, start_pool, wait_for
+from support.pool import finish, start_pool, wait_for, work
 
 # These start worker pools, servers or CLI processes: run by CI, left out by `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -25,12 +25,6 @@ SECRET = "sk-test-0123456789-do-not-log"
 @pytest.fixture
 def openai_env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
     return dict(pool_env, OPENAI_API_KEY=SECRET, OPENAI_BASE_URL=fake.base_url)
-
-
-def work(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", *args), timeout=timeout)
-    assert code == 0, err
-    return err
 
 
 def test_a_batch_yields_two_decodable_images_per_row_with_prompts_tags_and_cost(

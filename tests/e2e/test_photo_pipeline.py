@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from support.helpers import REAL_DATA, USER_A, cli, job_counts
 from support.photo_server import photo_bytes
-from support.pool import finish, start_pool
+from support.pool import work as pool_work
 
 from csvjobs.providers.white_background import is_pure_white_border
 
@@ -49,10 +49,7 @@ def upload(env: dict[str, str], path: Path, *args: str) -> uuid.UUID:
 
 
 def work(env: dict[str, str], *args: str) -> str:
-    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", "--concurrency", "3", *args),
-                       timeout=180)
-    assert code == 0, err
-    return err
+    return pool_work(env, "--concurrency", "3", *args)
 
 
 def rows_of(conn, batch: uuid.UUID) -> dict[int, dict]:

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 from support.helpers import cli
-from support.pool import finish, start_pool
+from support.pool import work
 from support.review import review_server
 
 pytestmark = pytest.mark.slow
-
-
-def work(env: dict[str, str]) -> str:
-    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0"))
-    assert code == 0, err
-    return err
 
 
 def page_rows(env: dict[str, str], batch: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.fake_openai import FakeOpenAI
 from support.helpers import USER_A, USER_B, cli, job_counts
-from support.pool import finish, start_pool
+from support.pool import work as pool_work
 
 # A plain CSV made with the offline provider: the shop export must be told it may replace images and use placeholders.
 SHOP_OK = ("--replace-images", "--include-placeholders")
@@ -26,9 +26,8 @@ def env(pool_env: dict[str, str], fake: FakeOpenAI) -> dict[str, str]:
                 OPENAI_BASE_URL=fake.base_url)
 
 
-def work(env: dict[str, str]) -> None:
-    code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", "--concurrency", "3"), timeout=120)
-    assert code == 0, err
+def work(env: dict[str, str], *args: str) -> str:
+    return pool_work(env, "--concurrency", "3", *args)
 
 
 @pytest.mark.slow

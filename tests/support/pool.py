@@ -30,3 +30,12 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def work(env: dict[str, str], *args: str, timeout: float = 240, dedicated: bool = False) -> str:
+    """`csvjobs work --until-done ARGS` as a user runs it (without dedicated workers unless asked), once it has
+    exited 0; what it printed on stderr (its workers' lines and the bill)."""
+    code, err = finish(start_pool(env, "--until-done", *(() if dedicated else ("--max-dedicated", "0")), *args),
+                       timeout=timeout)
+    assert code == 0, err
+    return err

