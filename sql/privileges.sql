@@ -31,7 +31,7 @@ BEGIN
               'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim', 'reserve_csv_call_cost',
               'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
               'csv_paid_calls_append_only', 'redo_csv_placeholder_images', 'csv_reopen_batch',
-              'csv_row_needs_eyes', 'approve_csv_unflagged_images'])
+              'csv_row_needs_eyes', 'approve_csv_unflagged_images', 'csv_write_review'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;

@@ -76,6 +76,37 @@ LANGUAGE sql STABLE AS $$
                                             OR j.reuses_job IN (SELECT id FROM owners))));
 $$;
 
+-- Internal: write one decision (p_entry: its state, by, at) on the images of p_styles of the rows p_ids that are
+-- completed and have such an image, where the image's state differs from it (p_only_unreviewed: where it is still
+-- unreviewed). Each row's change is worked out on the row itself (no sort) and the row written once for every
+-- style. Returns how many images changed.
+CREATE OR REPLACE FUNCTION csv_write_review(p_ids bigint[], p_styles text[], p_entry jsonb,
+                                            p_only_unreviewed boolean)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH changes AS (
+        SELECT j.id, p.patch, p.images
+          FROM public.csv_row_jobs j
+          JOIN unnest(p_ids) AS t(id) ON j.id = t.id
+         CROSS JOIN LATERAL (
+               SELECT jsonb_object_agg(s.style, p_entry) AS patch, count(*) AS images
+                 FROM unnest(p_styles) AS s(style)
+                WHERE j.generated_images @> jsonb_build_array(jsonb_build_object('style', s.style))
+                  AND coalesce(j.review -> s.style ->> 'state', 'unreviewed')
+                      IS DISTINCT FROM (p_entry ->> 'state')
+                  AND (NOT p_only_unreviewed
+                       OR coalesce(j.review -> s.style ->> 'state', 'unreviewed') = 'unreviewed')) p
+         WHERE j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array' AND p.images > 0
+    ), upd AS (
+        UPDATE public.csv_row_jobs j
+           SET review = coalesce(j.review, '{}'::jsonb) || c.patch, updated_at = now()
+          FROM changes c
+         WHERE j.id = c.id
+        RETURNING c.images
+    )
+    SELECT coalesce(sum(images), 0)::integer FROM upd;
+$$;
+
 -- Approve or reject (p_action 'approve' / 'reject' / 'clear') the current image of p_style (both styles when
 -- NULL) of the given rows (all rows when NULL) that have one. Returns how many images changed.
 -- Locks: the batch row (ownership), then the rows' job rows.
@@ -106,25 +137,7 @@ BEGIN
     -- write of each row for both styles.
     v_ids := public.csv_review_sharing_rows(p_batch_id, public.csv_review_target_rows(p_batch_id, p_rows));
     v_entry := jsonb_build_object('state', v_state, 'by', auth.uid(), 'at', now());
-    WITH changes AS (
-        -- Each row's change (the styles it has whose state differs) worked out on the row itself: no sort.
-        SELECT j.id, p.patch, p.images
-          FROM public.csv_row_jobs j
-          JOIN unnest(v_ids) AS t(id) ON j.id = t.id
-         CROSS JOIN LATERAL (
-               SELECT jsonb_object_agg(s.style, v_entry) AS patch, count(*) AS images
-                 FROM unnest(v_styles) AS s(style)
-                WHERE j.generated_images @> jsonb_build_array(jsonb_build_object('style', s.style))
-                  AND coalesce(j.review -> s.style ->> 'state', 'unreviewed') IS DISTINCT FROM v_state) p
-         WHERE j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array' AND p.images > 0
-    ), upd AS (
-        UPDATE public.csv_row_jobs j
-           SET review = coalesce(j.review, '{}'::jsonb) || c.patch, updated_at = now()
-          FROM changes c
-         WHERE j.id = c.id
-        RETURNING c.images
-    )
-    SELECT coalesce(sum(images), 0) INTO v_count FROM upd;
+    v_count := public.csv_write_review(v_ids, v_styles, v_entry, false);
     IF v_count > 0 THEN
         INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO', format('%s image(s) %s', v_count, v_state), 'images_' || v_state,
@@ -378,29 +391,17 @@ SET search_path = public, pg_temp
 AS $$
 DECLARE
     v_entry jsonb;
+    v_ids bigint[];
     v_count integer;
 BEGIN
     PERFORM public.csv_lock_owned_batch(p_batch_id);
     v_entry := jsonb_build_object('state', 'approved', 'by', auth.uid(), 'at', now(), 'unflagged', true);
-    WITH changes AS (
-        SELECT j.id, p.patch, p.images
-          FROM public.csv_row_jobs j
-         CROSS JOIN LATERAL (
-               SELECT jsonb_object_agg(s.style, v_entry) AS patch, count(*) AS images
-                 FROM unnest(ARRAY['lifestyle_emotional', 'single_white_background']) AS s(style)
-                WHERE j.generated_images @> jsonb_build_array(jsonb_build_object('style', s.style))
-                  AND coalesce(j.review -> s.style ->> 'state', 'unreviewed') = 'unreviewed') p
-         WHERE j.batch_id = p_batch_id AND j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array'
-           AND p.images > 0
-           AND NOT public.csv_row_needs_eyes(j.batch_id, j.row_number, j.generated_images, j.checkpoint)
-    ), upd AS (
-        UPDATE public.csv_row_jobs j
-           SET review = coalesce(j.review, '{}'::jsonb) || c.patch, updated_at = now()
-          FROM changes c
-         WHERE j.id = c.id
-        RETURNING c.images
-    )
-    SELECT coalesce(sum(images), 0) INTO v_count FROM upd;
+    SELECT coalesce(array_agg(j.id), '{}') INTO v_ids
+      FROM public.csv_row_jobs j
+     WHERE j.batch_id = p_batch_id AND j.status = 'completed'
+       AND NOT public.csv_row_needs_eyes(j.batch_id, j.row_number, j.generated_images, j.checkpoint);
+    v_count := public.csv_write_review(v_ids, ARRAY['lifestyle_emotional', 'single_white_background'], v_entry,
+                                       true);
     IF v_count > 0 THEN
         INSERT INTO public.csv_processing_logs (batch_id, log_level, message, operation, details)
         VALUES (p_batch_id, 'INFO', format('%s image(s) that need no eyes approved', v_count), 'images_approved',

@@ -221,3 +221,17 @@ def scrub(text: str, secrets: Iterable[str], limit: int = 300) -> str:
 
 
 Sleeper = Callable[[float], None]
+RETRIES = 6
+
+
+def backoff(attempt: int, failure: str, sleep: Sleeper, retry_after: str | None = None) -> int:
+    """Wait before sending a failed request again (the server's Retry-After when it gave one, else doubling from
+    half a second, at most 30 s) and return the next attempt's number; after RETRIES, ShopError saying so."""
+    if attempt + 1 >= RETRIES:
+        raise ShopError(f"{failure} {RETRIES} times in a row")
+    try:
+        delay = float(retry_after) if retry_after else 0.5 * 2 ** attempt
+    except ValueError:
+        delay = 0.5 * 2 ** attempt
+    sleep(min(delay, 30.0))
+    return attempt + 1

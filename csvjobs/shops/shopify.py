@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from csvjobs.shops.contract import (
+    RETRIES,
     Added,
     Credentials,
     ImageToAdd,
@@ -33,13 +34,13 @@ from csvjobs.shops.contract import (
     ShopError,
     Sleeper,
     Store,
+    backoff,
     scrub,
 )
 
 API_VERSION = "2026-10"
 MEDIA_PAGE = 50
 STATUS_PAGE = 50
-RETRIES = 6
 QUERY_COST = 1 + MEDIA_PAGE + 2  # what the bucket is asked for a product read, before Shopify says
 MUTATION_COST = 10
 
@@ -276,14 +277,7 @@ class ShopifyClient:
             return body.get("data") or {}
 
     def _backoff(self, attempt: int, what: str = "failed", retry_after: str | None = None) -> int:
-        if attempt + 1 >= RETRIES:
-            raise ShopError(f"the store {what} {RETRIES} times in a row")
-        try:
-            delay = float(retry_after) if retry_after else 0.5 * 2 ** attempt
-        except ValueError:
-            delay = 0.5 * 2 ** attempt
-        self._sleep(min(delay, 30.0))
-        return attempt + 1
+        return backoff(attempt, f"the store {what}", self._sleep, retry_after)
 
     def _note_cost(self, extensions: dict[str, Any]) -> None:
         status = (extensions.get("cost") or {}).get("throttleStatus") or {}

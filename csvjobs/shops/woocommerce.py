@@ -30,10 +30,9 @@ from csvjobs.shops.contract import (
     ShopError,
     Sleeper,
     Store,
+    backoff,
     scrub,
 )
-
-RETRIES = 6
 
 
 class WooCommerceClient:
@@ -167,14 +166,7 @@ class WooCommerceClient:
                                 f"at {path.split('?')[0]}: is --store the site's address?") from None
 
     def _backoff(self, attempt: int, what: str, retry_after: str | None = None) -> int:
-        if attempt + 1 >= RETRIES:
-            raise ShopError(f"the site {what} {RETRIES} times in a row")
-        try:
-            delay = float(retry_after) if retry_after else 0.5 * 2 ** attempt
-        except ValueError:
-            delay = 0.5 * 2 ** attempt
-        self._sleep(min(delay, 30.0))
-        return attempt + 1
+        return backoff(attempt, f"the site {what}", self._sleep, retry_after)
 
 
 def _ident(value: str) -> str:
