@@ -132,8 +132,10 @@ def cut_out(data: bytes) -> tuple[Cutout | None, Separation]:
     """The product cut out of its photo, or None (with the measure saying why) when the background cannot be
     separated. Raises OSError for bytes that are not an image."""
     photo = _load_rgb(data)
-    analysis = photo.copy()
-    analysis.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.LANCZOS)
+    # Straight to the analysis size (a copy to shrink in place would hold the whole photo a second time).
+    scale = min(1.0, ANALYSIS_SIDE / max(photo.size))
+    analysis = photo if scale == 1.0 else photo.resize(
+        (max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.Resampling.LANCZOS)
     rgb = np.asarray(analysis)
     measure, mask = separate(rgb)
     if not measure.separable:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from csvjobs.config import Settings
+from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route
 from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
 from csvjobs.providers.packshot import PhotoAnalysis, analyse_photo, finish_image, store_cutout
@@ -124,10 +125,10 @@ class OfflineProvider:
         note = ctx.redo_note(style)
         if note:
             prompt = f"{prompt} Changes the reviewer asked for: {note}"
-        data = await asyncio.to_thread(render_placeholder, style, prompt, ctx.job.row_number, photo)
+        data = await run_pixel_work(render_placeholder, style, prompt, ctx.job.row_number, photo)
         # The same finishing as real images (pure white to the edges, the channels' size and checks); a placeholder
         # is not claimed to be AI-made.
-        done = await asyncio.to_thread(finish_image, data, style, "png", ctx.channels, ai_made=False)
+        done = await run_pixel_work(finish_image, data, style, "png", ctx.channels, ai_made=False)
         data, fmt, checks = done.data, done.fmt, done.checks
         bucket, key = ctx.image_key(style, fmt)
         path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from csvjobs.config import Settings
 from csvjobs.errors import BudgetRefused, ConfigError
+from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.languages import language_name
 from csvjobs.metrics import RequestTimer
 from csvjobs.models import ClaimedJob, ImageStyle, Route
@@ -514,7 +515,7 @@ class OpenAIProvider:
         data = await self._image_bytes(item.b64_json, item.url)
         white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
         try:
-            done = await asyncio.to_thread(finish_image, data, style, settings.image_format, ctx.channels,
+            done = await run_pixel_work(finish_image, data, style, settings.image_format, ctx.channels,
                                            ai_made=True)
         except OSError as exc:  # Pillow's UnidentifiedImageError among them
             raise TransientError(f"the image model returned an image that cannot be read ({exc})") from exc

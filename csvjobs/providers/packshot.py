@@ -18,6 +18,7 @@ from csvjobs.config import Settings
 from csvjobs.images import fidelity
 from csvjobs.images.channels import PACKSHOT_FILL, RULES, check_image, resize_to, target_side
 from csvjobs.images.cutout import Cutout, Separation, cut_out, place_on_white, reframe_on_white
+from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.images.provenance import mark_ai_generated
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route, parse_channels
 from csvjobs.providers.contract import GeneratedImage, RowContext
@@ -36,7 +37,7 @@ class PhotoAnalysis:
 
 async def analyse_photo(ctx: RowContext, png: bytes) -> PhotoAnalysis:
     """Measure the photo's background once per row (a thread: it is CPU work) and log the measure."""
-    cutout, separation = await asyncio.to_thread(cut_out, png)
+    cutout, separation = await run_pixel_work(cut_out, png)
     if cutout is not None:
         pixels = fidelity.product_pixels(cutout.analysis_rgb, cutout.mask)
     else:
@@ -126,7 +127,7 @@ async def store_cutout(ctx: RowContext, settings: Settings, analysis: PhotoAnaly
         done = finish_image(png.getvalue(), style, settings.image_format, ctx.channels, ai_made=False)
         return done.data, done.fmt, done.checks
 
-    data, fmt, checks = await asyncio.to_thread(render)
+    data, fmt, checks = await run_pixel_work(render)
     bucket, key = ctx.image_key(style, fmt)
     path = await asyncio.to_thread(ctx.storage.put_bytes, bucket, key, data)
     image = GeneratedImage(style=style, storage_path=path, model="cutout", size=f"{side}x{side}", bytes=len(data),

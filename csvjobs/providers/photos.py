@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from csvjobs.config import Settings
 from csvjobs.errors import JobLostError, PermanentError
+from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.models import IMAGE_FORMATS
 from csvjobs.providers.contract import RowContext
 from csvjobs.providers.redact import redact, safe_url
@@ -298,7 +299,7 @@ async def prepare_reference(ctx: RowContext, settings: Settings) -> Reference | 
                 raw = await asyncio.to_thread(ctx.storage.read_bytes, f"{UPLOADS_BUCKET}/{key}")
             except Exception as exc:
                 raise PhotoError(f"the uploaded photo {redact(source)!r} is missing from storage") from exc
-        png = await asyncio.to_thread(normalise, raw)
+        png = await run_pixel_work(normalise, raw)
     except PhotoError as exc:
         reason = redact(str(exc))  # (an error may quote the URL, with its password or signature)
         if not await ctx.save_checkpoint({"reference_error": reason}):
