@@ -5,6 +5,7 @@ past the code. No subprocess: what fails here fails on the line that broke."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -85,9 +86,15 @@ def test_finished_rows_held_unreported_stay_within_the_bound(database_url, setti
 
         rt.flush = never  # type: ignore[method-assign]
         task = asyncio.create_task(worker.run())
-        for _ in range(30):
-            await asyncio.sleep(0.05)
+        bound = cfg.concurrency + 4 * cfg.settings.report_batch_size
+        # Until the bound is reached, however long a slow machine takes (not a fixed number of looks), then a
+        # further moment in which a loop that ignored the bound would go past it.
+        deadline = time.monotonic() + 60
+        while len(rt.unreported) < bound and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+        for _ in range(15):
             peak = max(peak, len(rt.unreported))
+            await asyncio.sleep(0.02)
         rt.let_go()
         blocked.set()
         await asyncio.wait_for(task, 30)
