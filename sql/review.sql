@@ -366,7 +366,7 @@ $$;
 
 
 -- Review by exception. A row needs the merchant's eyes when one of its images was flagged by the fidelity check
--- (the product may have changed) or fails a rule of the batch's channels, when the photo its file gave could not be
+-- (the product may have changed), fails a rule of the batch's channels or is a placeholder (no image model made it), when the photo its file gave could not be
 -- used (its images are the model's idea of the product), or when it was redone (it has earlier versions). The rest
 -- can be approved in one action after a spot-check of a sample of them. (An SQL function so that the review page's
 -- filter and the bulk approval say the same; inlined by the planner.)
@@ -374,7 +374,8 @@ CREATE OR REPLACE FUNCTION csv_row_needs_eyes(p_batch_id uuid, p_row integer, p_
 RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_path_exists(CASE WHEN jsonb_typeof(p_images) = 'array' THEN p_images END,
-                                      '$[*] ? (@.flagged == true || exists(@.checks.* ? (@.passed == false)))'),
+                                      '$[*] ? (@.flagged == true || @.placeholder == true'
+                                      ' || exists(@.checks.* ? (@.passed == false)))'),
                     false)
         OR coalesce(p_checkpoint ? 'reference_error', false)
         OR EXISTS (SELECT 1 FROM public.csv_image_versions v WHERE v.batch_id = p_batch_id AND v.row_number = p_row);

@@ -66,8 +66,8 @@ def _left_out(rows: list[int]) -> str:
 def approve(ctx: typer.Context, batch: BatchArgument, rows: RowsOption = None, style: StyleOption = None,
             unflagged: Annotated[bool, typer.Option(
                 "--unflagged", help="Approve every image still to review of the products that need no eyes (not "
-                "flagged by the fidelity check, channel-ready, made from their photo, not redone); decisions "
-                "made stay. Spot-check a sample on the review page first.")] = False,
+                "flagged by the fidelity check, channel-ready, no placeholder, made from their photo, not redone); "
+                "decisions made stay. Spot-check a sample on the review page first.")] = False,
             user: UserOption = None) -> None:
     """Approve images: once any image of a batch is reviewed, shop exports carry approved images only.
 
@@ -84,7 +84,7 @@ def approve(ctx: typer.Context, batch: BatchArgument, rows: RowsOption = None, s
     assert batch_id is not None
     result = approve_unflagged(_settings(ctx, user), batch_id)
     out.print(f"{result.changed} image(s) of {batch_id} that need no eyes approved; {result.needs_eyes} "
-              f"product(s) need your eyes (flagged, not channel-ready, photo unusable or redone): "
+              f"product(s) need your eyes (flagged, not channel-ready, placeholders, photo unusable or redone): "
               f"`csvjobs review {str(batch_id)[:8]}` shows them under \"needs eyes\"")
 
 

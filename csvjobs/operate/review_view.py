@@ -37,6 +37,7 @@ def row_view(row: dict[str, Any]) -> dict[str, Any]:
                        "not_ready": any(not (verdict or {}).get("passed", True)
                                         for verdict in (image.get("checks") or {}).values()),
                        "flagged": bool(image.get("flagged")),
+                       "placeholder": bool(image.get("placeholder")),
                        "fidelity": f"{float(fidelity.get('score', 0)):.2f}" if fidelity else "",
                        "alt": alt_text_for(row["generated_prompts"], style, row["review"])})
     return {"row": row["row_number"], "title": row["title"] or f"row {row['row_number']}", "status": row["status"],
@@ -46,7 +47,7 @@ def row_view(row: dict[str, Any]) -> dict[str, Any]:
             "without_photo": bool(row["without_photo"]) and row["status"] == "completed",
             "photo_problem": row["photo_problem"] or "", "reuses_row": row["reuses_row"],
             # what review by exception shows first: flagged, not channel-ready, photo unusable, or redone
-            "needs_eyes": any(i["flagged"] or i["not_ready"] for i in images if i["path"])
+            "needs_eyes": any(i["flagged"] or i["not_ready"] or i["placeholder"] for i in images if i["path"])
             or bool(row["photo_problem"]) or int(row["versions"] or 0) > 0}
 
 

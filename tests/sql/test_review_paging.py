@@ -123,3 +123,15 @@ def test_review_by_exception_approves_what_needs_no_eyes_and_keeps_every_decisio
         else:
             assert state == "approved", (row, style)
     assert queries.approve_unflagged(conn, USER_A, batch) == 0  # nothing twice
+
+
+def test_placeholders_need_eyes_and_are_never_approved_in_bulk(conn: psycopg.Connection) -> None:
+    batch = completed_batch(conn, 4)
+    with conn.transaction():
+        conn.execute("UPDATE csv_row_jobs SET generated_images = jsonb_set(generated_images, '{0,placeholder}',"
+                     " 'true') WHERE batch_id = %s AND row_number = 2", [batch])
+    assert [r["row_number"] for r in queries.review_page(conn, USER_A, batch, "needs_eyes")["rows"]] == [2]
+    assert queries.approve_unflagged(conn, USER_A, batch) == 6
+    review = conn.execute("SELECT review FROM csv_row_jobs WHERE batch_id = %s AND row_number = 2",
+                          [batch]).fetchone()["review"]
+    assert not review
