@@ -32,3 +32,15 @@ def test_every_glossary_word_is_used_in_the_code() -> None:
     assert len(words) >= 15
     for word, identifier in words:
         assert identifier in code, f"glossary: {word!r} says the code calls it {identifier!r}, which it does not"
+
+
+def test_sql_function_names_follow_the_rule() -> None:
+    """The rule (docs/glossary.md): a function clients call is named verb_csv_noun (claim_csv_row_jobs,
+    review_csv_images; the seed's claim_next_csv_row_job and cleanup_stale_csv_workers keep two words before
+    csv), and a helper other functions call is named csv_noun_... (csv_lock_owned_batch)."""
+    names = set()
+    for path in (ROOT / "sql").rglob("*.sql"):
+        names |= set(re.findall(r"CREATE OR REPLACE FUNCTION (?:public\.)?([a-z_0-9]+)\(", path.read_text()))
+    assert len(names) > 30
+    wrong = sorted(n for n in names if not re.fullmatch(r"csv_[a-z_]+|[a-z]+(?:_[a-z]+)?_csv_[a-z_]+", n))
+    assert wrong == []
