@@ -69,6 +69,8 @@ CREATE OR REPLACE FUNCTION csv_add_batch_results(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_batch csv_batches;
+    v_in_flight boolean;
+    v_pending boolean;
 BEGIN
     PERFORM 1 FROM csv_row_jobs p WHERE p.batch_id = p_batch_id AND p.status = 'pending'
      ORDER BY p.id + 0 LIMIT 1 FOR KEY SHARE SKIP LOCKED;
@@ -103,12 +105,18 @@ BEGIN
         cost_usd = b.cost_usd + coalesce(p_cost_usd, 0),
         updated_at = now()
     WHERE b.id = p_batch_id;
-    IF EXISTS (SELECT 1 FROM csv_row_jobs f
-               WHERE f.batch_id = p_batch_id AND f.status IN ('claimed', 'processing')) THEN
+    -- Rows in flight and rows pending, read in one statement (one snapshot): read apart, a row a claim moved from
+    -- pending to claimed between the two looks was in neither, and the batch was completed under it (its last
+    -- rows then could never be claimed).
+    SELECT EXISTS (SELECT 1 FROM csv_row_jobs f
+                    WHERE f.batch_id = p_batch_id AND f.status IN ('claimed', 'processing')),
+           csv_batch_has_pending_jobs(p_batch_id)
+      INTO v_in_flight, v_pending;
+    IF v_in_flight THEN
         PERFORM pg_notify('csv_batch_progress', p_batch_id::text);
         RETURN;
     END IF;
-    IF csv_batch_has_pending_jobs(p_batch_id) THEN
+    IF v_pending THEN
         -- Nothing of the batch is in flight (it is paused, or cancelled, or between workers): its table row
         -- holds every count, for whoever reads it directly.
         PERFORM csv_fold_batch_counters(p_batch_id, true);

@@ -398,11 +398,13 @@ def test_the_one_job_calls_keep_counters_and_completion_exact_under_concurrency(
                             != (p["total_rows"], 0, 0)):
                         wrong.append(f"{batch}: {p}")
 
+    deadline = time.monotonic() + 90  # a row nobody can claim any more fails the test here, with what is left
+
     def worker(name: str, seed: int) -> None:
         rng = random.Random(seed)
         with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
             as_service(c)
-            while True:
+            while time.monotonic() < deadline:
                 job = c.execute("SELECT job_id, attempt FROM claim_next_csv_row_job(%s)", [name]).fetchone()
                 if job is None:
                     left = c.execute("SELECT count(*) AS n FROM csv_row_jobs"
@@ -425,7 +427,10 @@ def test_the_one_job_calls_keep_counters_and_completion_exact_under_concurrency(
         t.join()
     running.clear()
     watching.join()
-    assert wrong == []
+    stuck = conn.execute("SELECT j.batch_id, j.row_number, j.status, j.claimed_by, j.attempt, j.retry_count,"
+                         " b.status AS batch_status, b.processed_rows FROM csv_row_jobs j JOIN csv_batches b"
+                         " ON b.id = j.batch_id WHERE j.status IN ('pending', 'claimed', 'processing')").fetchall()
+    assert stuck == [] and wrong == [], "\n".join([str(stuck), *wrong[:3]])
     for batch in batches:
         row = batch_row(conn, batch)
         counts = job_counts(conn, batch)
