@@ -21,9 +21,9 @@ import time
 
 from PIL import Image, ImageDraw
 
+from csvjobs.images.packshot import finish_image
 from csvjobs.images.pixel_work import PIXEL_WORK_SLOTS, run_pixel_work
 from csvjobs.models import ImageStyle
-from csvjobs.providers.packshot import finish_image
 
 
 def photo_like(side: int, seed: int) -> bytes:

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # storage path ({bucket}/{key}) is served. Unset with S3 storage: presigned URLs that expire after 7 days.
     public_base_url: str | None = None
 
-    # Product photos (providers/photos.py): fetched with this size cap and timeout; hosts that resolve to
+    # Product photos (images/photos.py): fetched with this size cap and timeout; hosts that resolve to
     # loopback, private, link-local or metadata addresses are refused unless allowed here ("1" for any, or a
     # comma-separated list of addresses or networks); with require_photo a row whose photo cannot be used fails.
     photo_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from csvjobs.models import IMAGE_FORMATS
-from csvjobs.providers.redact import redact
+from csvjobs.redact import redact
 from csvjobs.storage.keys import is_remote_photo
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

@@ -10,7 +10,10 @@ from pydantic import BaseModel
 
 from csvjobs import db
 from csvjobs.config import Settings
+from csvjobs.errors import ConfigError
 from csvjobs.operate import queries
+from csvjobs.providers.contract import BatchCapable
+from csvjobs.providers.registry import load_provider
 from csvjobs.users import resolve_user_id
 
 
@@ -55,12 +58,10 @@ def change_state(settings: Settings, batch_id: uuid.UUID, action: str, *, max_co
 
 
 async def _cancel_openai_batches(settings: Settings, ids: list[str]) -> list[str]:
-    from csvjobs.providers.openai import OpenAIProvider
-    from csvjobs.providers.openai_batch import BatchAPI
-
-    provider = OpenAIProvider(settings)
+    provider = load_provider("openai", settings)
     try:
-        api = BatchAPI(provider)
-        return [(await api.cancel(batch_id)).id for batch_id in ids]
+        if not isinstance(provider, BatchCapable):
+            raise ConfigError("the openai provider cannot cancel OpenAI batches in this version")
+        return await provider.cancel_batches(ids)
     finally:
         await provider.aclose()

@@ -32,7 +32,7 @@ from csvjobs.operate.result_shapes import (
     review_state,
     tags_of,
 )
-from csvjobs.providers.redact import safe_url
+from csvjobs.redact import safe_url
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import is_remote_photo
 from csvjobs.storage.registry import open_storage

@@ -4,14 +4,16 @@ images, tags) and how it fails (TransientError, PermanentError, ProviderAccessEr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
 from csvjobs.errors import BudgetRefused, JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, ImageStyle, JobResult, JobStatus, PaidCall, Route, trigger_text
+from csvjobs.models import ClaimedRow, ImageStyle, PaidCall, Route, RowResult, RowStatus, SubmissionStep, trigger_text
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.keys import IMAGES_BUCKET, readable_name
 
@@ -99,9 +101,9 @@ class RowOutcome(BaseModel):
     cost_usd: float = 0.0
     usage: dict[str, Any] | None = None
 
-    def as_result(self, job: ClaimedJob) -> JobResult:
+    def as_result(self, job: ClaimedRow) -> RowResult:
         """The completed result of the row, to report."""
-        return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
+        return RowResult(job_id=job.job_id, attempt=job.attempt, status=RowStatus.COMPLETED,
                          trigger_text=self.trigger_text, generated_prompts=self.prompts,
                          generated_images=[image.model_dump(mode="json") for image in self.images],
                          generated_tags=self.tags, cost_usd=self.cost_usd, usage=self.usage)
@@ -158,7 +160,7 @@ async def _paid_nowhere(call: PaidCall) -> None:
 class RowContext:
     """What a provider may use while processing one row."""
 
-    job: ClaimedJob
+    job: ClaimedRow
     storage: Storage
     log: LogStep
     save_checkpoint: Checkpoint
@@ -238,40 +240,116 @@ class Paying(Protocol):
     """A provider whose calls cost money: it reserves each call's worst case through its RowContext and records
     every paid call in the ledger as it is paid (providers without this, offline and noop, pay nothing)."""
 
-    def call_worst_cases(self, job: ClaimedJob) -> dict[str, float]:
+    def call_worst_cases(self, job: ClaimedRow) -> dict[str, float]:
         """The most each of the row's remaining calls ("prompts", or an image style) can cost at standard prices
         (the Batch API path reserves them all at once)."""
         ...
 
 
-@runtime_checkable
-class BatchCapable(Protocol):
-    """A provider that can also send rows through OpenAI's Batch API at batch prices: a worker runs the submission
-    loop beside its synchronous one exactly when its provider has these (the loop builds the requests with them,
-    and stores and prices what comes back)."""
+class BatchState(BaseModel):
+    """What the batch service says about one of its batches."""
 
-    def batch_api(self) -> Any:
-        """The Files and Batch API client (providers/openai_batch.py's BatchAPI) on this provider's account."""
+    id: str
+    status: str
+    request_counts: dict[str, int] = {}
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: str = ""
+    terminal: bool = False  # over: its output and error files are final
+
+
+class BatchService(Protocol):
+    """A batch service's files and batches (OpenAI's Files and Batch APIs), as the submission loop drives them."""
+
+    async def upload(self, path: Path, name: str) -> str:
+        """Upload an input file; its file id."""
         ...
 
-    def call_worst_cases(self, job: ClaimedJob) -> dict[str, float]:
+    async def create(self, input_file_id: str, endpoint: str, key: uuid.UUID, description: str) -> BatchState:
+        """Create the batch of an uploaded file, named by the submission key."""
+        ...
+
+    async def find(self, key: uuid.UUID, opened_at: float) -> BatchState | None:
+        """The batch created for a submission key, if any (one a killed worker created)."""
+        ...
+
+    async def retrieve(self, batch_id: str) -> BatchState:
+        """The batch's current status, counts and files."""
+        ...
+
+    async def cancel(self, batch_id: str) -> BatchState:
+        """Ask the service to cancel the batch."""
+        ...
+
+    def lines(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The JSON lines of an output or error file, streamed."""
+        ...
+
+
+class BatchInputFile(Protocol):
+    """An input file being written within the service's limits; a row's lines go in whole or not at all."""
+
+    path: Path
+    requests: int
+
+    def fits(self, lines: list[bytes], *, empty: bool = False) -> bool:
+        """Whether one row's lines still fit; with empty, whether they would fit in an empty file."""
+        ...
+
+    def add(self, lines: list[bytes]) -> None:
+        """Append one row's lines."""
+        ...
+
+
+@dataclass
+class LineOutcome:
+    """What one output line did for its row: its prompts or one image saved, or why not."""
+
+    prompts: bool = False
+    image: GeneratedImage | None = None
+    retry: str = ""  # failed: the row goes back for a retry (counted)
+    permanent: str = ""  # refused for good (content policy): the row fails
+    not_run: bool = False  # the service never ran it (expired, cancelled): back without counting a retry
+
+
+@runtime_checkable
+class BatchCapable(Protocol):
+    """A provider that can also send rows through a batch service at batch prices: a worker runs the submission
+    loop beside its synchronous one exactly when its provider has these. The loop keeps the leases, splits
+    submissions and reports rows; what a row's requests are, and what an output line means, is the provider's."""
+
+    def batch_api(self) -> BatchService:
+        """The batch service on this provider's account."""
+        ...
+
+    def batch_input_file(self, path: Path) -> BatchInputFile:
+        """A new, empty input file at path."""
+        ...
+
+    def call_worst_cases(self, job: ClaimedRow) -> dict[str, float]:
         """The most each of the row's remaining calls can cost at standard prices (see Paying)."""
         ...
 
-    def prompt_request(self, ctx: RowContext, trigger: str, reference: Any) -> dict[str, Any]:
-        """The body of the prompt request for one row."""
+    async def batch_requests(self, ctx: RowContext, job: ClaimedRow,
+                             step: SubmissionStep) -> tuple[str, list[bytes]]:
+        """(endpoint, input lines) of one row for a submission's step; no lines when nothing is left to ask for
+        (a white image cut out of the photo needs no request, and is checkpointed here)."""
         ...
 
-    def image_request(self, style: ImageStyle, prompt: str, reference: Any) -> tuple[str, dict[str, Any]]:
-        """(endpoint, body) of one image request."""
+    def batch_line_key(self, line: dict[str, Any]) -> tuple[int, int, str] | None:
+        """(row job id, attempt, kind) an output line answers; None for a line that is not one of ours."""
         ...
 
-    async def store_image(self, ctx: RowContext, style: ImageStyle, response: Any, *,
-                          edited: bool) -> GeneratedImage:
-        """Store the image of an Images API answer as the row's image of this style."""
+    async def batch_apply(self, ctx: RowContext, job: ClaimedRow, kind: str, line: dict[str, Any], *,
+                          endpoint: str, service_batch_id: str, still_needed: list[str]) -> LineOutcome:
+        """Record one output line as paid (once, keyed by the service's batch and the line) and save what it
+        answered on the row through the fenced checkpoint."""
         ...
 
-    def outcome(self, trigger: str, prompts: GeneratedPrompts, prompt_usage: dict[str, Any] | None,
-                images: list[GeneratedImage], *, price_factor: float = 1.0) -> RowOutcome:
-        """A finished row with its cost at price_factor."""
+    def batch_result(self, job: ClaimedRow) -> RowResult:
+        """The result of a row whose prompts and images are all checkpointed, at batch prices."""
+        ...
+
+    async def cancel_batches(self, batch_ids: list[str]) -> list[str]:
+        """Cancel the service's batches of a cancelled csvjobs batch; the ids it took."""
         ...

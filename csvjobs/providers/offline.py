@@ -16,11 +16,11 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from csvjobs.config import Settings
+from csvjobs.images.packshot import PhotoAnalysis, analyse_photo, finish_image, store_cutout
+from csvjobs.images.photos import prepare_reference
 from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route
 from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
-from csvjobs.providers.packshot import PhotoAnalysis, analyse_photo, finish_image, store_cutout
-from csvjobs.providers.photos import prepare_reference
 
 IMAGE_SIZE = (512, 512)
 _BACKGROUND = {ImageStyle.LIFESTYLE_EMOTIONAL: (250, 226, 200), ImageStyle.SINGLE_WHITE_BACKGROUND: (255, 255, 255)}

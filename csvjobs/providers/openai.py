@@ -24,10 +24,11 @@ from pydantic import ValidationError
 
 from csvjobs.config import Settings
 from csvjobs.errors import BudgetRefused, ConfigError
+from csvjobs.images.packshot import PhotoAnalysis, analyse_photo, check_fidelity, finish_image, store_cutout
+from csvjobs.images.photos import Reference, prepare_reference
 from csvjobs.images.pixel_work import run_pixel_work
-from csvjobs.languages import language_name
 from csvjobs.metrics import RequestTimer
-from csvjobs.models import ClaimedJob, ImageStyle, Route
+from csvjobs.models import ClaimedRow, ImageStyle, Route
 from csvjobs.providers import pricing
 from csvjobs.providers.contract import (
     GeneratedImage,
@@ -41,61 +42,17 @@ from csvjobs.providers.contract import (
     TransientError,
     styles_still_needed,
 )
-from csvjobs.providers.packshot import PhotoAnalysis, analyse_photo, check_fidelity, finish_image, store_cutout
-from csvjobs.providers.photos import Reference, prepare_reference
-from csvjobs.providers.redact import redact
+from csvjobs.providers.openai_errors import classify_error
+from csvjobs.providers.openai_prompts import SYSTEM_PROMPT, prompt_messages, text_bytes
 from csvjobs.tracing import RequestSpans
 
 _TIMER = RequestTimer()
 _SPANS = RequestSpans()
 
-SYSTEM_PROMPT = (
-    "You write image-generation prompts for e-commerce marketing. For the product described by the user, return: "
-    "lifestyle_emotional: a detailed prompt for an emotionally driven photograph of the product in use, with a "
-    "person, a setting that fits the product's country and audience, natural light and a clear mood; "
-    "single_white_background: a detailed prompt for the product alone on a pure white background, centred, soft "
-    "studio light, no props and no text, ready for a product page; alt text for each image; and 5 to 12 short "
-    "lowercase SEO tags. Describe only what the product data supports."
-)
 # Added to a white image's prompt when the first came back with a background the product could not be found on.
 STRICT_WHITE = (" The background must be pure white (#FFFFFF) and empty: no floor, wall, scene, props, text or "
                 "shadow; the whole product in view, centred, not touching the edges.")
 PROMPT_ATTEMPTS = 3  # invalid or refused structured output is asked again this many times in all
-_CONTENT_POLICY_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation"}
-# Codes that mean the model itself cannot be used by this account: no request to it can succeed.
-_MODEL_CODES = {"model_not_found", "model_deprecated", "model_retired", "invalid_model", "unsupported_model"}
-
-
-def language_brief(ctx: RowContext, country: str) -> str:
-    """What the prompt model is told of the shop's language and market: alt text and tags in the batch's language
-    (by name and tag), image prompts in English (image models follow English best) with the scene in the market,
-    the product's own names, sizes and brand as the shop wrote them, and alt text in any extra languages."""
-    if not ctx.language and not ctx.alt_languages:
-        return ""
-    tag = ctx.language or "en"
-    name = language_name(tag)
-    market = f"shoppers in {country}" if country else f"{name}-speaking shoppers"
-    brief = (f"\nShop language: {name} ({tag}). Write both alt texts and every tag in {name}; write both image "
-             f"prompts in English, with the scene set for {market} (any text shown in an image in {name}). Keep "
-             "the product's own names, sizes and brand exactly as written above.")
-    if ctx.alt_languages:
-        wanted = ", ".join(f"{language_name(t)} ({t})" for t in ctx.alt_languages)
-        brief += (f"\nAlt text languages: {', '.join(ctx.alt_languages)}. In translations, give both images' alt "
-                  f"text once in each of: {wanted}.")
-    else:
-        brief += "\nLeave translations empty."
-    return brief
-
-
-def _text_bytes(messages: list[dict[str, Any]]) -> int:
-    """The bytes of text a chat request sends (a photo at low detail is a fixed number of tokens, whatever the
-    bytes of its data URL: pricing.VISION_TOKENS_ESTIMATE)."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
-        total += sum(len(str(part.get("text") or "").encode()) for part in parts if part.get("type") == "text")
-    return total
 
 
 def _most_serious(failures: list[BaseException]) -> BaseException:
@@ -106,29 +63,6 @@ def _most_serious(failures: list[BaseException]) -> BaseException:
             if isinstance(failure, kind):
                 return failure
     return failures[0]
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(float(value) * scale, 0.0)
-            except ValueError:
-                return None
-    return None
-
-
-def _error_field(exc: openai.APIStatusError, name: str) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body, dict) else {}
-    value = error.get(name) if isinstance(error, dict) else None
-    return str(value or "")
-
-
-def _error_code(exc: openai.APIStatusError) -> str:
-    return _error_field(exc, "code")
 
 
 class OpenAIProvider:
@@ -154,7 +88,7 @@ class OpenAIProvider:
         )
         self._http: httpx.AsyncClient | None = None
 
-    def call_worst_cases(self, job: ClaimedJob) -> dict[str, float]:
+    def call_worst_cases(self, job: ClaimedRow) -> dict[str, float]:
         """The most each of the row's remaining calls can cost at standard prices (the Paying contract), by call:
         "prompts" unless its prompts are saved, and each image style it still needs, as an edit when it has a
         photo. Before the prompts exist an image prompt is bounded by the prompt call's own output limit."""
@@ -326,30 +260,10 @@ class OpenAIProvider:
 
     # --- the calls --------------------------------------------------------------------------------------------
 
-    def prompt_messages(self, ctx: RowContext, trigger: str, reference: Reference | None) -> list[dict[str, Any]]:
-        """The prompt model's messages for one row: its product fields, and its photo when it has one."""
-        product = ctx.job.product
-        user_text = (
-            f"Product: {product.get('title') or '(untitled)'}\nType: {product.get('product_type', '')}\n"
-            f"Country: {product.get('country', '')}\nSize: {product.get('size', '')}\nMPN: {product.get('mpn', '')}\n"
-            f"Description: {product.get('description', '')}\nTrigger text: {trigger}"
-        )
-        user_text += language_brief(ctx, product.get("country", ""))
-        content: str | list[dict[str, Any]] = user_text
-        if reference is not None:
-            # The product's photo: the prompts then describe its real colour, material and shape. Low detail
-            # (one 512 px tile) is enough for that and keeps the call cheap.
-            content = [
-                {"type": "text", "text": user_text + "\nThe attached photo shows this exact product; describe it "
-                 "as it looks there, and write both prompts as edits of that photo that keep the product unchanged."},
-                {"type": "image_url", "image_url": {"url": reference.vision_data_url(), "detail": "low"}},
-            ]
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
-
     def prompt_request(self, ctx: RowContext, trigger: str, reference: Reference | None) -> dict[str, Any]:
         """The body of the prompt call as a Batch API line sends it: the same model, messages and structured
         output format as the synchronous call."""
-        return {"model": self.settings.prompt_model, "messages": self.prompt_messages(ctx, trigger, reference),
+        return {"model": self.settings.prompt_model, "messages": prompt_messages(ctx, trigger, reference),
                 # The SDK's own conversion of the model to a strict JSON schema (what chat.completions.parse
                 # sends), so that both paths ask for exactly the same output.
                 "response_format": type_to_response_format_param(GeneratedPrompts),
@@ -359,14 +273,14 @@ class OpenAIProvider:
         self, ctx: RowContext, trigger: str, reference: Reference | None
     ) -> tuple[GeneratedPrompts, dict[str, Any]]:
         settings = self.settings
-        messages = self.prompt_messages(ctx, trigger, reference)
+        messages = prompt_messages(ctx, trigger, reference)
         problem = ""
         # Flex processing: Batch API prices, but it may answer 429 when it has no capacity; such 429s are waited
         # out (with backoff) for at most flex_wait_seconds, then the call goes to the standard tier.
         flex_until = time.monotonic() + settings.flex_wait_seconds if settings.prompt_service_tier == "flex" else None
         busy = 0
         attempt = 0
-        worst = pricing.prompt_worst_case(settings.prompt_model, _text_bytes(messages), photo=reference is not None)
+        worst = pricing.prompt_worst_case(settings.prompt_model, text_bytes(messages), photo=reference is not None)
         while attempt < PROMPT_ATTEMPTS:
             flex = flex_until is not None
             await self._limit(ctx, f"prompts:{settings.prompt_model}", settings.rpm)
@@ -580,45 +494,3 @@ class OpenAIProvider:
         if isinstance(error, TransientError) and isinstance(exc, openai.RateLimitError):
             await ctx.rate_limiter.pause(limit_key, error.retry_after if error.retry_after is not None else 10.0)
         return error
-
-
-def classify_error(
-    exc: openai.OpenAIError, *, model: str, model_setting: str, secrets: list[str | None]
-) -> Exception:
-    """Transient (retry with backoff), permanent (fail the row now), or access (stop the pool: no row can succeed
-    until a setting is fixed). Messages never carry the key, nor anything shaped like one."""
-    if isinstance(exc, openai.RateLimitError):
-        wait = _retry_after(exc)
-        if _error_code(exc) == "insufficient_quota":
-            return PermanentError("the OpenAI account has no quota left (insufficient_quota)")
-        return TransientError(f"rate limited by the provider (HTTP 429, retry after {wait}s)", retry_after=wait)
-    if isinstance(exc, openai.APITimeoutError):
-        return TransientError("the provider timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        return TransientError(redact(f"cannot reach the provider: {exc}", secrets))
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        code = _error_code(exc)
-        said = redact(exc.message[:300], secrets)
-        if status == 401:
-            return ProviderAccessError(
-                f"the provider rejected the API key (HTTP 401 {code}): {said}; "
-                "set OPENAI_API_KEY (or `csvjobs work --api-key`) to a valid key")
-        if status == 403:
-            return ProviderAccessError(
-                f"the provider denied access (HTTP 403 {code}): {said}; use an OPENAI_API_KEY whose project may "
-                f"use {model}, or set {model_setting} to a model it may use")
-        if code in _MODEL_CODES or (status == 400 and _error_field(exc, "param") == "model"):
-            return ProviderAccessError(
-                f"the model {model!r} is unknown, retired or not available to this key (HTTP {status} {code}): "
-                f"{said}; set {model_setting} to a current model")
-        if status == 404:
-            return ProviderAccessError(
-                f"the provider answered HTTP 404 for the {model!r} request: {said}; check OPENAI_BASE_URL "
-                f"(it should end in /v1) and {model_setting}")
-        if status >= 500 or status in (408, 409):
-            return TransientError(f"the provider answered HTTP {status}", retry_after=_retry_after(exc))
-        if code in _CONTENT_POLICY_CODES:
-            return PermanentError(f"refused by the provider's content policy ({code}): {said}")
-        return PermanentError(f"the provider rejected the request (HTTP {status} {code}): {said}")
-    return TransientError(redact(f"provider error: {exc}", secrets))

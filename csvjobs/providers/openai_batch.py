@@ -1,7 +1,7 @@
-"""OpenAI's Files and Batch APIs, as the submission loop (queue/submission_loop.py) uses them: upload an input
-file, create a batch (or find the one a killed driver created, by the submission key in its metadata), check it,
-cancel it, and read its output and error files line by line (an images output file holds every image in base64:
-it is streamed, never held whole). Errors are sorted as the synchronous calls' are (classify_error)."""
+"""OpenAI's Files and Batch APIs (the contract's BatchService) and their file format: upload an input file,
+create a batch (or find the one a killed driver created, by the submission key in its metadata), check it, cancel
+it, and read its output and error files line by line (an images output file holds every image in base64: it is
+streamed, never held whole). Errors are sorted as the synchronous calls' are (classify_error)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Any
 
 import openai
 from openai.types import Batch, ImagesResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from csvjobs.config import Settings
 from csvjobs.errors import TransientError
-from csvjobs.providers.contract import GeneratedPrompts
-from csvjobs.providers.openai import OpenAIProvider, classify_error
+from csvjobs.providers.contract import BatchState, GeneratedPrompts
+from csvjobs.providers.openai import OpenAIProvider
+from csvjobs.providers.openai_errors import classify_error
 
 # The metadata key that names a submission (csv_openai_submissions.submission_key) on OpenAI's side.
 SUBMISSION_KEY = "csvjobs_submission"
@@ -29,29 +30,14 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _FIND_SLACK_SECONDS = 3600
 
 
-class BatchState(BaseModel):
-    """What OpenAI says about one batch."""
-
-    id: str
-    status: str
-    request_counts: dict[str, int] = {}
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    errors: str = ""
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the batch is over (its output and error files are final)."""
-        return self.status in TERMINAL
-
-    @classmethod
-    def of(cls, batch: Batch) -> BatchState:
-        """From the SDK's Batch object."""
-        counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
-        errors = "; ".join(f"{e.code}: {e.message}" if e.code else str(e.message)
-                           for e in (batch.errors.data or [] if batch.errors is not None else []))
-        return cls(id=batch.id, status=batch.status, request_counts={k: int(v) for k, v in counts.items()},
-                   output_file_id=batch.output_file_id, error_file_id=batch.error_file_id, errors=errors[:2000])
+def batch_state(batch: Batch) -> BatchState:
+    """What the SDK's Batch object says, in the contract's terms."""
+    counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
+    errors = "; ".join(f"{e.code}: {e.message}" if e.code else str(e.message)
+                       for e in (batch.errors.data or [] if batch.errors is not None else []))
+    return BatchState(id=batch.id, status=batch.status, request_counts={k: int(v) for k, v in counts.items()},
+                      output_file_id=batch.output_file_id, error_file_id=batch.error_file_id, errors=errors[:2000],
+                      terminal=batch.status in TERMINAL)
 
 
 class BatchAPI:
@@ -83,7 +69,7 @@ class BatchAPI:
                 completion_window="24h", metadata={SUBMISSION_KEY: str(key), "description": description[:500]})
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
-        return BatchState.of(batch)
+        return batch_state(batch)
 
     async def find(self, key: uuid.UUID, opened_at: float) -> BatchState | None:
         """The batch created for a submission key, if any: a driver killed after creating it but before
@@ -92,7 +78,7 @@ class BatchAPI:
         try:
             async for batch in self.client.batches.list(limit=100):
                 if (batch.metadata or {}).get(SUBMISSION_KEY) == str(key):
-                    return BatchState.of(batch)
+                    return batch_state(batch)
                 if batch.created_at < opened_at - _FIND_SLACK_SECONDS:
                     return None
         except openai.OpenAIError as exc:
@@ -102,14 +88,14 @@ class BatchAPI:
     async def retrieve(self, batch_id: str) -> BatchState:
         """The batch's current status, counts and files."""
         try:
-            return BatchState.of(await self.client.batches.retrieve(batch_id))
+            return batch_state(await self.client.batches.retrieve(batch_id))
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
 
     async def cancel(self, batch_id: str) -> BatchState:
         """Ask OpenAI to cancel the batch (it goes cancelling, then cancelled with what had finished)."""
         try:
-            return BatchState.of(await self.client.batches.cancel(batch_id))
+            return batch_state(await self.client.batches.cancel(batch_id))
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
 
@@ -128,15 +114,6 @@ class BatchAPI:
                         yield item
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
-
-
-class OpenAIBatchProvider(OpenAIProvider):
-    """The openai provider, able to send rows through the Batch API too (the BatchCapable contract): the registry
-    hands out this one, so a worker with the openai provider runs the submission loop."""
-
-    def batch_api(self) -> BatchAPI:
-        """The Files and Batch API client on this provider's account."""
-        return BatchAPI(self)
 
 
 def parse_prompts(body: dict[str, Any]) -> tuple[GeneratedPrompts, dict[str, Any]]:
@@ -164,8 +141,6 @@ def images_answer(body: dict[str, Any]) -> ImagesResponse:
 PROMPTS_ENDPOINT = "/v1/chat/completions"
 # Error codes of lines OpenAI never ran: they go back without counting a retry.
 NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
-CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked", "content_filter",
-                                  "safety_violation"})
 
 
 # --- the input and output files' format: custom ids, limits, lines ---------------------------------------------

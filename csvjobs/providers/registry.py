@@ -27,7 +27,7 @@ def load_provider(spec: str, settings: Settings) -> Provider:
         return OfflineProvider(settings)
     if name == "openai":
         try:
-            from csvjobs.providers.openai_batch import OpenAIBatchProvider
+            from csvjobs.providers.openai_batch_rows import OpenAIBatchProvider
         except ImportError as exc:
             raise ConfigError("the openai provider is not available in this version") from exc
         return OpenAIBatchProvider(settings)

@@ -18,8 +18,8 @@ from csvjobs.models import ProcessingMode, WorkerStatus
 from csvjobs.providers.contract import BatchCapable, Provider
 from csvjobs.providers.registry import load_provider
 from csvjobs.queue import queries, submission_queries
-from csvjobs.queue.runtime import EXIT_POOL_STOPS, SchemaNewerError, WorkerConfig, WorkerRuntime, make_instance_id, say
-from csvjobs.queue.worker import SyncLoop
+from csvjobs.queue.runtime import EXIT_POOL_STOPS, SchemaNewerError, WorkerConfig, WorkerRuntime, make_worker_id, say
+from csvjobs.queue.sync_loop import SyncLoop
 
 
 class Worker:
@@ -85,7 +85,7 @@ class Worker:
         return EXIT_POOL_STOPS if rt.fatal else 0
 
     async def _release(self, conn: db.AsyncConnection) -> None:
-        worker_id = self.runtime.config.instance_id
+        worker_id = self.runtime.config.worker_id
         await queries.release_held_rows(conn, worker_id=worker_id, count_retry=False, keep=[])
         # Another worker goes on with this one's submissions at once, not when their lease runs out.
         await submission_queries.release_submission_leases(conn, worker_id=worker_id)
@@ -104,12 +104,12 @@ def child_main(config: WorkerConfig, fatal: Any = None) -> None:
     """multiprocessing target: run in a process group of its own, so the supervisor alone handles Ctrl-C.
     fatal is a queue on which the reason the pool must stop goes to the supervisor."""
     os.setpgrp()
-    config.instance_id = make_instance_id(os.getpid(), config.instance_suffix)
+    config.worker_id = make_worker_id(os.getpid(), config.worker_suffix)
     try:
         code = run_worker(config, fatal.put if fatal is not None else None)
     except KeyboardInterrupt:
         code = 0
     except DatabaseError as exc:
-        say(f"worker {config.instance_id}: {exc}")
+        say(f"worker {config.worker_id}: {exc}")
         code = 3
     sys.exit(code)

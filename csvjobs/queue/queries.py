@@ -15,12 +15,12 @@ from pydantic import BaseModel, TypeAdapter
 
 from csvjobs import db
 from csvjobs.models import (
-    ClaimedJob,
+    ClaimedRow,
     CleanupReport,
-    JobResult,
-    JobStatus,
     PaidCall,
     ProcessingMode,
+    RowResult,
+    RowStatus,
     RunSummary,
     WorkerStatus,
 )
@@ -29,8 +29,8 @@ from csvjobs.models import (
 JOBS_CHANNEL = "csv_row_jobs"
 
 # Whole lists at once: pydantic-core then validates and writes JSON without a Python step per row.
-_RESULTS = TypeAdapter(list[JobResult])
-_CLAIMS = TypeAdapter(list[ClaimedJob])
+_RESULTS = TypeAdapter(list[RowResult])
+_CLAIMS = TypeAdapter(list[ClaimedRow])
 
 
 class ReportedRow(BaseModel):
@@ -38,26 +38,26 @@ class ReportedRow(BaseModel):
 
     job_id: int
     applied: bool
-    status: JobStatus | None = None
+    status: RowStatus | None = None
 
 
 class SourceRow(BaseModel):
     """The earlier row whose images a variant reuses (csv_row_jobs.reuses_job), as it stands."""
 
     row_number: int
-    status: JobStatus
+    status: RowStatus
     generated_prompts: Any = None
     generated_images: Any = None
     generated_tags: Any = None
 
 
-def results_json(results: Sequence[JobResult]) -> str:
+def results_json(results: Sequence[RowResult]) -> str:
     """The p_results array for update_csv_row_job_results."""
     sent = [result.model_copy(update={"cost_usd": None}) if result.cost_recorded else result for result in results]
     return _RESULTS.dump_json(sent, exclude_none=True).decode()
 
 
-def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedJob]:
+def parse_claims(rows: list[dict[str, Any]]) -> list[ClaimedRow]:
     """Claimed rows as models."""
     return _CLAIMS.validate_python(rows)
 
@@ -90,7 +90,7 @@ async def claim_rows(conn: db.AsyncConnection, *, worker_id: str, limit: int, ti
                             " true)", [worker_id, batch_id, timeout_minutes, limit, user_id, mode.value])
 
 
-async def report_results(conn: db.AsyncConnection, *, worker_id: str, holder: str, results: Sequence[JobResult],
+async def report_results(conn: db.AsyncConnection, *, worker_id: str, holder: str, results: Sequence[RowResult],
                          logs: Sequence[dict[str, Any]] = ()) -> list[ReportedRow]:
     """update_csv_row_job_results for rows held by holder (the worker, or a submission of it), after the step logs
     that came before them; one statement when there are no logs (a statement is its own transaction)."""
@@ -121,7 +121,7 @@ async def source_row(conn: db.AsyncConnection, *, job_id: int) -> SourceRow | No
     return SourceRow.model_validate(row) if row else None
 
 
-async def held_rows(conn: db.AsyncConnection, *, job_ids: list[int], holder: str) -> list[ClaimedJob]:
+async def held_rows(conn: db.AsyncConnection, *, job_ids: list[int], holder: str) -> list[ClaimedRow]:
     """The rows among job_ids that holder still holds, in that order, as a claim returns them."""
     rows = await _all(
         conn,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, trigger_text
+from csvjobs.models import ClaimedRow, LogLevel, RowResult, RowStatus, trigger_text
 from csvjobs.providers.contract import PaidCall, Paying, RowContext, redo_styles
 from csvjobs.queue import queries
 from csvjobs.queue.rate_limits import DatabaseRateLimiter
@@ -19,41 +19,41 @@ ERROR_MESSAGE_LIMIT = 2000
 WARNING_STEPS = frozenset({"transient_error"})
 
 
-def reuses_images(job: ClaimedJob) -> bool:
+def reuses_images(job: ClaimedRow) -> bool:
     """Whether the row is a variant that reuses an earlier row's images (unless the merchant asked for its own)."""
     return bool(job.product.get("reuses_row")) and "regenerate" not in job.checkpoint
 
 
-def failed_result(job: ClaimedJob, message: str) -> JobResult:
+def failed_result(job: ClaimedRow, message: str) -> RowResult:
     """The row failed for good, with why."""
-    return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.FAILED,
+    return RowResult(job_id=job.job_id, attempt=job.attempt, status=RowStatus.FAILED,
                      error_message=message[:ERROR_MESSAGE_LIMIT])
 
 
-def retry_result(job: ClaimedJob, message: str) -> JobResult:
+def retry_result(job: ClaimedRow, message: str) -> RowResult:
     """The row goes back to pending for a later attempt (a retry is counted), with why."""
-    return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.PENDING,
+    return RowResult(job_id=job.job_id, attempt=job.attempt, status=RowStatus.PENDING,
                      error_message=message[:ERROR_MESSAGE_LIMIT])
 
 
-def reused_result(job: ClaimedJob, source: queries.SourceRow | None) -> JobResult | None:
+def reused_result(job: ClaimedRow, source: queries.SourceRow | None) -> RowResult | None:
     """The earlier row's images, prompts and tags, at no cost, once it has completed (the claim holds a variant
     back until then). None: make the row's own (the earlier row failed, or has no images)."""
-    if (source is None or source.status is not JobStatus.COMPLETED
+    if (source is None or source.status is not RowStatus.COMPLETED
             or not isinstance(source.generated_images, list) or not source.generated_images
             or not isinstance(source.generated_prompts, dict)):
         return None
     images = [dict(image, reuses_row=source.row_number) if isinstance(image, dict) else image
               for image in source.generated_images]
     tags = source.generated_tags
-    return JobResult(job_id=job.job_id, attempt=job.attempt, status=JobStatus.COMPLETED,
+    return RowResult(job_id=job.job_id, attempt=job.attempt, status=RowStatus.COMPLETED,
                      trigger_text=job.trigger_text or trigger_text(job.product),
                      generated_prompts=source.generated_prompts, generated_images=images,
                      generated_tags=tags if isinstance(tags, list) else None, cost_usd=0.0,
                      usage={"reuses_row": source.row_number})
 
 
-async def reuse_images(runtime: WorkerRuntime, job: ClaimedJob) -> JobResult | None:
+async def reuse_images(runtime: WorkerRuntime, job: ClaimedRow) -> RowResult | None:
     """Look up the row a variant reuses and, when it has completed, the variant's result (logged)."""
     source = await runtime.db_call(functools.partial(queries.source_row, job_id=job.job_id))
     result = reused_result(job, source)
@@ -63,7 +63,7 @@ async def reuse_images(runtime: WorkerRuntime, job: ClaimedJob) -> JobResult | N
     return result
 
 
-def prepare_redo(runtime: WorkerRuntime, job: ClaimedJob) -> frozenset[str]:
+def prepare_redo(runtime: WorkerRuntime, job: ClaimedRow) -> frozenset[str]:
     """The styles the merchant asked to redo: their saved image is forgotten (so it is made, and paid for,
     again) and the note, if any, is added to their saved prompt; everything else is reused. Logged once."""
     styles = redo_styles(job.checkpoint)
@@ -101,7 +101,7 @@ def records_paid_calls(provider: object) -> bool:
     return _pays(provider)
 
 
-async def reserve_row(runtime: WorkerRuntime, provider: object, job: ClaimedJob, *, holder: str,
+async def reserve_row(runtime: WorkerRuntime, provider: object, job: ClaimedRow, *, holder: str,
                       price_factor: float) -> str | None:
     """Reserve the worst case of all the row's remaining calls at once (the Batch API path: its calls cannot be
     stopped half way); None when reserved (or nothing to reserve), else why not (the row is pending again)."""
@@ -115,7 +115,7 @@ async def reserve_row(runtime: WorkerRuntime, provider: object, job: ClaimedJob,
         daily_max=runtime.settings.daily_max_cost_usd, release=True))
 
 
-def row_context(runtime: WorkerRuntime, job: ClaimedJob, *, holder: str, redo: frozenset[str],
+def row_context(runtime: WorkerRuntime, job: ClaimedRow, *, holder: str, redo: frozenset[str],
                 info: queries.BatchInfo | None = None) -> RowContext:
     """What a provider gets for one row: storage, the shared rate limits, a step log, its batch's channels and
     language, a checkpoint fenced on holder (the worker, or the submission that holds the row) and the claim's

@@ -22,9 +22,9 @@ from pydantic import BaseModel
 from csvjobs import db, metrics, tracing
 from csvjobs.config import Settings
 from csvjobs.errors import DatabaseError
-from csvjobs.models import ClaimedJob, JobResult, JobStatus, LogLevel, WorkerStatus
-from csvjobs.providers.redact import redact, redact_json
+from csvjobs.models import ClaimedRow, LogLevel, RowResult, RowStatus, WorkerStatus
 from csvjobs.queue import queries
+from csvjobs.redact import redact, redact_json
 from csvjobs.storage.contract import Storage
 from csvjobs.storage.registry import open_storage
 
@@ -39,8 +39,8 @@ class WorkerConfig(BaseModel):
 
     database_url: str
     settings: Settings
-    instance_id: str = ""
-    instance_suffix: str = ""
+    worker_id: str = ""
+    worker_suffix: str = ""
     concurrency: int = 1
     batch_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = None
@@ -49,7 +49,7 @@ class WorkerConfig(BaseModel):
     parent_pid: int | None = None
 
 
-def make_instance_id(pid: int | None = None, suffix: str | None = None) -> str:
+def make_worker_id(pid: int | None = None, suffix: str | None = None) -> str:
     """host-pid-random: unique across machines, and readable in `csvjobs workers`."""
     return f"{socket.gethostname()}-{pid or os.getpid()}-{suffix or uuid.uuid4().hex[:6]}"
 
@@ -88,20 +88,20 @@ class _Lane:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-_OUTCOMES = {JobStatus.COMPLETED: "completed", JobStatus.FAILED: "failed", JobStatus.PENDING: "retried"}
+_OUTCOMES = {RowStatus.COMPLETED: "completed", RowStatus.FAILED: "failed", RowStatus.PENDING: "retried"}
 
 
-def outcome(result: JobResult) -> str:
+def outcome(result: RowResult) -> str:
     """What a result does to its row, as metrics and traces name it: completed, failed or retried."""
     return _OUTCOMES.get(result.status, str(result.status))
 
 
-def _count_landed(results: list[JobResult], rows: list[queries.ReportedRow]) -> None:
+def _count_landed(results: list[RowResult], rows: list[queries.ReportedRow]) -> None:
     """The reported rows whose results the database took, in the pool's metrics."""
     taken = {row.job_id for row in rows if row.applied}
     metrics.rows_finished(
         metrics.FinishedRow(outcome(result), result.processing_time_seconds,
-                            result.cost_usd if result.status is JobStatus.COMPLETED else None,
+                            result.cost_usd if result.status is RowStatus.COMPLETED else None,
                             result.generated_images or (), bool(result.usage and "reuses_row" in result.usage))
         for result in results if result.job_id in taken)
 
@@ -122,8 +122,8 @@ class WorkerRuntime:
         self._main = _Lane()
         self._reports = _Lane()
         self.running: dict[int, asyncio.Task[None]] = {}  # rows being processed, by job id
-        self.unreported: dict[int, ClaimedJob] = {}  # rows this worker holds whose result has not landed
-        self._results: list[JobResult] = []
+        self.unreported: dict[int, ClaimedRow] = {}  # rows this worker holds whose result has not landed
+        self._results: list[RowResult] = []
         self._logs: list[dict[str, Any]] = []
         self.wake = asyncio.Event()  # new jobs, a finished row, a landed report: the claim loop looks again
         self._report_now = asyncio.Event()
@@ -139,9 +139,9 @@ class WorkerRuntime:
 
     def say(self, message: str) -> None:
         """One line on stderr, naming this worker, with any secret removed."""
-        say(f"worker {self.config.instance_id}: {redact(message, self.secrets)}")
+        say(f"worker {self.config.worker_id}: {redact(message, self.secrets)}")
 
-    def log_row(self, job: ClaimedJob, level: LogLevel, operation: str, message: str,
+    def log_row(self, job: ClaimedRow, level: LogLevel, operation: str, message: str,
                 details: dict[str, Any]) -> None:
         """Queue a log line about one row (written with the next report), with any secret removed."""
         self._logs.append({"batch_id": str(job.batch_id), "row_job_id": job.job_id, "row_number": job.row_number,
@@ -186,7 +186,7 @@ class WorkerRuntime:
             await queries.use_quick_claims(conn)
         if self._resync and lane is self._main:
             # Claims whose answer was lost with the old connection would otherwise stay held by this live worker.
-            await queries.release_held_rows(conn, worker_id=self.config.instance_id, count_retry=False,
+            await queries.release_held_rows(conn, worker_id=self.config.worker_id, count_retry=False,
                                             keep=list(self.unreported))
             await self._drop_lost_claims(conn)
             self._resync = False
@@ -200,7 +200,7 @@ class WorkerRuntime:
         if not running:
             return
         held = {job.job_id for job in await queries.held_rows(conn, job_ids=running,
-                                                               holder=self.config.instance_id)}
+                                                               holder=self.config.worker_id)}
         for job_id in running:
             task = self.running.get(job_id)
             if job_id in held or task is None:
@@ -267,7 +267,7 @@ class WorkerRuntime:
 
     # --- results --------------------------------------------------------------------------------------------------
 
-    def finish(self, job: ClaimedJob, result: JobResult, trace: Any = None) -> None:
+    def finish(self, job: ClaimedRow, result: RowResult, trace: Any = None) -> None:
         """A row this worker holds is done: queue its result for the next report (whose trace span links to the
         row's, trace, when tracing is on)."""
         self._results.append(result)
@@ -286,11 +286,11 @@ class WorkerRuntime:
         """Write queued log lines (and results) with the next report."""
         self._report_now.set()
 
-    async def report_for(self, holder: str, results: list[JobResult]) -> None:
+    async def report_for(self, holder: str, results: list[RowResult]) -> None:
         """Report results of rows a submission holds, now (not through the buffer: the caller's next step
         depends on them having landed)."""
         if results:
-            worker_id = self.config.instance_id
+            worker_id = self.config.worker_id
             rows = await self.db_call(functools.partial(queries.report_results, worker_id=worker_id, holder=holder,
                                                         results=results))
             _count_landed(results, rows)
@@ -301,7 +301,7 @@ class WorkerRuntime:
             return
         results, self._results = self._results, []
         logs, self._logs = self._logs, []
-        worker_id = self.config.instance_id
+        worker_id = self.config.worker_id
         links = [self._row_traces.pop(result.job_id, None) for result in results] if self._row_traces else []
         try:
             with tracing.report_span(len(results), links):
@@ -355,7 +355,7 @@ class WorkerRuntime:
         """Tell the database this worker is alive (registering it on the first call)."""
         cfg = self.config
         was_stopped = await self.db_call(functools.partial(
-            queries.heartbeat, worker_id=cfg.instance_id, status=status, running=len(self.running),
+            queries.heartbeat, worker_id=cfg.worker_id, status=status, running=len(self.running),
             processed=self.stats.processed + self.stats.failed, failed=self.stats.failed,
             concurrency=cfg.concurrency, user_id=cfg.user_id, batch_id=cfg.batch_id, hostname=socket.gethostname(),
             pid=os.getpid()), give_up=status is WorkerStatus.STOPPED)

@@ -32,48 +32,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from csvjobs.errors import JobLostError, PermanentError, ProviderAccessError, TransientError
 from csvjobs.models import (
     BatchStatus,
-    ClaimedJob,
-    ImageStyle,
-    JobResult,
-    JobStatus,
+    ClaimedRow,
     ProcessingMode,
-    Route,
+    RowResult,
+    RowStatus,
     SubmissionState,
     SubmissionStep,
-    trigger_text,
 )
 from csvjobs.providers import pricing
 from csvjobs.providers.contract import (
     BatchCapable,
+    BatchService,
+    BatchState,
     GeneratedImage,
-    GeneratedPrompts,
-    PaidCall,
+    LineOutcome,
     RowContext,
     redo_styles,
     styles_still_needed,
 )
-from csvjobs.providers.openai_batch import (
-    CONTENT_POLICY_CODES,
-    NOT_RUN_CODES,
-    PROMPTS_ENDPOINT,
-    BatchAPI,
-    BatchState,
-    InputFile,
-    custom_id,
-    images_answer,
-    line_error,
-    parse_custom_id,
-    parse_prompts,
-    request_line,
-)
-from csvjobs.providers.packshot import analyse_photo, check_fidelity, store_cutout
-from csvjobs.providers.photos import prepare_reference
-from csvjobs.providers.redact import redact
 from csvjobs.queue import queries, row_rules
 from csvjobs.queue.runtime import WorkerRuntime
 from csvjobs.queue.submission_queries import (
@@ -85,6 +64,7 @@ from csvjobs.queue.submission_queries import (
     split_submission,
     update_submission,
 )
+from csvjobs.redact import redact
 
 # A lease outlives a slow step by far; the loop renews it while it works.
 LEASE_SECONDS = 300.0
@@ -106,6 +86,15 @@ class _RowState:
     permanent: str = ""
     not_run: bool = False
 
+    def take(self, kind: str, line: LineOutcome) -> None:
+        """Add what one output line did for the row."""
+        self.prompts = self.prompts or line.prompts
+        if line.image is not None:
+            self.images[kind] = line.image
+        self.retry = line.retry or self.retry
+        self.permanent = line.permanent or self.permanent
+        self.not_run = self.not_run or line.not_run
+
 
 # --- the loop -------------------------------------------------------------------------------------------------
 
@@ -116,9 +105,9 @@ class SubmissionLoop:
     def __init__(self, runtime: WorkerRuntime, provider: BatchCapable) -> None:
         self.runtime = runtime
         self.provider = provider
-        self.api: BatchAPI = provider.batch_api()
+        self.api: BatchService = provider.batch_api()
         self.settings = runtime.settings
-        self.instance_id = runtime.config.instance_id
+        self.worker_id = runtime.config.worker_id
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -150,7 +139,7 @@ class SubmissionLoop:
         opened = await self._open()
         cfg = self.runtime.config
         leased = await self.runtime.db_call(functools.partial(
-            lease_submissions, worker_id=self.instance_id, lease_seconds=LEASE_SECONDS, limit=10,
+            lease_submissions, worker_id=self.worker_id, lease_seconds=LEASE_SECONDS, limit=10,
             batch_id=cfg.batch_id, user_id=cfg.user_id))
         for submission in leased:
             if self.runtime.stopping:
@@ -164,7 +153,7 @@ class SubmissionLoop:
         rt = self.runtime
         cfg = rt.config
         rows = await rt.db_call(functools.partial(
-            queries.claim_rows, worker_id=self.instance_id, limit=self.settings.openai_batch_max_requests,
+            queries.claim_rows, worker_id=self.worker_id, limit=self.settings.openai_batch_max_requests,
             timeout_minutes=self.settings.claim_timeout_minutes, mode=ProcessingMode.OPENAI_BATCH,
             batch_id=cfg.batch_id, user_id=cfg.user_id))
         jobs = queries.parse_claims(rows)
@@ -177,7 +166,7 @@ class SubmissionLoop:
                 if reused is not None:
                     rt.finish(job, reused)
                     continue
-            refused = await row_rules.reserve_row(rt, self.provider, job, holder=self.instance_id,
+            refused = await row_rules.reserve_row(rt, self.provider, job, holder=self.worker_id,
                                                   price_factor=pricing.BATCH_PRICE_FACTOR)
             if refused:
                 rt.forget([job.job_id])  # the budget has no room for the row now; it is pending again
@@ -187,7 +176,7 @@ class SubmissionLoop:
             step = SubmissionStep.IMAGES if "prompts" in job.checkpoint else SubmissionStep.PROMPTS
             groups[(job.batch_id, step)].append(job.job_id)
         for (batch_id, step), ids in groups.items():
-            await rt.db_call(functools.partial(open_submission, worker_id=self.instance_id, batch_id=batch_id,
+            await rt.db_call(functools.partial(open_submission, worker_id=self.worker_id, batch_id=batch_id,
                                                step=step, job_ids=ids))
             rt.forget(ids)
         return len(jobs)
@@ -237,18 +226,18 @@ class SubmissionLoop:
     async def _update(self, sub: Submission, changes: dict[str, Any], next_check: float | None = None) -> None:
         """Record changes and renew the lease; _LeaseLost when another worker has taken the submission over."""
         if not await self.runtime.db_call(functools.partial(
-                update_submission, submission_id=sub.id, worker_id=self.instance_id, changes=changes,
+                update_submission, submission_id=sub.id, worker_id=self.worker_id, changes=changes,
                 lease_seconds=LEASE_SECONDS, next_check_seconds=next_check)):
             raise _LeaseLost
         for key, value in changes.items():
             if key in Submission.model_fields:
                 setattr(sub, key, value)
 
-    async def _held_rows(self, sub: Submission) -> list[ClaimedJob]:
+    async def _held_rows(self, sub: Submission) -> list[ClaimedRow]:
         return await self.runtime.db_call(functools.partial(queries.held_rows, job_ids=sub.row_job_ids,
                                                             holder=sub.holder))
 
-    def _context(self, sub: Submission, job: ClaimedJob) -> RowContext:
+    def _context(self, sub: Submission, job: ClaimedRow) -> RowContext:
         return row_rules.row_context(self.runtime, job, holder=sub.holder, redo=redo_styles(job.checkpoint),
                                      info=self.runtime.known_info(sub.batch_id))
 
@@ -261,12 +250,11 @@ class SubmissionLoop:
         kept: list[int] = []
         overflow: list[int] = []
         elsewhere: dict[str, list[int]] = defaultdict(list)
-        done: list[JobResult] = []
-        failed: list[tuple[ClaimedJob, str, bool]] = []
+        done: list[RowResult] = []
+        failed: list[tuple[ClaimedRow, str, bool]] = []
         renewed = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="csvjobs-openai-batch-") as tmp:
-            file = InputFile(self.settings.openai_batch_max_requests, self.settings.openai_batch_max_bytes,
-                             Path(tmp) / f"csvjobs-{sub.submission_key}.jsonl")
+            file = self.provider.batch_input_file(Path(tmp) / f"csvjobs-{sub.submission_key}.jsonl")
             for start in range(0, len(rows), BUILD_WINDOW):
                 window = rows[start:start + BUILD_WINDOW]
                 if overflow:
@@ -284,7 +272,7 @@ class SubmissionLoop:
                         continue
                     row_endpoint, lines = result
                     if not lines:  # nothing left to ask for: the row is complete as it stands
-                        done.append(self._completed(job))
+                        done.append(self.provider.batch_result(job))
                         continue
                     if not file.fits(lines, empty=True):
                         # Too big for any input file on its own (a huge photo, or limits set very low).
@@ -319,37 +307,15 @@ class SubmissionLoop:
         self.runtime.flush_soon()
         return True
 
-    async def _lines(self, sub: Submission, job: ClaimedJob) -> tuple[str, list[bytes]]:
+    async def _lines(self, sub: Submission, job: ClaimedRow) -> tuple[str, list[bytes]]:
         """(endpoint, input lines) of one row for this submission's step."""
-        ctx = self._context(sub, job)
-        trigger = ctx.trigger_text
-        reference = await prepare_reference(ctx, self.settings)
-        if sub.step is SubmissionStep.PROMPTS:
-            body = self.provider.prompt_request(ctx, trigger, reference)
-            return PROMPTS_ENDPOINT, [request_line(custom_id(job.job_id, job.attempt, "prompts"), PROMPTS_ENDPOINT,
-                                                   body)]
-        needed = styles_still_needed(job.checkpoint)
-        row_rules.prepare_redo(self.runtime, job)  # the reviewer's notes go into the prompts of the styles redone
-        white = ImageStyle.SINGLE_WHITE_BACKGROUND
-        if white in needed and reference is not None and self.settings.packshot == "auto":
-            # The packshot from the product's own pixels, now: it needs no request (and no wait of a day).
-            analysis = await analyse_photo(ctx, reference.png)
-            if analysis.cutout is not None:
-                image = await store_cutout(ctx, self.settings, analysis)
-                if not await ctx.save_checkpoint({f"image:{white.value}": image.model_dump(mode="json")}):
-                    raise JobLostError(f"row job {job.job_id} is no longer held by its submission")
-                needed.remove(white)
-        prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
-        lines: list[bytes] = []
-        endpoint = ""
-        for style in needed:
-            endpoint, body = self.provider.image_request(style, prompts.for_style(style).prompt, reference)
-            lines.append(request_line(custom_id(job.job_id, job.attempt, style.value), endpoint, body))
-        return endpoint, lines
+        if sub.step is SubmissionStep.IMAGES:
+            row_rules.prepare_redo(self.runtime, job)  # the reviewer's notes go into the prompts of styles redone
+        return await self.provider.batch_requests(self._context(sub, job), job, sub.step)
 
     async def _split(self, sub: Submission, step: SubmissionStep, ids: list[int]) -> None:
         await self.runtime.db_call(functools.partial(split_submission, submission_id=sub.id,
-                                                     worker_id=self.instance_id, step=step, job_ids=ids))
+                                                     worker_id=self.worker_id, step=step, job_ids=ids))
         self.wake.set()
 
     # uploaded -> submitted
@@ -401,21 +367,24 @@ class SubmissionLoop:
         # next chunk (its output lines may be far apart in the file), so completed rows rise while a large file
         # is read. A restart reads the file again and skips the rows already reported (no longer held), and the
         # ledger counts each line once.
-        done: list[JobResult] = []
+        done: list[RowResult] = []
         streamed = 0
         for file_id in (state.output_file_id, state.error_file_id):
             if not file_id:
                 continue
             async for line in self.api.lines(file_id):
-                parsed = parse_custom_id(line.get("custom_id"))
+                parsed = self.provider.batch_line_key(line)
                 job = rows.get(parsed[0]) if parsed else None
                 if parsed is None or job is None or parsed[1] != job.attempt:
                     continue  # not ours, or a row this submission no longer holds (collected before a restart)
                 st = states[job.job_id]
-                await self._apply(sub, job, parsed[2], line, st, needed[job.job_id])
+                assert sub.endpoint is not None and sub.openai_batch_id is not None
+                st.take(parsed[2], await self.provider.batch_apply(
+                    self._context(sub, job), job, parsed[2], line, endpoint=sub.endpoint,
+                    service_batch_id=sub.openai_batch_id, still_needed=needed[job.job_id]))
                 if sub.step is SubmissionStep.IMAGES and not st.retry and not st.permanent and all(
                         style in st.images for style in needed[job.job_id]):
-                    done.append(self._completed(rows.pop(job.job_id)))
+                    done.append(self.provider.batch_result(rows.pop(job.job_id)))
                 if len(done) >= REPORT_CHUNK or (done and time.monotonic() - reported > REPORT_EVERY_SECONDS):
                     await self._report(sub, done)
                     streamed += len(done)
@@ -426,96 +395,13 @@ class SubmissionLoop:
         await self._report(sub, done)
         await self._settle(sub, state, rows, states, needed, streamed=streamed + len(done))
 
-    async def _apply(self, sub: Submission, job: ClaimedJob, kind: str, line: dict[str, Any], st: _RowState,
-                     still_needed: list[str]) -> None:
-        """Save one output line's result on its row (or note why it failed); an image the row's checkpoint already
-        holds (stored by a collection cut off before it reported the row) is taken from there, not stored again."""
-        problem = line_error(line)
-        if problem is not None:
-            code, message = problem
-            if code in NOT_RUN_CODES:
-                st.not_run = True
-            elif code in CONTENT_POLICY_CODES:
-                st.permanent = f"refused by the provider's content policy ({code}): {message[:300]}"
-            else:
-                st.retry = f"the OpenAI batch request failed ({code or 'error'}): {message[:300]}"
-            return
-        body = line["response"]["body"]
-        ctx = self._context(sub, job)
-        # Answered, so paid (at Batch prices), whether or not its answer can be used: into the ledger first.
-        await self._record_paid(sub, job, ctx, kind, line, body)
-        try:
-            if kind == SubmissionStep.PROMPTS:
-                prompts, usage = parse_prompts(body)
-                if not await ctx.save_checkpoint({"prompts": prompts.model_dump(mode="json"), "prompt_usage": usage}):
-                    return
-                st.prompts = True
-                ctx.log("prompts_generated", f"prompts generated by {self.settings.prompt_model} (OpenAI batch "
-                        f"{sub.openai_batch_id})", {"usage": usage, "openai_batch_id": sub.openai_batch_id})
-                return
-            style = ImageStyle(kind)
-            if style.value not in still_needed and f"image:{style.value}" in job.checkpoint:
-                st.images[style.value] = GeneratedImage.model_validate(job.checkpoint[f"image:{style.value}"])
-                return
-            edited = sub.endpoint == "/v1/images/edits"
-            image = await self.provider.store_image(ctx, style, images_answer(body), edited=edited)
-            if image.unframed and ctx.channels:
-                # (no redo here: through the Batch API it would wait another day; the review flags it)
-                image.flagged = True
-            if edited:
-                await self._check_fidelity(ctx, image)
-            if await ctx.save_checkpoint({f"image:{style.value}": image.model_dump(mode="json")}):
-                st.images[style.value] = image
-                ctx.log("image_stored", f"{style.value} image stored: {image.storage_path} (OpenAI batch "
-                        f"{sub.openai_batch_id})", {"style": style.value, "bytes": image.bytes, "model": image.model})
-        except (TransientError, PermanentError, ValidationError, ValueError) as exc:
-            st.retry = redact(f"the OpenAI batch output for {kind} could not be used: {exc}", self.runtime.secrets)
-
-    async def _record_paid(self, sub: Submission, job: ClaimedJob, ctx: RowContext, kind: str, line: dict[str, Any],
-                           body: Any) -> None:
-        """One answered output line in the ledger, keyed by its OpenAI batch and custom_id (so a line read again
-        after a restart counts once), giving back what the row reserved for that call."""
-        s = self.settings
-        usage = body.get("usage") if isinstance(body, dict) else None
-        usage = usage if isinstance(usage, dict) else None
-        factor = pricing.BATCH_PRICE_FACTOR
-        reserved = self.provider.call_worst_cases(job).get(kind, 0.0) * factor
-        photo = ctx.row_has_photo
-        key = f"openai-batch:{sub.openai_batch_id}:{line.get('custom_id')}"
-        if kind == SubmissionStep.PROMPTS:
-            call = PaidCall(key=key, kind="prompts", route="from_photo" if photo else "from_text", row_has_photo=photo,
-                            model=s.prompt_model, price_factor=factor, reserved_usd=reserved,
-                            cost_usd=pricing.prompt_cost(s.prompt_model, usage) * factor)
-        else:
-            edited = sub.endpoint == "/v1/images/edits"
-            call = PaidCall(key=key, kind="image", purpose="regenerate" if kind in ctx.redo else "row", style=kind,
-                            route=(Route.GENERATED_FROM_PHOTO if edited else Route.GENERATED_FROM_TEXT).value,
-                            row_has_photo=photo, model=s.image_model, size=s.image_size, quality=s.image_quality,
-                            price_factor=factor, reserved_usd=reserved,
-                            cost_usd=pricing.image_cost(s.image_model, s.image_size, s.image_quality, usage,
-                                                        edited=edited) * factor)
-        await ctx.record_paid(call)
-
-    async def _check_fidelity(self, ctx: RowContext, image: GeneratedImage) -> None:
-        """The fidelity check of an image made from the photo. Here a failing image is flagged for review, not
-        made again: a redo through the Batch API would wait another day (the synchronous path redoes it once)."""
-        reference = await prepare_reference(ctx, self.settings)
-        if reference is None:
-            return
-        analysis = await analyse_photo(ctx, reference.png)
-        data = await asyncio.to_thread(ctx.storage.read_bytes, image.storage_path)
-        verdict = check_fidelity(ctx, self.settings, analysis, image, data)
-        image.fidelity = verdict.model_dump(mode="json")
-        image.flagged = not verdict.passed
-        image.separation = analysis.separation.model_dump(mode="json")
-
-    async def _settle(self, sub: Submission, state: BatchState, rows: dict[int, ClaimedJob],
+    async def _settle(self, sub: Submission, state: BatchState, rows: dict[int, ClaimedRow],
                       states: dict[int, _RowState], needed: dict[int, list[str]], *, streamed: int = 0) -> None:
         """Hand every row left on: to step 2, a result, or back to pending (streamed: the rows already reported
         completed while the output was read); then the submission is done."""
         cancelled = await self._batch_status(sub.batch_id) == BatchStatus.CANCELLED
         onward: list[int] = []
-        results: list[JobResult] = []
+        results: list[RowResult] = []
         retry: list[tuple[int, str]] = []
         not_run: list[tuple[int, str]] = []
         for job_id, job in rows.items():
@@ -527,7 +413,7 @@ class SubmissionLoop:
                     onward.append(job_id)
             elif sub.step is SubmissionStep.IMAGES and not st.retry and not st.permanent and all(
                     style in st.images for style in needed[job_id]):
-                results.append(self._completed(job))
+                results.append(self.provider.batch_result(job))
             elif st.permanent:
                 results.append(self._failed(job, st.permanent))
             elif st.retry:
@@ -544,8 +430,8 @@ class SubmissionLoop:
         await self._release(sub, retry, count_retry=True)
         await self._release(sub, not_run, count_retry=False)
         outcome = {"openai_status": state.status, "onward": len(onward),
-                   "completed": streamed + sum(1 for r in results if r.status is JobStatus.COMPLETED),
-                   "failed": sum(1 for r in results if r.status is JobStatus.FAILED),
+                   "completed": streamed + sum(1 for r in results if r.status is RowStatus.COMPLETED),
+                   "failed": sum(1 for r in results if r.status is RowStatus.FAILED),
                    "retried": len(retry), "not_run": len(not_run)}
         await self._finish(sub, outcome)
         await self._log(sub, "openai_batch_collected",
@@ -555,20 +441,10 @@ class SubmissionLoop:
 
     # --- results --------------------------------------------------------------------------------------------
 
-    def _completed(self, job: ClaimedJob) -> JobResult:
-        prompts = GeneratedPrompts.model_validate(job.checkpoint["prompts"])
-        images = [GeneratedImage.model_validate(job.checkpoint[f"image:{style.value}"]) for style in ImageStyle]
-        trigger = job.trigger_text or trigger_text(job.product)
-        result = self.provider.outcome(trigger, prompts, job.checkpoint.get("prompt_usage"), images,
-                                       price_factor=pricing.BATCH_PRICE_FACTOR).as_result(job)
-        # Every answered line went into the ledger (and the row's and batch's cost) as it was collected.
-        result.cost_recorded = True
-        return result
-
-    def _failed(self, job: ClaimedJob, message: str) -> JobResult:
+    def _failed(self, job: ClaimedRow, message: str) -> RowResult:
         return row_rules.failed_result(job, message)
 
-    async def _report(self, sub: Submission, results: list[JobResult]) -> None:
+    async def _report(self, sub: Submission, results: list[RowResult]) -> None:
         await self.runtime.report_for(sub.holder, results)
 
     async def _release(self, sub: Submission, rows: list[tuple[int, str]], *, count_retry: bool) -> None:
@@ -577,12 +453,12 @@ class SubmissionLoop:
             by_reason[reason].append(job_id)
         for reason, ids in by_reason.items():
             await self.runtime.db_call(functools.partial(
-                release_submission_rows, submission_id=sub.id, worker_id=self.instance_id, job_ids=ids,
+                release_submission_rows, submission_id=sub.id, worker_id=self.worker_id, job_ids=ids,
                 count_retry=count_retry, reason=reason))
 
     async def _finish(self, sub: Submission, outcome: dict[str, Any]) -> None:
         await self.runtime.db_call(functools.partial(finish_submission, submission_id=sub.id,
-                                                     worker_id=self.instance_id, outcome=outcome))
+                                                     worker_id=self.worker_id, outcome=outcome))
         self.runtime.flush_soon()
 
     async def _log(self, sub: Submission, operation: str, message: str, details: dict[str, Any]) -> None:

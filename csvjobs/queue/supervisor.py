@@ -23,7 +23,7 @@ from csvjobs.models import RunSummary
 from csvjobs.providers.registry import default_provider_name, load_provider
 from csvjobs.queue import queries
 from csvjobs.queue.process import child_main
-from csvjobs.queue.runtime import EXIT_POOL_STOPS, WorkerConfig, make_instance_id, say
+from csvjobs.queue.runtime import EXIT_POOL_STOPS, WorkerConfig, make_worker_id, say
 from csvjobs.storage.registry import open_storage
 
 
@@ -84,12 +84,12 @@ class Supervisor:
     # --- processes --------------------------------------------------------------------------------------------
 
     def _spawn(self, child: _Child) -> None:
-        child.config.instance_suffix = child.suffix
+        child.config.worker_suffix = child.suffix
         process = self.context.Process(target=child_main, args=(child.config, self.fatal_queue), daemon=False)
         process.start()
         assert process.pid is not None
         # The child computes the same id from its own pid (see child_main).
-        child.config.instance_id = make_instance_id(process.pid, child.suffix)
+        child.config.worker_id = make_worker_id(process.pid, child.suffix)
         child.process = process
         if child.config.batch_id is not None:
             scope = f"batch {child.config.batch_id}"
@@ -97,7 +97,7 @@ class Supervisor:
             scope = f"user {child.config.user_id}'s batches"
         else:
             scope = "any batch"
-        say(f"worker {child.config.instance_id}: started ({scope}, {child.config.concurrency} rows at once)")
+        say(f"worker {child.config.worker_id}: started ({scope}, {child.config.concurrency} rows at once)")
 
     def _config(self, concurrency: int, batch_id: uuid.UUID | None, until_done: bool) -> WorkerConfig:
         opts = self.options
@@ -145,9 +145,9 @@ class Supervisor:
                 child.finished = True
                 continue
             delay = min(self.RESTART_BACKOFF_CAP, 2.0 ** min(child.restarts, 6))
-            say(f"worker {child.config.instance_id}: exited with code {code}; releasing its rows and restarting "
+            say(f"worker {child.config.worker_id}: exited with code {code}; releasing its rows and restarting "
                 f"in {delay:.0f}s")
-            self._release_dead(child.config.instance_id)
+            self._release_dead(child.config.worker_id)
             child.suffix = uuid.uuid4().hex[:6]
             child.restart_at = now + delay
 
@@ -167,14 +167,14 @@ class Supervisor:
             if child.process is not None and child.process.is_alive() and child.process.pid:
                 os.kill(child.process.pid, signal.SIGUSR1)
 
-    def _release_dead(self, instance_id: str) -> None:
+    def _release_dead(self, worker_id: str) -> None:
         try:
-            released, failed = queries.release_worker_jobs(self._service_conn(), instance_id, count_retry=True)
+            released, failed = queries.release_worker_jobs(self._service_conn(), worker_id, count_retry=True)
             if released or failed:
-                say(f"worker {instance_id}: {released} row(s) back to pending, {failed} failed past their retries")
+                say(f"worker {worker_id}: {released} row(s) back to pending, {failed} failed past their retries")
         except Exception as exc:  # database away: the claim timeout (or cron cleanup) brings the rows back
             self._conn = None
-            say(f"could not release the rows of {instance_id} now ({db.first_line(exc)}); "
+            say(f"could not release the rows of {worker_id} now ({db.first_line(exc)}); "
                 "they come back after the claim timeout")
 
     def _start_dedicated(self) -> None:

@@ -15,7 +15,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr
 
 from csvjobs.errors import ConfigError, InputError
-from csvjobs.providers.redact import redact
+from csvjobs.redact import redact
 
 ShopName = Literal["shopify", "woocommerce"]
 LOOPBACK_HOSTS = ("localhost",)

@@ -18,8 +18,8 @@ from support.pool import finish, start_pool
 
 from csvjobs.images.channels import product_fill
 from csvjobs.images.provenance import TRAINED_ALGORITHMIC_MEDIA, digital_source_type
+from csvjobs.images.white_background import is_pure_white_border
 from csvjobs.providers import pricing
-from csvjobs.providers.white_background import is_pure_white_border
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from support.helpers import REAL_DATA, USER_A, cli, job_counts
 from support.photo_server import photo_bytes
 from support.pool import work as pool_work
 
-from csvjobs.providers.white_background import is_pure_white_border
+from csvjobs.images.white_background import is_pure_white_border
 
 pytestmark = pytest.mark.slow
 

@@ -220,11 +220,11 @@ def test_a_pool_for_one_batch_says_which_batch(pool_env, conn) -> None:
     assert job_counts(conn, batch) == {"completed": 3}
 
 
-def test_a_provider_written_against_the_old_import_path_still_loads(pool_env, conn) -> None:
+def test_a_provider_of_ones_own_loads_by_module_and_attribute(pool_env, conn) -> None:
     batch = make_batch(conn, 3)
     code, err = finish(start_pool(pool_env, "--until-done", "--max-dedicated", "0", "--provider",
-                                  "support.legacy_provider:make"))
+                                  "support.own_provider:make"))
     assert code == 0, err
     tags = conn.execute("SELECT DISTINCT generated_tags::text AS t FROM csv_row_jobs WHERE batch_id = %s",
                         [batch]).fetchall()
-    assert tags == [{"t": '["legacy"]'}]
+    assert tags == [{"t": '["own"]'}]

@@ -13,8 +13,8 @@ from csvjobs.images import fidelity
 from csvjobs.images.channels import PACKSHOT_FILL, check_image, product_fill, target_side
 from csvjobs.images.cutout import cut_out, place_on_white
 from csvjobs.images.provenance import TRAINED_ALGORITHMIC_MEDIA, digital_source_type, mark_ai_generated
+from csvjobs.images.white_background import is_pure_white_border
 from csvjobs.models import Channel, ImageStyle, parse_channels
-from csvjobs.providers.white_background import is_pure_white_border
 
 RED = (180, 40, 40)
 

@@ -17,9 +17,9 @@ from support.fake_openai import cutout_png
 from support.photo_server import PhotoServer, photo_bytes
 
 from csvjobs.config import Settings
+from csvjobs.images.photos import PhotoError, allowed_address, fetch_photo, normalise
+from csvjobs.images.white_background import is_pure_white_border, make_white
 from csvjobs.ingest.photos import LocalPhotos
-from csvjobs.providers.photos import PhotoError, allowed_address, fetch_photo, normalise
-from csvjobs.providers.white_background import is_pure_white_border, make_white
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_a_40_megapixel_photo_keeps_a_worker_under_300_mb(tmp_path: Path, fmt: s
     # big pytest process would be measured instead of the child.
     script = (
         "import sys\n"
-        "from csvjobs.providers.photos import PhotoError, normalise\n"
+        "from csvjobs.images.photos import PhotoError, normalise\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "try:\n    out = normalise(data); print('ok', len(out))\n"
         "except PhotoError as exc:\n    print('refused', exc)\n"

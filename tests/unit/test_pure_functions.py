@@ -22,7 +22,7 @@ from csvjobs.ingest.csv_format import detect_format
 from csvjobs.models import trigger_text
 from csvjobs.operate.logs import parse_since
 from csvjobs.providers import pricing
-from csvjobs.providers.openai import classify_error
+from csvjobs.providers.openai_errors import classify_error
 from csvjobs.queue.runtime import backoff_delay
 from csvjobs.queue.supervisor import split_concurrency
 
@@ -168,7 +168,7 @@ def test_concurrency_is_shared_evenly() -> None:
 
 
 def test_a_derived_handle_is_the_whole_title_and_file_names_are_bounded() -> None:
-    from csvjobs.shops.export import slug
+    from csvjobs.shops.export_rules import slug
     from csvjobs.storage.keys import readable_name
 
     title = "Extra Long Organic Cotton Crew Neck T-Shirt With Embroidered Logo - Washed Black Édition"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from csvjobs.models import ImageStyle
 from csvjobs.operate.result_shapes import image_for, image_location, prompt_for, tags_of
-from csvjobs.providers.redact import redact, redact_json
+from csvjobs.redact import redact, redact_json
 
 LIFE, WHITE = ImageStyle.LIFESTYLE_EMOTIONAL, ImageStyle.SINGLE_WHITE_BACKGROUND
 
@@ -51,7 +51,7 @@ def test_redact_removes_the_key_and_anything_shaped_like_one() -> None:
 
 
 def test_a_url_is_shown_without_its_userinfo_query_values_or_fragment() -> None:
-    from csvjobs.providers.redact import redact, safe_url
+    from csvjobs.redact import redact, safe_url
 
     assert safe_url("https://user:pa55@cdn.example:8443/a/b.jpg?X-Amz-Signature=abc&X-Amz-Credential=k#f") == (
         "https://cdn.example:8443/a/b.jpg?X-Amz-Signature=[redacted]&X-Amz-Credential=[redacted]#[redacted]")
@@ -63,7 +63,7 @@ def test_a_url_is_shown_without_its_userinfo_query_values_or_fragment() -> None:
 
 
 def test_a_url_shown_safely_is_shown_the_same_when_redacted_again() -> None:
-    from csvjobs.providers.redact import redact, safe_url
+    from csvjobs.redact import redact, safe_url
 
     for url in ("http://h:1/p.jpg?width=1500&X-Amz-Signature=abc#frag", "https://user:pw@cdn.test/a.png?t=1",
                 "http://[::1]:80/x?y=2"):

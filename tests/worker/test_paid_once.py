@@ -51,7 +51,7 @@ def test_every_image_the_provider_served_is_stored_and_in_the_ledger_once(databa
     try:
         batch = make_batch(conn, ROWS, max_retries=8)
         fast = tuned(settings, fake)
-        config = WorkerConfig(database_url=database_url, settings=fast, instance_id=f"paid-{uuid.uuid4().hex[:6]}",
+        config = WorkerConfig(database_url=database_url, settings=fast, worker_id=f"paid-{uuid.uuid4().hex[:6]}",
                               concurrency=4, until_done=True, batch_id=batch)
         worker = Worker(config, provider=OpenAIProvider(fast))
         assert asyncio.run(asyncio.wait_for(worker.run(), 240)) == 0
@@ -94,7 +94,7 @@ def test_a_budget_is_used_and_never_passed_under_failures_by_two_workers(databas
 
         async def both() -> list[int]:
             workers = [Worker(WorkerConfig(database_url=database_url, settings=fast, concurrency=2, until_done=True,
-                                           batch_id=batch, instance_id=f"budget-{n}-{uuid.uuid4().hex[:6]}"),
+                                           batch_id=batch, worker_id=f"budget-{n}-{uuid.uuid4().hex[:6]}"),
                               provider=OpenAIProvider(fast)) for n in range(2)]
             return list(await asyncio.gather(*(w.run() for w in workers)))
 

@@ -43,7 +43,7 @@ def config(database_url: str, settings: Settings, tune: dict[str, Any] | None = 
            **changes: Any) -> WorkerConfig:
     fast = settings.model_copy(update={"heartbeat_seconds": 0.2, "poll_seconds": 0.2, "grace_seconds": 5.0,
                                        "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05, **(tune or {})})
-    return WorkerConfig(database_url=database_url, settings=fast, instance_id=f"test-{uuid.uuid4().hex[:6]}",
+    return WorkerConfig(database_url=database_url, settings=fast, worker_id=f"test-{uuid.uuid4().hex[:6]}",
                         **changes)
 
 
@@ -140,7 +140,7 @@ def test_shutdown_gives_back_rows_in_flight_without_a_retry(database_url, settin
     rows = conn.execute("SELECT retry_count, claimed_by FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()
     assert {(r["retry_count"], r["claimed_by"]) for r in rows} == {(0, None)}
     status = conn.execute("SELECT status FROM csv_processing_workers WHERE instance_id = %s",
-                          [worker.runtime.config.instance_id]).fetchone()
+                          [worker.runtime.config.worker_id]).fetchone()
     assert status == {"status": WorkerStatus.STOPPED.value}
 
 

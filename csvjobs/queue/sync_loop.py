@@ -12,11 +12,11 @@ from typing import Any
 
 from csvjobs import db, tracing
 from csvjobs.errors import BudgetRefused, JobLostError, PermanentError, ProviderAccessError, TransientError
-from csvjobs.models import ClaimedJob, JobResult, LogLevel, ProcessingMode
+from csvjobs.models import ClaimedRow, LogLevel, ProcessingMode, RowResult
 from csvjobs.providers.contract import Provider, RowContext, RowOutcome
-from csvjobs.providers.redact import redact
 from csvjobs.queue import queries, row_rules
 from csvjobs.queue.runtime import WorkerRuntime, backoff_delay, outcome
+from csvjobs.redact import redact
 
 
 class SyncLoop:
@@ -86,12 +86,12 @@ class SyncLoop:
         return left == 0
 
     async def claim(self, conn: db.AsyncConnection, limit: int,
-                    mode: ProcessingMode = ProcessingMode.SYNC) -> list[ClaimedJob]:
+                    mode: ProcessingMode = ProcessingMode.SYNC) -> list[ClaimedRow]:
         """Claim up to limit rows of batches in this processing mode, and start them."""
         rt = self.runtime
         cfg = rt.config
-        with tracing.claim_span(cfg.instance_id) as span:
-            rows = await queries.claim_rows(conn, worker_id=cfg.instance_id, limit=limit,
+        with tracing.claim_span(cfg.worker_id) as span:
+            rows = await queries.claim_rows(conn, worker_id=cfg.worker_id, limit=limit,
                                             timeout_minutes=rt.settings.claim_timeout_minutes, mode=mode,
                                             batch_id=cfg.batch_id, user_id=cfg.user_id)
             tracing.claimed(span, len(rows))
@@ -99,7 +99,7 @@ class SyncLoop:
             jobs = queries.parse_claims(rows)
         except Exception:
             # The claim has committed: give its rows back (every row this worker holds but does not know of).
-            await queries.release_held_rows(conn, worker_id=cfg.instance_id, count_retry=False,
+            await queries.release_held_rows(conn, worker_id=cfg.worker_id, count_retry=False,
                                             keep=list(rt.unreported))
             raise
         for job in jobs:
@@ -110,7 +110,7 @@ class SyncLoop:
             rt.stats.claims += 1
         return jobs
 
-    async def process(self, job: ClaimedJob) -> None:
+    async def process(self, job: ClaimedRow) -> None:
         """One row, start to result (or to being let go), in its trace span when tracing is on."""
         if not tracing.enabled():
             await self._process(job, None)
@@ -119,16 +119,16 @@ class SyncLoop:
                               job.attempt) as span:
             await self._process(job, span)
 
-    async def _process(self, job: ClaimedJob, span: Any) -> None:
+    async def _process(self, job: ClaimedRow, span: Any) -> None:
         rt = self.runtime
         started = time.monotonic()
-        result: JobResult
+        result: RowResult
         try:
             reused = await row_rules.reuse_images(rt, job) if row_rules.reuses_images(job) else None
             if reused is not None:
                 result = reused
             else:
-                ctx = row_rules.row_context(rt, job, holder=rt.config.instance_id,
+                ctx = row_rules.row_context(rt, job, holder=rt.config.worker_id,
                                             redo=row_rules.prepare_redo(rt, job),
                                             info=await rt.batch_info(job.batch_id))
                 result = (await self._with_retries(ctx)).as_result(job)

@@ -20,9 +20,9 @@ from csvjobs.images.channels import PACKSHOT_FILL, RULES, check_image, resize_to
 from csvjobs.images.cutout import Cutout, Separation, cut_out, place_on_white, reframe_on_white
 from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.images.provenance import mark_ai_generated
+from csvjobs.images.white_background import flatten_onto_white, make_white
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route, parse_channels
 from csvjobs.providers.contract import GeneratedImage, RowContext
-from csvjobs.providers.white_background import flatten_onto_white, make_white
 
 
 @dataclass

@@ -28,10 +28,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from csvjobs.config import Settings
 from csvjobs.errors import JobLostError, PermanentError
 from csvjobs.images.pixel_work import run_pixel_work
+from csvjobs.images.white_background import flatten_onto_white
 from csvjobs.models import IMAGE_FORMATS
 from csvjobs.providers.contract import RowContext
-from csvjobs.providers.redact import redact, safe_url
-from csvjobs.providers.white_background import flatten_onto_white
+from csvjobs.redact import redact, safe_url
 from csvjobs.storage.keys import IMAGES_BUCKET, UPLOADS_BUCKET, is_remote_photo, uploaded_photo_key
 
 MAX_REDIRECTS = 5
