@@ -37,7 +37,7 @@ from csvjobs.shops.contract import (
     ShopName,
     Store,
 )
-from csvjobs.shops.export import (
+from csvjobs.shops.export_rules import (
     ALT_TEXT_LIMIT,
     ShopExportNotes,
     ShopExportOptions,

@@ -16,7 +16,9 @@ from support.photo_server import PhotoServer
 from support.s3 import S3
 from support.shop import BASE, parse, upload_and_work
 
-from csvjobs.shops.export import ALT_TEXT_LIMIT, SHOPIFY_VARIANT_HEADERS, WOOCOMMERCE_HEADERS, slug
+from csvjobs.shops.export_rules import ALT_TEXT_LIMIT, slug
+from csvjobs.shops.shopify_export import SHOPIFY_VARIANT_HEADERS
+from csvjobs.shops.woocommerce_export import WOOCOMMERCE_HEADERS
 
 pytestmark = pytest.mark.slow
 needs_real_data = pytest.mark.skipif(not REAL_DATA.exists(), reason="shared/data/real is not present")
