@@ -82,10 +82,10 @@ def upload(
     Example: csvjobs upload products.csv --country US
     Example: csvjobs upload produtos.csv --language pt-BR --alt-languages en,es
     """
+    from csvjobs.examples import EXAMPLE_CSV
     from csvjobs.ingest.column_mapping import parse_map_options
     from csvjobs.ingest.language import alt_language_tags
     from csvjobs.ingest.upload import UploadOptions, upload_csv
-    from csvjobs.operate.maintenance import EXAMPLE_CSV
     from csvjobs.operate.progress import upload_progress
 
     settings = _settings(ctx, user)

@@ -8,55 +8,35 @@ import contextlib
 import gc
 import uuid
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel
 
 from csvjobs.errors import InputError
 from csvjobs.ingest.column_mapping import ColumnMapping, RowMapper, build_mapping, normalise_header
 from csvjobs.ingest.copy_encoding import SIGNATURE, TRAILER, RowEncoder
-from csvjobs.ingest.csv_format import CsvFormat, CsvReader, detect_format
+from csvjobs.ingest.csv_format import CsvReader, detect_format
 from csvjobs.ingest.photos import LocalPhotos
 
 MAX_LISTED_ERRORS = 20
 
 
-class UploadOptions(BaseModel):
-    """What `csvjobs upload` was asked to do."""
+class ReadOptions(BaseModel):
+    """How to read a file's rows: where it is, how to map its columns, and what every row gets."""
 
     path: Path
-    user_id: uuid.UUID | None = None
     preset: str = "auto"
     column_map: dict[str, str] = {}
     country: str = ""
-    max_concurrent_jobs: int = 4
-    skip_invalid: bool = False
-    dry_run: bool = False
     delimiter: str | None = None
     encoding: str | None = None
     max_retries: int = 3
     photo_max_bytes: int = 20 * 1024 * 1024
     # Variants that look the same (see RowMapper.appearance) share the first one's images, unless per_variant.
     per_variant: bool = False
-    # Process the batch through OpenAI's Batch API (half the price, within 24 hours) instead of call by call.
-    openai_batch: bool = False
-    # The batch's budget in USD (None: none): workers pause the batch rather than spend past it.
-    max_cost_usd: float | None = Field(default=None, ge=0)
-    # Where the images will be sold (models.Channel values): sizes and rules for the images.
-    channels: list[str] = []
-    # The language shoppers read (a BCP 47 tag; None: detect it, see ingest/language.py), and extra languages to
-    # write alt text in too.
-    language: str | None = None
-    alt_languages: list[str] = []
     look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
-
-    @model_validator(mode="after")
-    def _check(self) -> UploadOptions:
-        if self.max_concurrent_jobs < 1:
-            raise ValueError("--max-concurrent-jobs must be at least 1")
-        return self
 
 
 NOTHING_TO_DESCRIBE = "nothing to describe: title, description and product_type are all empty"
@@ -80,81 +60,10 @@ class RowError:
         return f"{where}: {self.message}"
 
 
-@dataclass
-class UploadReport:
-    """What an upload created (or, with --dry-run, would create)."""
-
-    batch_id: uuid.UUID | None
-    total_rows: int
-    skipped_rows: int
-    status: str
-    storage_path: str | None
-    format: CsvFormat
-    preset: str
-    mapped_columns: dict[str, str]
-    errors: list[RowError] = field(default_factory=list)
-    error_count: int = 0
-    sample_trigger_texts: list[str] = field(default_factory=list)
-    dry_run: bool = False
-    estimated_cost_usd: float | None = None
-    # The range the batch's cost falls in: every photo cut out and no redo, to every white image generated and
-    # every fidelity redo paid.
-    estimated_cost_low_usd: float | None = None
-    estimated_cost_high_usd: float | None = None
-    # The same rows row by row and at OpenAI's Batch API prices (estimated_cost_usd is in the batch's own mode).
-    estimated_standard_cost_usd: float | None = None
-    estimated_batch_cost_usd: float | None = None
-    estimated_row_cost_usd: float | None = None
-    max_cost_usd: float | None = None
-    processing_mode: str = "sync"
-    channels: list[str] = field(default_factory=list)
-    cost_basis: str = ""
-    photo_column: str = ""
-    photo_rows: int = 0
-    local_photos: int = 0
-    reused_rows: int = 0
-    # Of the rows left out, Shopify's image-only rows (not products), and the first of their row numbers.
-    image_only_rows: int = 0
-    image_only_row_numbers: list[int] = field(default_factory=list)
-    # The language csvjobs writes in for shoppers, how it was chosen, extra alt-text languages, and the country
-    # its region gave the rows (when the file has none).
-    language: str = ""
-    language_line: str = ""
-    language_source: str = ""
-    alt_languages: list[str] = field(default_factory=list)
-    country_from_language: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        """The --json shape."""
-        return {
-            "batch_id": str(self.batch_id) if self.batch_id else None,
-            "total_rows": self.total_rows,
-            "skipped_rows": self.skipped_rows,
-            "status": self.status,
-            "storage_path": self.storage_path,
-            "photo_column": self.photo_column or None,
-            "photo_rows": self.photo_rows,
-            "reused_rows": self.reused_rows,
-            "processing_mode": self.processing_mode,
-            "channels": self.channels,
-            "language": self.language or None,
-            "language_source": self.language_source or None,
-            "alt_languages": self.alt_languages,
-            "country_from_language": self.country_from_language or None,
-            **({"estimated_cost_usd": self.estimated_cost_usd,
-                "estimated_cost_low_usd": self.estimated_cost_low_usd,
-                "estimated_cost_high_usd": self.estimated_cost_high_usd,
-                "estimated_standard_cost_usd": self.estimated_standard_cost_usd,
-                "estimated_batch_cost_usd": self.estimated_batch_cost_usd, "cost_basis": self.cost_basis}
-               if self.estimated_cost_usd is not None else {}),
-            "max_cost_usd": self.max_cost_usd,
-        }
-
-
 class RowStream:
     """Reads, maps and validates the rows of a file, collecting errors instead of stopping at the first."""
 
-    def __init__(self, options: UploadOptions) -> None:
+    def __init__(self, options: ReadOptions) -> None:
         self.options = options
         self.format = detect_format(options.path, options.delimiter, options.encoding)
         self.reader = CsvReader(options.path, self.format)
@@ -313,34 +222,14 @@ class RowStream:
         self.reused_rows = summary["reused_rows"]
         self.reused_photo_rows = summary["reused_photo_rows"]
 
-    def report(
-        self, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None, **extra: Any
-    ) -> UploadReport:
-        """What this stream produced, as an UploadReport."""
-        assert self.mapping is not None
-        return UploadReport(
-            batch_id=batch_id,
-            total_rows=total,
-            skipped_rows=self.skipped_rows + self.error_count,
-            image_only_rows=self.skipped_rows,
-            image_only_row_numbers=self.image_only_rows,
-            status=status,
-            storage_path=storage_path,
-            format=self.format,
-            preset=self.mapping.preset,
-            mapped_columns=self.mapping.describe(),
-            errors=self.errors,
-            error_count=self.error_count,
-            photo_column=self._photo_column,
-            photo_rows=self.photo_rows,
-            local_photos=len(self.photos.files),
-            reused_rows=self.reused_rows,
-            **extra,
-        )
+    @property
+    def photo_column(self) -> str:
+        """The column the rows' photos came from ("" when none)."""
+        return self._photo_column
 
 
 def copy_in_child(
-    options: UploadOptions, batch_id: uuid.UUID
+    options: ReadOptions, batch_id: uuid.UUID
 ) -> Generator[tuple[bytes, int], None, dict[str, Any]]:
     """The parser process's work: (COPY data, bytes read) for the whole file, then its errors and counts."""
     with RowStream(options) as stream, collector_paused():

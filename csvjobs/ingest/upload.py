@@ -5,22 +5,20 @@ from __future__ import annotations
 import concurrent.futures
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, model_validator
 
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
 from csvjobs.ingest import language
 from csvjobs.ingest.child_producer import ChildProducer
 from csvjobs.ingest.copy_encoding import COPY_SQL
+from csvjobs.ingest.csv_format import CsvFormat
 from csvjobs.ingest.estimate import Estimate, LearnedPrices, check_budget, estimate, learned_prices
-from csvjobs.ingest.row_stream import (
-    RowError,
-    RowStream,
-    UploadOptions,
-    UploadReport,
-    collector_paused,
-)
+from csvjobs.ingest.row_stream import ReadOptions, RowError, RowStream, collector_paused
 from csvjobs.models import ProcessingMode, trigger_text
 from csvjobs.shops.columns import woocommerce_language
 from csvjobs.storage.keys import UPLOADS_BUCKET, safe_filename, uploaded_photo_key
@@ -35,6 +33,145 @@ __all__ = ["CHILD_PARSER_MIN_BYTES", "UploadOptions", "UploadReport", "preview_u
 # Files at least this big are parsed in a child process while this one feeds COPY; below it, starting a process
 # costs about as much as it saves.
 CHILD_PARSER_MIN_BYTES = 16 * 1024 * 1024
+
+
+class UploadOptions(BaseModel):
+    """What `csvjobs upload` was asked to do."""
+
+    path: Path
+    user_id: uuid.UUID | None = None
+    preset: str = "auto"
+    column_map: dict[str, str] = {}
+    country: str = ""
+    max_concurrent_jobs: int = 4
+    skip_invalid: bool = False
+    dry_run: bool = False
+    delimiter: str | None = None
+    encoding: str | None = None
+    max_retries: int = 3
+    photo_max_bytes: int = 20 * 1024 * 1024
+    # Variants that look the same (see RowMapper.appearance) share the first one's images, unless per_variant.
+    per_variant: bool = False
+    # Process the batch through OpenAI's Batch API (half the price, within 24 hours) instead of call by call.
+    openai_batch: bool = False
+    # The batch's budget in USD (None: none): workers pause the batch rather than spend past it.
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    # Where the images will be sold (models.Channel values): sizes and rules for the images.
+    channels: list[str] = []
+    # The language shoppers read (a BCP 47 tag; None: detect it, see ingest/language.py), and extra languages to
+    # write alt text in too.
+    language: str | None = None
+    alt_languages: list[str] = []
+    look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
+
+    def reading(self) -> ReadOptions:
+        """What the row stream needs of these options."""
+        return ReadOptions(path=self.path, preset=self.preset, column_map=self.column_map, country=self.country,
+                           delimiter=self.delimiter, encoding=self.encoding, max_retries=self.max_retries,
+                           photo_max_bytes=self.photo_max_bytes, per_variant=self.per_variant,
+                           look_words=self.look_words)
+
+    @model_validator(mode="after")
+    def _check(self) -> UploadOptions:
+        if self.max_concurrent_jobs < 1:
+            raise ValueError("--max-concurrent-jobs must be at least 1")
+        return self
+
+
+@dataclass
+class UploadReport:
+    """What an upload created (or, with --dry-run, would create)."""
+
+    batch_id: uuid.UUID | None
+    total_rows: int
+    skipped_rows: int
+    status: str
+    storage_path: str | None
+    format: CsvFormat
+    preset: str
+    mapped_columns: dict[str, str]
+    errors: list[RowError] = field(default_factory=list)
+    error_count: int = 0
+    sample_trigger_texts: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    estimated_cost_usd: float | None = None
+    # The range the batch's cost falls in: every photo cut out and no redo, to every white image generated and
+    # every fidelity redo paid.
+    estimated_cost_low_usd: float | None = None
+    estimated_cost_high_usd: float | None = None
+    # The same rows row by row and at OpenAI's Batch API prices (estimated_cost_usd is in the batch's own mode).
+    estimated_standard_cost_usd: float | None = None
+    estimated_batch_cost_usd: float | None = None
+    estimated_row_cost_usd: float | None = None
+    max_cost_usd: float | None = None
+    processing_mode: str = "sync"
+    channels: list[str] = field(default_factory=list)
+    cost_basis: str = ""
+    photo_column: str = ""
+    photo_rows: int = 0
+    local_photos: int = 0
+    reused_rows: int = 0
+    # Of the rows left out, Shopify's image-only rows (not products), and the first of their row numbers.
+    image_only_rows: int = 0
+    image_only_row_numbers: list[int] = field(default_factory=list)
+    # The language csvjobs writes in for shoppers, how it was chosen, extra alt-text languages, and the country
+    # its region gave the rows (when the file has none).
+    language: str = ""
+    language_line: str = ""
+    language_source: str = ""
+    alt_languages: list[str] = field(default_factory=list)
+    country_from_language: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The --json shape."""
+        return {
+            "batch_id": str(self.batch_id) if self.batch_id else None,
+            "total_rows": self.total_rows,
+            "skipped_rows": self.skipped_rows,
+            "status": self.status,
+            "storage_path": self.storage_path,
+            "photo_column": self.photo_column or None,
+            "photo_rows": self.photo_rows,
+            "reused_rows": self.reused_rows,
+            "processing_mode": self.processing_mode,
+            "channels": self.channels,
+            "language": self.language or None,
+            "language_source": self.language_source or None,
+            "alt_languages": self.alt_languages,
+            "country_from_language": self.country_from_language or None,
+            **({"estimated_cost_usd": self.estimated_cost_usd,
+                "estimated_cost_low_usd": self.estimated_cost_low_usd,
+                "estimated_cost_high_usd": self.estimated_cost_high_usd,
+                "estimated_standard_cost_usd": self.estimated_standard_cost_usd,
+                "estimated_batch_cost_usd": self.estimated_batch_cost_usd, "cost_basis": self.cost_basis}
+               if self.estimated_cost_usd is not None else {}),
+            "max_cost_usd": self.max_cost_usd,
+        }
+
+
+def _report(stream: RowStream, batch_id: uuid.UUID | None, total: int, status: str, storage_path: str | None,
+            **extra: Any) -> UploadReport:
+    """What a row stream produced, as an UploadReport."""
+    assert stream.mapping is not None
+    return UploadReport(
+        batch_id=batch_id,
+        total_rows=total,
+        skipped_rows=stream.skipped_rows + stream.error_count,
+        image_only_rows=stream.skipped_rows,
+        image_only_row_numbers=stream.image_only_rows,
+        status=status,
+        storage_path=storage_path,
+        format=stream.format,
+        preset=stream.mapping.preset,
+        mapped_columns=stream.mapping.describe(),
+        errors=stream.errors,
+        error_count=stream.error_count,
+        photo_column=stream.photo_column,
+        photo_rows=stream.photo_rows,
+        local_photos=len(stream.photos.files),
+        reused_rows=stream.reused_rows,
+        **extra,
+    )
 
 
 def rejection(path: Path, errors: list[RowError], error_count: int) -> InputError:
@@ -93,7 +230,7 @@ def choose_language(options: UploadOptions, settings: Settings | None) -> tuple[
     """The batch's language (ingest/language.py) and, when the file has no country column and no --country, the
     country its region gives: the options to upload with (that country as the rows' default), the plan, and the
     country it gave ("" for none)."""
-    with RowStream(options) as probe:
+    with RowStream(options.reading()) as probe:
         assert probe.mapping is not None
         header_language = (woocommerce_language(probe.headers) if probe.mapping.preset == "woocommerce" else None)
         texts, has_country = probe.text_sample()
@@ -107,7 +244,7 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
     """--dry-run: parse, map and validate everything; write nothing."""
     options, plan, country = choose_language(options, settings)
     language_fields = plan.fields(country)
-    with RowStream(options) as stream:
+    with RowStream(options.reading()) as stream:
         total = 0
         texts: list[str] = []
         for _row_number, _values, product in stream.products():
@@ -118,7 +255,7 @@ def preview_upload(options: UploadOptions, samples: int = 5, settings: Settings 
         costs: dict[str, Any] = {}
         if settings is not None:
             costs = _costs(settings, stream, total, options, _learned_for_preview(settings, options))
-        return stream.report(None, total, "dry-run", None, sample_trigger_texts=texts, dry_run=True,
+        return _report(stream, None, total, "dry-run", None, sample_trigger_texts=texts, dry_run=True,
                              processing_mode=_mode(options), channels=list(options.channels), **costs,
                              **language_fields)
 
@@ -185,7 +322,8 @@ def upload_csv(
         parse_in_child = options.path.is_file() and options.path.stat().st_size >= CHILD_PARSER_MIN_BYTES
     # Started first, so that it parses while this process reads the header, connects and stores the file; a bad
     # file makes both fail the same way, and this process reports it.
-    producer = (ChildProducer("csvjobs.ingest.parser_process", [str(batch_id)], options.model_dump_json().encode())
+    producer = (ChildProducer("csvjobs.ingest.parser_process", [str(batch_id)],
+                              options.reading().model_dump_json().encode())
                 if parse_in_child else None)
     try:
         report = _upload(settings, options, batch_id, producer, progress, plan)
@@ -208,7 +346,7 @@ def _upload(
     from csvjobs import db  # here rather than at the top: psycopg takes a while to import (see upload_csv)
 
     user_id = options.user_id or resolve_user_id(settings)
-    with RowStream(options) as stream:
+    with RowStream(options.reading()) as stream:
         storage = open_storage(settings)
         storage.check()
         storage_path: str | None = None
@@ -235,7 +373,7 @@ def _upload(
             for path in stored:
                 storage.delete(path)
             raise
-        return stream.report(batch_id, total, "queued" if total else "completed", storage_path,
+        return _report(stream, batch_id, total, "queued" if total else "completed", storage_path,
                              processing_mode=_mode(options), channels=list(options.channels), **costs)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,6 @@ from csvjobs.storage.keys import TEMPLATES_BUCKET
 from csvjobs.storage.registry import open_storage, probe_storage
 from csvjobs.users import resolve_user_id
 
-# The bundled example (package csvjobs.examples), found through the package so that it works installed or not.
-EXAMPLE_CSV = Path(str(importlib.resources.files("csvjobs.examples") / "products.csv"))
 TEMPLATE_HEADERS = ["country", "product_type", "size", "mpn", "title", "description", "image_url"]
 TEMPLATE_ROWS = [
     ["US", "Running shoes", "42", "RS-1042", "Trail Runner", "Lightweight trail running shoe with a grippy sole.",

@@ -17,7 +17,7 @@ from csvjobs.config import Settings
 from csvjobs.errors import InputError
 from csvjobs.ingest.child_producer import ChildProcessFailed
 from csvjobs.ingest.upload import CHILD_PARSER_MIN_BYTES, UploadOptions, upload_csv
-from csvjobs.models import ClaimedJob, trigger_text
+from csvjobs.models import ClaimedRow, trigger_text
 
 HEADER = "country,product_type,size,mpn,title,description\n"
 
@@ -349,7 +349,7 @@ def test_a_claimed_upload_row_carries_its_whole_product(run_cli, conn, tmp_path)
     result = run_cli("upload", str(write(tmp_path / "p.csv", content)), "--country", "PT", "--json")
     assert result.code == 0, result.stderr
     conn.execute("SELECT * FROM update_csv_worker_heartbeat('w', 'idle')")
-    claimed = {row["row_number"]: ClaimedJob.model_validate(row) for row in claim(conn, "w", limit=5)}
+    claimed = {row["row_number"]: ClaimedRow.model_validate(row) for row in claim(conn, "w", limit=5)}
     assert claimed[1].product == {"country": "PT", "product_type": "Lighting", "size": "S", "mpn": "L1",
                                   "description": "Warm light", "title": "Lamp", "image_url": ""}
     assert claimed[2].product["description"] == "Oak & linen" and claimed[2].product["size"] == ""

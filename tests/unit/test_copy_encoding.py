@@ -16,7 +16,7 @@ from support.helpers import REAL_DATA
 
 from csvjobs.ingest.column_mapping import RowMapper
 from csvjobs.ingest.copy_encoding import COPY_SQL, RowEncoder
-from csvjobs.ingest.upload import RowStream, UploadOptions
+from csvjobs.ingest.row_stream import ReadOptions, RowStream
 
 BATCH = uuid.UUID("0f0f0f0f-0000-4000-8000-000000000001")
 HEADER = ["country", "product_type", "size", "mpn", "title", "description", "vendor"]
@@ -36,7 +36,7 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> 
 
 
 def encoded(path: Path, chunked: bool, **options: object) -> bytes:
-    with RowStream(UploadOptions(path=path, skip_invalid=True, **options)) as stream:  # type: ignore[arg-type]
+    with RowStream(ReadOptions(path=path, **options)) as stream:  # type: ignore[arg-type]
         return b"".join(stream.copy_data(BATCH, 3, chunked=chunked, rows_per_chunk=5))
 
 
@@ -69,7 +69,7 @@ def test_chunks_encode_exactly_as_rows_do_without_a_country_column(tmp_path: Pat
 def test_chunked_path_is_taken_for_plain_rows_and_refused_for_others(tmp_path: Path) -> None:
     plain = [["US", "Mug", "1", "M-1", "Mug", "A mug", "Acme"]] * 3
     path = write_csv(tmp_path / "p.csv", plain)
-    with RowStream(UploadOptions(path=path)) as stream:
+    with RowStream(ReadOptions(path=path)) as stream:
         assert stream.mapping is not None
         encoder = RowEncoder(stream.mapping, BATCH, 3, "")
         mapper = RowMapper(stream.mapping)
@@ -100,7 +100,7 @@ def test_real_exports_encode_the_same_both_ways(name: str, preset: str) -> None:
 def test_what_is_written_comes_back_as_the_mapped_product(conn: psycopg.Connection, tmp_path: Path) -> None:
     """COPY the encoded rows into a real table; csv_row_job_product() must rebuild every mapped product."""
     path = write_csv(tmp_path / "p.csv", random_rows(9, 120))
-    with RowStream(UploadOptions(path=path, skip_invalid=True, country="FR")) as stream:
+    with RowStream(ReadOptions(path=path, country="FR")) as stream:
         assert stream.mapping is not None
         mapping = stream.mapping
         with conn.transaction():
@@ -113,7 +113,7 @@ def test_what_is_written_comes_back_as_the_mapped_product(conn: psycopg.Connecti
                 for chunk in stream.copy_data(BATCH, 3, rows_per_chunk=7):
                     copy.write(chunk)
     mapper = RowMapper(mapping, "FR")
-    with RowStream(UploadOptions(path=path, skip_invalid=True, country="FR")) as again:
+    with RowStream(ReadOptions(path=path, country="FR")) as again:
         expected = {number: product for number, _values, product in again.products()}
     rows = conn.execute(
         "SELECT j.row_number, j.row_data, j.product AS stored,"
