@@ -23,7 +23,7 @@ class BatchStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class JobStatus(StrEnum):
+class RowStatus(StrEnum):
     """Where a row job is in its life."""
 
     PENDING = "pending"
@@ -166,7 +166,7 @@ def trigger_text(product: dict[str, str]) -> str:
     return " ".join(" ".join([product.get(k) or "" for k in TRIGGER_FIELDS]).split())
 
 
-class ClaimedJob(BaseModel):
+class ClaimedRow(BaseModel):
     """A job handed to a worker by claim_csv_row_jobs; attempt is the claim token."""
 
     job_id: int
@@ -182,12 +182,12 @@ class ClaimedJob(BaseModel):
     checkpoint: dict[str, Any] = Field(default_factory=dict)
 
 
-class JobResult(BaseModel):
+class RowResult(BaseModel):
     """What a worker reports for one job through update_csv_row_job_results."""
 
     job_id: int
     attempt: int
-    status: JobStatus
+    status: RowStatus
     trigger_text: str | None = None
     generated_prompts: dict[str, Any] | None = None
     generated_images: list[dict[str, Any]] | None = None

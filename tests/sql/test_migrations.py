@@ -17,10 +17,10 @@ from csvjobs import db
 from csvjobs.models import (
     BatchStatus,
     Channel,
-    JobStatus,
     LogLevel,
     ProcessingMode,
     ReviewState,
+    RowStatus,
     SubmissionState,
     SubmissionStep,
     WorkerStatus,
@@ -162,7 +162,7 @@ def test_status_words_match_the_python_enums(conn: psycopg.Connection) -> None:
         return max(found, key=len)  # the status list, not a constraint that merely mentions two of them
 
     assert allowed("csv_batches", "status") == {s.value for s in BatchStatus}
-    assert allowed("csv_row_jobs", "status") == {s.value for s in JobStatus}
+    assert allowed("csv_row_jobs", "status") == {s.value for s in RowStatus}
     assert allowed("csv_processing_workers", "status") == {s.value for s in WorkerStatus}
     assert allowed("csv_processing_logs", "log_level") == {s.value for s in LogLevel}
     assert allowed("csv_batches", "processing_mode") == {s.value for s in ProcessingMode}
