@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     openai_batch_poll_seconds: float = Field(default=60.0, gt=0)
     openai_batch_max_requests: int = Field(default=50_000, ge=2, le=50_000)
     openai_batch_max_bytes: int = Field(default=200_000_000, ge=1024, le=200_000_000)
+    # Rows a worker takes into one submission at a time: a large batch becomes several OpenAI batches, prepared and
+    # collected by every worker process at once instead of by the one that happened to claim every row.
+    openai_batch_rows_per_submission: int = Field(default=1000, ge=1, le=50_000)
 
     @model_validator(mode="after")
     def _pool(self) -> Settings:

@@ -228,15 +228,14 @@ class OpenAIBatchInfo(BaseModel):
     openai_batch_id: str | None = None
     openai_status: str | None = None
     request_counts: dict[str, int] | None = None
-
-    def describe(self) -> str:
-        """One line: what OpenAI is doing with it, and how far it got."""
-        if self.openai_batch_id is None:
-            return f"{self.step}: {self.rows} row(s) being prepared for OpenAI's Batch API"
-        counts = self.request_counts or {}
-        return (f"{self.step}: OpenAI batch {self.openai_batch_id} {self.openai_status or 'submitted'}, "
-                f"{counts.get('completed', 0)}/{counts.get('total', self.requests or 0)} request(s) done, "
-                f"{counts.get('failed', 0)} failed")
+    # csvjobs' side, per OpenAI batch: rows whose requests were written (preparing), rows whose output was read
+    # and rows completed (collecting); and how long each phase has run, for an ETA from the observed rate.
+    prepared_rows: int = 0
+    collected_rows: int = 0
+    completed_rows: int = 0
+    preparing_seconds: float | None = None
+    submitted_seconds: float | None = None
+    collecting_seconds: float | None = None
 
 
 class BatchProgress(BaseModel):

@@ -95,9 +95,10 @@ LANGUAGE sql AS $$
 $$;
 
 -- Record what a driver learnt or did (keys of p_changes: state, endpoint, request_count, input_file_id,
--- openai_batch_id, openai_status, request_counts, output_file_id, error_file_id, error_message; absent keys keep
--- their value), renew its lease, and set when the submission is next due (p_next_check_seconds from now; NULL
--- keeps it). Fenced: false when the lease is no longer this worker's (another driver took over).
+-- openai_batch_id, openai_status, request_counts, output_file_id, error_file_id, error_message, prepared_rows,
+-- collected_rows, completed_rows (the first collected_rows starts collecting_since); absent keys keep their
+-- value), renew its lease, and set when the submission is next due (p_next_check_seconds from now; NULL keeps it).
+-- Fenced: false when the lease is no longer this worker's (another driver took over).
 -- Locks: the submission row.
 CREATE OR REPLACE FUNCTION update_csv_openai_submission(
     p_id bigint,
@@ -119,6 +120,11 @@ LANGUAGE sql AS $$
             output_file_id = coalesce(p_changes ->> 'output_file_id', o.output_file_id),
             error_file_id = coalesce(p_changes ->> 'error_file_id', o.error_file_id),
             error_message = coalesce(p_changes ->> 'error_message', o.error_message),
+            prepared_rows = coalesce((p_changes ->> 'prepared_rows')::integer, o.prepared_rows),
+            collected_rows = coalesce((p_changes ->> 'collected_rows')::integer, o.collected_rows),
+            completed_rows = coalesce((p_changes ->> 'completed_rows')::integer, o.completed_rows),
+            collecting_since = CASE WHEN p_changes ? 'collected_rows' THEN coalesce(o.collecting_since, now())
+                                    ELSE o.collecting_since END,
             submitted_at = CASE WHEN p_changes ->> 'state' = 'submitted' THEN coalesce(o.submitted_at, now())
                                 ELSE o.submitted_at END,
             locked_until = now() + make_interval(secs => p_lease_seconds::double precision),

@@ -18,7 +18,7 @@ from rich.text import Text
 from csvjobs import db
 from csvjobs.config import Settings
 from csvjobs.ingest.upload import UploadReport
-from csvjobs.models import BatchProgress, ProcessingMode, RunSummary
+from csvjobs.models import BatchProgress, OpenAIBatchInfo, ProcessingMode, RunSummary, SubmissionState
 from csvjobs.operate import queries
 from csvjobs.users import resolve_user_id
 
@@ -166,10 +166,45 @@ def _eta(p: BatchProgress) -> str:
         return "done"
     if p.eta_seconds is None:
         return "-"
-    seconds = int(p.eta_seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+    return _clock(float(p.eta_seconds))
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 60}m{whole % 60:02d}s"
+
+
+def _eta_from_rate(done: int, left: int, elapsed: float | None) -> str:
+    """", ETA ..." from the rate observed so far (nothing until something is done)."""
+    if done <= 0 or left <= 0 or not elapsed or elapsed <= 0:
+        return ""
+    return f", ETA {_clock(left * elapsed / done)}"
+
+
+def describe_openai_batch(info: OpenAIBatchInfo) -> str:
+    """One line per OpenAI batch: rows prepared, submitted, collected and completed, what OpenAI says, and an ETA
+    for the phase it is in from the rate observed in it."""
+    rows = info.rows
+    submitted = rows if info.openai_batch_id is not None else 0
+    prepared = rows if submitted else min(info.prepared_rows, rows)
+    line = (f"{info.step}: {rows} row(s), prepared {prepared}, submitted {submitted}, collected "
+            f"{info.collected_rows}, completed {info.completed_rows}")
+    if info.openai_batch_id is None:
+        if info.state is SubmissionState.PREPARING:
+            return line + " (being prepared" + _eta_from_rate(info.prepared_rows, rows - info.prepared_rows,
+                                                               info.preparing_seconds) + ")"
+        return line + " (being submitted to OpenAI)"
+    counts = info.request_counts or {}
+    total = counts.get("total", info.requests or 0)
+    answered = counts.get("completed", 0) + counts.get("failed", 0)
+    line += (f"; OpenAI batch {info.openai_batch_id} {info.openai_status or 'submitted'}, "
+             f"{counts.get('completed', 0)}/{total} request(s) done, {counts.get('failed', 0)} failed")
+    if info.collecting_seconds is not None:
+        return line + " (being collected" + _eta_from_rate(info.collected_rows, rows - info.collected_rows,
+                                                            info.collecting_seconds) + ")"
+    return line + _eta_from_rate(answered, total - answered, info.submitted_seconds)
 
 
 def _bar(p: BatchProgress, width: int = 10) -> str:
@@ -200,7 +235,7 @@ def progress_table(snapshots: list[BatchProgress], width: int = 140) -> Table:
     waiting: list[str] = []
     for p, cells in zip(snapshots, rows, strict=True):
         table.add_row(*(cells[c] for c in shown))
-        waiting.extend(f"{str(p.batch_id)[:8]} {info.describe()}" for info in p.openai_batches)
+        waiting.extend(f"{str(p.batch_id)[:8]} {describe_openai_batch(info)}" for info in p.openai_batches)
         if p.pause_reason and p.status.value == "paused":
             waiting.append(f"{str(p.batch_id)[:8]} paused: {p.pause_reason}")
         if p.placeholder_images:
@@ -241,7 +276,7 @@ def plain_line(p: BatchProgress) -> str:
         + (f" paused: {p.pause_reason}" if p.pause_reason and p.status.value == "paused" else "")
         + (f" mode={p.processing_mode}" if p.processing_mode != "sync" else "")
         + (f"\n  {placeholder_note(str(p.batch_id), p.placeholder_images)}" if p.placeholder_images else "")
-        + "".join(f"\n  {info.describe()}" for info in p.openai_batches)
+        + "".join(f"\n  {describe_openai_batch(info)}" for info in p.openai_batches)
     )
 
 

@@ -19,7 +19,11 @@ PROGRESS_COLUMNS = (
     " b.language, b.alt_languages,"
     " (SELECT coalesce(jsonb_agg(jsonb_build_object("
     "'step', o.step, 'state', o.state, 'rows', cardinality(o.row_job_ids), 'requests', o.request_count,"
-    " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts)"
+    " 'openai_batch_id', o.openai_batch_id, 'openai_status', o.openai_status, 'request_counts', o.request_counts,"
+    " 'prepared_rows', o.prepared_rows, 'collected_rows', o.collected_rows, 'completed_rows', o.completed_rows,"
+    " 'preparing_seconds', extract(epoch FROM now() - o.created_at),"
+    " 'submitted_seconds', extract(epoch FROM now() - o.submitted_at),"
+    " 'collecting_seconds', extract(epoch FROM now() - o.collecting_since))"
     " ORDER BY o.id), '[]') FROM csv_openai_submissions o WHERE o.batch_id = b.id AND o.state <> 'done')"
     " AS openai_batches,"
     # Rows whose images were made without the product's photo (csv_row_jobs_without_photo_idx holds only those).

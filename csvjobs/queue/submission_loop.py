@@ -72,6 +72,8 @@ RENEW_EVERY_SECONDS = 30.0
 # Completed rows of an output file being read are reported this many at a time, or this often.
 REPORT_CHUNK = 100
 REPORT_EVERY_SECONDS = 2.0
+# How often a submission being prepared records how many of its rows are done (for `progress`).
+PROGRESS_EVERY_SECONDS = 2.0
 # Rows whose lines are built at once (photos are fetched concurrently within a window).
 BUILD_WINDOW = 16
 
@@ -153,7 +155,8 @@ class SubmissionLoop:
         rt = self.runtime
         cfg = rt.config
         rows = await rt.db_call(functools.partial(
-            queries.claim_rows, worker_id=self.worker_id, limit=self.settings.openai_batch_max_requests,
+            queries.claim_rows, worker_id=self.worker_id,
+            limit=min(self.settings.openai_batch_rows_per_submission, self.settings.openai_batch_max_requests),
             timeout_minutes=self.settings.claim_timeout_minutes, mode=ProcessingMode.OPENAI_BATCH,
             batch_id=cfg.batch_id, user_id=cfg.user_id))
         jobs = queries.parse_claims(rows)
@@ -287,8 +290,8 @@ class SubmissionLoop:
                     else:
                         file.add(lines)
                         kept.append(job.job_id)
-                if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
-                    await self._update(sub, {})
+                if time.monotonic() - renewed > PROGRESS_EVERY_SECONDS:  # says how far it got; renews the lease
+                    await self._update(sub, {"prepared_rows": start + len(window)})
                     renewed = time.monotonic()
             # Rows that do not go in this file, then rows that are over, before the file is sent.
             for rest in [overflow, *elsewhere.values()]:
@@ -303,7 +306,7 @@ class SubmissionLoop:
             assert endpoint is not None
             file_id = await self.api.upload(file.path, file.path.name)
         await self._update(sub, {"state": SubmissionState.UPLOADED, "input_file_id": file_id, "endpoint": endpoint,
-                                 "request_count": file.requests})
+                                 "request_count": file.requests, "prepared_rows": len(rows)})
         self.runtime.flush_soon()
         return True
 
@@ -369,6 +372,7 @@ class SubmissionLoop:
         # ledger counts each line once.
         done: list[RowResult] = []
         streamed = 0
+        await self._update(sub, {"collected_rows": 0})  # collection begins: progress times its rate from here
         for file_id in (state.output_file_id, state.error_file_id):
             if not file_id:
                 continue
@@ -389,8 +393,10 @@ class SubmissionLoop:
                     await self._report(sub, done)
                     streamed += len(done)
                     done, reported = [], time.monotonic()
+                    await self._update(sub, {"collected_rows": len(states), "completed_rows": streamed})
+                    renewed = time.monotonic()
                 if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
-                    await self._update(sub, {})
+                    await self._update(sub, {"collected_rows": len(states), "completed_rows": streamed})
                     renewed = time.monotonic()
         await self._report(sub, done)
         await self._settle(sub, state, rows, states, needed, streamed=streamed + len(done))

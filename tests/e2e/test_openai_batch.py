@@ -225,7 +225,8 @@ def test_progress_shows_the_openai_batch_while_it_runs(batch_env, fake, conn) ->
             ("prompts", "batch_1", "in_progress", 2)
         assert info["request_counts"] == {"total": 2, "completed": 0, "failed": 0}
         plain = cli(user_env, "progress", str(batch)).stdout
-        assert "prompts: OpenAI batch batch_1 in_progress, 0/2 request(s) done, 0 failed" in plain
+        assert ("prompts: 2 row(s), prepared 2, submitted 2, collected 0, completed 0; OpenAI batch batch_1 "
+                "in_progress, 0/2 request(s) done, 0 failed") in plain
         listed = cli(user_env, "batches").stdout
         assert "mode=openai_batch" in listed
     finally:
@@ -302,6 +303,15 @@ def test_rows_complete_while_the_output_is_read_and_a_kill_mid_read_applies_noth
 
     proc = start_pool(batch_env, "--until-done", "--concurrency", "2")
     wait_for(partly_collected, timeout=120, what="rows completed while the output file is still being read")
+    # progress follows the collection of that OpenAI batch: rows read and completed so far, and an ETA.
+    user_env = dict(batch_env, CSVJOBS_USER_ID=str(USER_A))
+    wait_for(lambda: any(i["step"] == "images" and i["completed_rows"] > 0 for i in json.loads(
+        cli(user_env, "progress", str(batch), "--json").stdout)["openai_batches"]), what="progress to count them")
+    (info,) = [i for i in json.loads(cli(user_env, "progress", str(batch), "--json").stdout)["openai_batches"]
+               if i["step"] == "images"]
+    assert 0 < info["completed_rows"] <= info["collected_rows"] <= rows and info["collecting_seconds"] > 0
+    plain = cli(user_env, "progress", str(batch)).stdout
+    assert "(being collected, ETA " in plain
     _kill_pool(proc, conn)
     assert 0 < job_counts(conn, batch).get("completed", 0) < rows
     with conn.transaction():  # the dead pool's lease on its submissions runs out (5 minutes, here at once)
@@ -317,3 +327,29 @@ def test_rows_complete_while_the_output_is_read_and_a_kill_mid_read_applies_noth
                         " ORDER BY kind", [batch]).fetchall()
     assert [(p["kind"], p["n"]) for p in paid] == [("image", 2 * rows), ("prompts", rows)]
     assert fake.count("batch_image") == 2 * rows  # OpenAI ran each image once
+
+
+def test_a_large_batch_is_prepared_in_chunks_by_every_worker_process(batch_env, fake, conn, photos) -> None:
+    """Rows are taken into submissions a bounded number at a time, so a large batch becomes several OpenAI batches
+    that both worker processes prepare (each photo here takes a while to fetch, as real ones do)."""
+    rows, chunk = 40, 4
+    batch = make_batch(conn, rows, mode="openai_batch")
+    with conn.transaction():  # every row has a (slow) photo
+        conn.execute("UPDATE csv_batches SET column_mapping = jsonb_set(jsonb_set(column_mapping,"
+                     " '{fields,image_url}', '\"image_url\"'), '{row_data_keys,image_url}', '\"image_url\"')"
+                     " WHERE id = %s", [batch])
+        conn.execute("UPDATE csv_row_jobs SET row_data = (row_data::jsonb || jsonb_build_object('image_url', %s"
+                     " || '?row=' || row_number))::json WHERE batch_id = %s", [photos.base + "/slow.png", batch])
+    photos.slow_seconds = 0.3
+    env = dict(batch_env, CSVJOBS_OPENAI_BATCH_ROWS_PER_SUBMISSION=str(chunk),
+               CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32")
+    work(env, "--concurrency", "2", "--processes", "2")
+    assert job_counts(conn, batch) == {"completed": rows}
+    prompts = conn.execute("SELECT request_count FROM csv_openai_submissions WHERE batch_id = %s"
+                           " AND step = 'prompts'", [batch]).fetchall()
+    assert len(prompts) == rows // chunk and {p["request_count"] for p in prompts} == {chunk}
+    drivers = conn.execute("SELECT DISTINCT worker_instance FROM csv_processing_logs WHERE batch_id = %s"
+                           " AND operation = 'openai_batch_submitted'", [batch]).fetchall()
+    assert len(drivers) == 2, drivers
+    # A prompt and a lifestyle edit per row, once each; the white images were cut out of the plain photos.
+    assert (fake.count("batch_chat"), fake.count("batch_edit"), fake.count("batch_image")) == (rows, rows, 0)
