@@ -18,9 +18,9 @@ import math
 from PIL import Image
 from pydantic import BaseModel
 
+from csvjobs.images.white_background import border_white
 from csvjobs.models import IMAGE_FORMATS, Channel, ImageStyle
 
-WHITE = (255, 255, 255)
 # A pixel counts as product (for the fill) when any channel is below this: anti-aliased edges and a soft shadow's
 # faint rim stay out of the measure.
 PRODUCT_BELOW = 245
@@ -90,15 +90,6 @@ def product_fill(rgb: Image.Image) -> float:
     return max((box[2] - box[0]) / w, (box[3] - box[1]) / h)
 
 
-def _border_white(rgb: Image.Image) -> bool:
-    w, h = rgb.size
-    for box in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h)):
-        colours = rgb.crop(box).getcolors(maxcolors=1)
-        if colours is None or colours[0][1] != WHITE:
-            return False
-    return True
-
-
 class ChannelCheck(BaseModel):
     """One channel's verdict on one stored image: the rules it fails (none: it passes)."""
 
@@ -106,18 +97,19 @@ class ChannelCheck(BaseModel):
     failed: list[str] = []
 
 
-def check_image(data: bytes, style: ImageStyle, channels: list[Channel]) -> dict[str, ChannelCheck]:
-    """Check the stored bytes against each channel's rules; the main-image rules for the white-background image."""
+def check_image(data: bytes, style: ImageStyle, channels: list[Channel], *,
+                pixels: Image.Image | None = None) -> dict[str, ChannelCheck]:
+    """Check the stored bytes against each channel's rules; the main-image rules for the white-background image.
+    pixels: the RGB image the bytes encode losslessly, when the caller has it (they are not decoded again)."""
     if not channels:
         return {}
-    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
     fmt = str(image.format)
-    image.load()
     w, h = image.size
-    rgb = image.convert("RGB")
     main = style is ImageStyle.SINGLE_WHITE_BACKGROUND
-    white = _border_white(rgb) if main else False
-    fill = product_fill(rgb) if main else 0.0
+    rgb = (pixels if pixels is not None else image.convert("RGB")) if main else None
+    white = border_white(rgb) if rgb is not None else False
+    fill = product_fill(rgb) if rgb is not None else 0.0
     verdicts: dict[str, ChannelCheck] = {}
     for channel in channels:
         rules = RULES[channel]

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from pydantic import BaseModel
 
+from csvjobs.images.white_background import flatten_onto_white
 from csvjobs.models import IMAGE_FORMATS
 
 # A border strip this share of the short side wide is what the background is measured on.
@@ -63,15 +64,12 @@ class Cutout:
     analysis_rgb: np.ndarray  # the photo at the analysis size (RGB)
 
 
-def _load_rgb(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+def _load_rgb(source: bytes | Image.Image) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source if source.mode == "RGB" else flatten_onto_white(source)
+    image = Image.open(io.BytesIO(source), formats=IMAGE_FORMATS)
     image.load()
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
+    return flatten_onto_white(image)
 
 
 def _border(mask_shape: tuple[int, int], width: int) -> np.ndarray:
@@ -128,10 +126,10 @@ def separate(rgb: np.ndarray) -> tuple[Separation, np.ndarray]:
     return measure, empty
 
 
-def cut_out(data: bytes) -> tuple[Cutout | None, Separation]:
-    """The product cut out of its photo, or None (with the measure saying why) when the background cannot be
-    separated. Raises OSError for bytes that are not an image."""
-    photo = _load_rgb(data)
+def cut_out(source: bytes | Image.Image) -> tuple[Cutout | None, Separation]:
+    """The product cut out of its photo (encoded, or decoded and flattened), or None (with the measure saying why)
+    when the background cannot be separated. Raises OSError for bytes that are not an image."""
+    photo = _load_rgb(source)
     # Straight to the analysis size (a copy to shrink in place would hold the whole photo a second time).
     scale = min(1.0, ANALYSIS_SIDE / max(photo.size))
     analysis = photo if scale == 1.0 else photo.resize(
@@ -155,12 +153,13 @@ def cut_out(data: bytes) -> tuple[Cutout | None, Separation]:
 NEAR_WHITE_SUM = 45
 
 
-def reframe_on_white(data: bytes, side: int, *, fill: float) -> tuple[Image.Image | None, Separation]:
+def reframe_on_white(source: bytes | Image.Image, side: int, *,
+                     fill: float) -> tuple[Image.Image | None, Separation]:
     """A generated white-background image reframed like a cut-out: the product found on its (near-)white
     background, cut out, and centred on pure white at side px spanning `fill` of the frame. None, with the measure
     saying why, when the background is not clean enough to find the product (a scene, a coloured backdrop, a
     product the frame cuts off)."""
-    cutout, measure = cut_out(data)
+    cutout, measure = cut_out(source)
     if cutout is not None and sum(255 - c for c in measure.background) > NEAR_WHITE_SUM:
         measure.separable = False
         measure.reason = f"the background is {measure.background}, not white"

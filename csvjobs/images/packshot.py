@@ -20,7 +20,7 @@ from csvjobs.images.channels import PACKSHOT_FILL, RULES, check_image, resize_to
 from csvjobs.images.cutout import Cutout, Separation, cut_out, place_on_white, reframe_on_white
 from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.images.provenance import mark_ai_generated
-from csvjobs.images.white_background import flatten_onto_white, make_white
+from csvjobs.images.white_background import PNG_LEVEL, encode_white, flatten_onto_white, whiten
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route, parse_channels
 from csvjobs.providers.contract import GeneratedImage, RowContext
 
@@ -88,27 +88,28 @@ def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, 
     rgb = flatten_onto_white(image)
     side = target_side(wanted, max(rgb.size))
     reframed: Separation | None = None
+    # Decoded once: every step below works on these pixels, and only the stored bytes are encoded.
     if style is ImageStyle.SINGLE_WHITE_BACKGROUND and ai_made:
-        flat = io.BytesIO()
-        rgb.save(flat, format="PNG", compress_level=1)
-        framed, reframed = reframe_on_white(flat.getvalue(), side, fill=PACKSHOT_FILL)
+        framed, reframed = reframe_on_white(rgb, side, fill=PACKSHOT_FILL)
         if framed is not None:
             rgb = framed
     if side != max(rgb.size):
         rgb = resize_to(rgb, side)
     if style is ImageStyle.SINGLE_WHITE_BACKGROUND:
-        lossless = io.BytesIO()
-        # Handed straight to make_white, which decodes it: fast compression, the same pixels.
-        rgb.save(lossless, format="PNG", compress_level=1)
-        out, fmt = make_white(lossless.getvalue(), fmt)
+        rgb = whiten(rgb)
+        out, fmt = encode_white(rgb, fmt)
+        exact = fmt == "png"
     else:
         encoded = io.BytesIO()
         save_as = {"jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}.get(fmt, "PNG")
-        rgb.save(encoded, format=save_as, **({"quality": 92} if save_as in ("JPEG", "WEBP") else {}))
+        rgb.save(encoded, format=save_as, **({"quality": 92} if save_as in ("JPEG", "WEBP") else
+                                              {"compress_level": PNG_LEVEL}))
         out = encoded.getvalue()
+        exact = save_as == "PNG"
     if ai_made:
-        out = mark_ai_generated(out)
-    checks = {name: verdict.model_dump() for name, verdict in check_image(out, style, wanted).items()}
+        out = mark_ai_generated(out)  # XMP only: the pixels are not touched
+    checks = {name: verdict.model_dump()
+              for name, verdict in check_image(out, style, wanted, pixels=rgb if exact else None).items()}
     return Finished(out, fmt, checks, reframed)
 
 

@@ -21,10 +21,11 @@ def is_pure_white_border(data: bytes, width: int = 1) -> bool:
     """Whether every pixel within `width` of the image's edges is exactly (255, 255, 255) once decoded."""
     image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     image.load()
-    return _border_white(flatten_onto_white(image), width)
+    return border_white(flatten_onto_white(image), width)
 
 
-def _border_white(rgb: Image.Image, width: int = 1) -> bool:
+def border_white(rgb: Image.Image, width: int = 1) -> bool:
+    """Whether every pixel within `width` of an RGB image's edges is exactly (255, 255, 255)."""
     w, h = rgb.size
     width = max(1, min(width, w // 2, h // 2))
     for box in ((0, 0, w, width), (0, h - width, w, h), (0, 0, width, h), (w - width, 0, w, h)):
@@ -44,10 +45,22 @@ def flatten_onto_white(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# The PNG compression level of stored images, chosen by measurement (bench/finishing.py): on a photographic
+# 2048 px image level 1 encodes about 8x faster than zlib's default 6 for a file about 17% larger, and collecting
+# a catalogue's images is bound by this CPU; a mostly white packshot is small at any level.
+PNG_LEVEL = 1
+
+
 def make_white(data: bytes, output_format: str = "png") -> tuple[bytes, str]:
     """The image on pure white to its edges, and its format: output_format, or png when a lossy format would leave
     the border anything but pure white. Raises OSError for bytes that are not an image."""
     rgb = flatten_onto_white(Image.open(io.BytesIO(data), formats=IMAGE_FORMATS))
+    return encode_white(whiten(rgb), output_format)
+
+
+def whiten(rgb: Image.Image) -> Image.Image:
+    """The RGB image on pure white to its edges (flooded in place; shrunk onto a margin when the product touches an
+    edge)."""
     w, h = rgb.size
     # Flood the background from every edge pixel that is near white: off-white studio backgrounds, shadows at
     # the rim and gradients all become pure white, while the product (not connected to the edge) is untouched.
@@ -56,15 +69,20 @@ def make_white(data: bytes, output_format: str = "png") -> tuple[bytes, str]:
         assert isinstance(pixel, tuple)
         if pixel != WHITE and sum(255 - c for c in pixel[:3]) <= NEAR_WHITE * 3:
             ImageDraw.floodfill(rgb, (x, y), WHITE, thresh=NEAR_WHITE * 3)
-    if not _border_white(rgb):
-        rgb = _on_margin(rgb)
+    return rgb if border_white(rgb) else _on_margin(rgb)
+
+
+def encode_white(rgb: Image.Image, output_format: str = "png") -> tuple[bytes, str]:
+    """A whitened image's bytes in output_format, or PNG when the lossy format's border comes back anything but
+    pure white. PNG keeps the pixels exactly, so its border is the image's (checked without decoding it again)."""
     for fmt in dict.fromkeys((output_format, "png")):
         out = io.BytesIO()
         save_as = {"jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}.get(fmt, "PNG")
-        options = {"quality": 95} if save_as == "JPEG" else {"lossless": True} if save_as == "WEBP" else {}
+        options: dict[str, object] = ({"quality": 95} if save_as == "JPEG" else {"lossless": True}
+                                      if save_as == "WEBP" else {"compress_level": PNG_LEVEL})
         rgb.save(out, format=save_as, **options)
         encoded = out.getvalue()
-        if is_pure_white_border(encoded):
+        if border_white(rgb) if save_as == "PNG" else is_pure_white_border(encoded):
             return encoded, "png" if save_as == "PNG" else fmt
     raise AssertionError("a white-background image failed its own border check")  # PNG is lossless: a bug
 

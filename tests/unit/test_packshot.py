@@ -10,10 +10,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from csvjobs.images import fidelity
-from csvjobs.images.channels import PACKSHOT_FILL, check_image, product_fill, target_side
-from csvjobs.images.cutout import cut_out, place_on_white
+from csvjobs.images.channels import PACKSHOT_FILL, check_image, product_fill, resize_to, target_side
+from csvjobs.images.cutout import cut_out, place_on_white, reframe_on_white
+from csvjobs.images.packshot import finish_image
 from csvjobs.images.provenance import TRAINED_ALGORITHMIC_MEDIA, digital_source_type, mark_ai_generated
-from csvjobs.images.white_background import is_pure_white_border
+from csvjobs.images.white_background import flatten_onto_white, is_pure_white_border, make_white
 from csvjobs.models import Channel, ImageStyle, parse_channels
 
 RED = (180, 40, 40)
@@ -150,3 +151,39 @@ def test_the_fidelity_check_tells_a_kept_product_from_a_lost_one() -> None:
     assert grey_cut is not None
     verdict = fidelity.check(fidelity.product_pixels(grey_cut.analysis_rgb, grey_cut.mask), encode(scene))
     assert verdict.passed and "no distinctive colour" in verdict.note
+
+
+def _bytes_at_every_step(data: bytes, style: ImageStyle, channels: tuple[str, ...], ai_made: bool) -> np.ndarray:
+    """finish_image's pixels as they were made before it decoded once: each step took the previous step's bytes."""
+    wanted = parse_channels(list(channels))
+    rgb = flatten_onto_white(Image.open(io.BytesIO(data)))
+    side = target_side(wanted, max(rgb.size))
+    white = style is ImageStyle.SINGLE_WHITE_BACKGROUND
+    if white and ai_made:
+        framed, _measure = reframe_on_white(encode(rgb), side, fill=PACKSHOT_FILL)
+        rgb = framed if framed is not None else rgb
+    if side != max(rgb.size):
+        rgb = resize_to(rgb, side)
+    out = make_white(encode(rgb))[0] if white else encode(rgb)
+    return np.asarray(Image.open(io.BytesIO(out)).convert("RGB"))
+
+
+@pytest.mark.parametrize("style", list(ImageStyle))
+@pytest.mark.parametrize("channels", [(), ("amazon",), ("google", "shopify")])
+@pytest.mark.parametrize("scene", ["off_white", "edge", "transparent", "cluttered"])
+def test_finishing_decodes_once_and_gives_the_same_pixels(style: ImageStyle, channels: tuple[str, ...],
+                                                          scene: str) -> None:
+    image = {"off_white": studio((246, 245, 242), side=300),
+             "edge": studio((250, 250, 250), side=300, box=(0.0, 0.2, 0.6, 0.9)),
+             "transparent": Image.new("RGBA", (300, 200), (0, 0, 0, 0)),
+             "cluttered": cluttered(side=300)}[scene]
+    if scene == "transparent":
+        ImageDraw.Draw(image).ellipse((60, 40, 240, 160), fill=(*RED, 255))
+    data = encode(image)
+    finished = finish_image(data, style, "png", channels, ai_made=True)
+    stored = Image.open(io.BytesIO(finished.data))
+    assert np.array_equal(np.asarray(stored.convert("RGB")), _bytes_at_every_step(data, style, channels, True))
+    # The checks made on the pixels in memory are the checks of the stored bytes.
+    assert finished.checks == {name: verdict.model_dump() for name, verdict in
+                               check_image(finished.data, style, parse_channels(list(channels))).items()}
+    assert digital_source_type(finished.data) == TRAINED_ALGORITHMIC_MEDIA
