@@ -72,6 +72,8 @@ RENEW_EVERY_SECONDS = 30.0
 # Completed rows of an output file being read are reported this many at a time, or this often.
 REPORT_CHUNK = 100
 REPORT_EVERY_SECONDS = 2.0
+# Output lines applied at once by one process while it collects (each holds one decoded image at a time).
+APPLY_WINDOW = 4
 # How often a submission being prepared records how many of its rows are done (for `progress`).
 PROGRESS_EVERY_SECONDS = 2.0
 # Rows whose lines are built at once (photos are fetched concurrently within a window).
@@ -373,31 +375,52 @@ class SubmissionLoop:
         done: list[RowResult] = []
         streamed = 0
         await self._update(sub, {"collected_rows": 0})  # collection begins: progress times its rate from here
-        for file_id in (state.output_file_id, state.error_file_id):
-            if not file_id:
-                continue
-            async for line in self.api.lines(file_id):
-                parsed = self.provider.batch_line_key(line)
-                job = rows.get(parsed[0]) if parsed else None
-                if parsed is None or job is None or parsed[1] != job.attempt:
-                    continue  # not ours, or a row this submission no longer holds (collected before a restart)
-                st = states[job.job_id]
-                assert sub.endpoint is not None and sub.openai_batch_id is not None
-                st.take(parsed[2], await self.provider.batch_apply(
-                    self._context(sub, job), job, parsed[2], line, endpoint=sub.endpoint,
-                    service_batch_id=sub.openai_batch_id, still_needed=needed[job.job_id]))
-                if sub.step is SubmissionStep.IMAGES and not st.retry and not st.permanent and all(
-                        style in st.images for style in needed[job.job_id]):
-                    done.append(self.provider.batch_result(rows.pop(job.job_id)))
-                if len(done) >= REPORT_CHUNK or (done and time.monotonic() - reported > REPORT_EVERY_SECONDS):
-                    await self._report(sub, done)
-                    streamed += len(done)
-                    done, reported = [], time.monotonic()
-                    await self._update(sub, {"collected_rows": len(states), "completed_rows": streamed})
-                    renewed = time.monotonic()
-                if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
-                    await self._update(sub, {"collected_rows": len(states), "completed_rows": streamed})
-                    renewed = time.monotonic()
+        assert sub.endpoint is not None and sub.openai_batch_id is not None
+        endpoint, service_batch_id = sub.endpoint, sub.openai_batch_id
+        # A few lines are applied at once (each is decoding, finishing and storing an image, and writing to the
+        # database), so that one process keeps a core busy; the window bounds the images held in memory.
+        window = asyncio.Semaphore(APPLY_WINDOW)
+
+        async def apply(job: ClaimedRow, kind: str, line: dict[str, Any]) -> None:
+            try:
+                outcome = await self.provider.batch_apply(
+                    self._context(sub, job), job, kind, line, endpoint=endpoint, service_batch_id=service_batch_id,
+                    still_needed=needed[job.job_id])
+            finally:
+                window.release()
+            st = states[job.job_id]
+            st.take(kind, outcome)
+            if sub.step is SubmissionStep.IMAGES and job.job_id in rows and not st.retry and not st.permanent and all(
+                    style in st.images for style in needed[job.job_id]):
+                done.append(self.provider.batch_result(rows.pop(job.job_id)))
+
+        try:
+            async with asyncio.TaskGroup() as applying:
+                for file_id in (state.output_file_id, state.error_file_id):
+                    if not file_id:
+                        continue
+                    async for line in self.api.lines(file_id):
+                        parsed = self.provider.batch_line_key(line)
+                        job = rows.get(parsed[0]) if parsed else None
+                        if parsed is None or job is None or parsed[1] != job.attempt:
+                            continue  # not ours, or a row no longer held (collected before a restart)
+                        await window.acquire()
+                        applying.create_task(apply(job, parsed[2], line))
+                        if len(done) >= REPORT_CHUNK or (done and time.monotonic() - reported > REPORT_EVERY_SECONDS):
+                            chunk = done[:]
+                            done.clear()
+                            await self._report(sub, chunk)
+                            streamed += len(chunk)
+                            reported = time.monotonic()
+                            await self._update(sub, {"collected_rows": len(states), "completed_rows": streamed})
+                            renewed = time.monotonic()
+                        if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
+                            await self._update(sub, {"collected_rows": len(states), "completed_rows": streamed})
+                            renewed = time.monotonic()
+        except BaseExceptionGroup as failed:
+            # One failure stops the collection (the others were cancelled): raised as the one it is, as if the
+            # lines had been applied one at a time, so that _advance sorts it.
+            raise failed.exceptions[0] from None
         await self._report(sub, done)
         await self._settle(sub, state, rows, states, needed, streamed=streamed + len(done))
 
