@@ -1,5 +1,5 @@
 """The OpenAI pipeline under a binding images-per-minute limit: 200 rows at concurrency 32 against a loopback
-OpenAI-compatible server (tests/fake_openai.py) answering every call after a fixed 500 ms. Prints the measured
+OpenAI-compatible server (tests/support/fake_openai.py) answering every call after a fixed 500 ms. Prints the measured
 images per minute against the configured limit (target: at least 95%) and the rows that failed (target: none).
 
     python bench/openai_pipeline.py [--rows 200] [--ipm 1200]
@@ -19,7 +19,7 @@ import psycopg
 from harness import fresh_database, server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fake_openai import FakeOpenAI
+from support.fake_openai import FakeOpenAI
 
 
 def main() -> None:
