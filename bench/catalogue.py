@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from finishing import baseline, finish, photo_like
+from finishing import finishing_against_baseline
 from harness import fresh_database, server
 from psycopg.rows import dict_row
 
@@ -143,14 +142,7 @@ def main() -> None:
     print(f"work: {work_seconds:.1f} s = {args.rows / work_seconds:.1f} rows/s, "
           f"{args.rows / work_seconds / cores:.1f} rows/s per core")
     print(f"peak RSS of the largest csvjobs process: {memory.peak_kb / 1024:.0f} MB (target: under 300 MB)")
-    data = photo_like(2048, 1)
-    timings: dict[str, list[float]] = {"decode+encode": [], "finish": []}
-    for _ in range(3):
-        for name, func in (("decode+encode", baseline), ("finish", finish)):
-            began = time.perf_counter()
-            func(data)
-            timings[name].append(time.perf_counter() - began)
-    base, done = statistics.median(timings["decode+encode"]), statistics.median(timings["finish"])
+    done, base = finishing_against_baseline(2048)
     print(f"image finishing (2048 px white image for amazon+google): {done:.2f} s against decode+encode "
           f"{base:.2f} s (x{done / base:.1f})")
 

@@ -61,6 +61,18 @@ def child(mode: str, count: int, side: int) -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
+def finishing_against_baseline(side: int, rounds: int = 3) -> tuple[float, float]:
+    """Median seconds to finish a white image of side px, and to decode and encode it, interleaved round by round."""
+    data = photo_like(side, 1)
+    timings: dict[str, list[float]] = {"decode+encode": [], "finish": []}
+    for _ in range(rounds):
+        for name, func in (("decode+encode", baseline), ("finish", finish)):
+            started = time.perf_counter()
+            func(data)
+            timings[name].append(time.perf_counter() - started)
+    return statistics.median(timings["finish"]), statistics.median(timings["decode+encode"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16)
@@ -70,15 +82,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.images, args.side)
         return
-    data = photo_like(args.side, 1)
-    timings: dict[str, list[float]] = {"decode+encode": [], "finish": []}
-    for _ in range(3):
-        for name, func in (("decode+encode", baseline), ("finish", finish)):
-            started = time.perf_counter()
-            func(data)
-            timings[name].append(time.perf_counter() - started)
-    base = statistics.median(timings["decode+encode"])
-    done = statistics.median(timings["finish"])
+    done, base = finishing_against_baseline(args.side)
     print(f"{args.side} px: decode+encode {base:.2f} s, finishing {done:.2f} s a white image (x{done / base:.1f})")
     for mode in ("unbounded", "bounded"):
         out = subprocess.run([sys.executable, __file__, "--child", mode, "--images", str(args.images), "--side",
