@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from csvjobs.config import Settings
 from csvjobs.errors import CsvJobsError, InputError
@@ -35,41 +35,27 @@ __all__ = ["CHILD_PARSER_MIN_BYTES", "UploadOptions", "UploadReport", "preview_u
 CHILD_PARSER_MIN_BYTES = 16 * 1024 * 1024
 
 
-class UploadOptions(BaseModel):
-    """What `csvjobs upload` was asked to do."""
+class UploadOptions(ReadOptions):
+    """What `csvjobs upload` was asked to do: how to read the file (ReadOptions), and what to make of it."""
 
-    path: Path
     user_id: uuid.UUID | None = None
-    preset: str = "auto"
-    column_map: dict[str, str] = {}
-    country: str = ""
     max_concurrent_jobs: int = 4
     skip_invalid: bool = False
     dry_run: bool = False
-    delimiter: str | None = None
-    encoding: str | None = None
-    max_retries: int = 3
-    photo_max_bytes: int = 20 * 1024 * 1024
-    # Variants that look the same (see RowMapper.appearance) share the first one's images, unless per_variant.
-    per_variant: bool = False
     # Process the batch through OpenAI's Batch API (half the price, within 24 hours) instead of call by call.
     openai_batch: bool = False
     # The batch's budget in USD (None: none): workers pause the batch rather than spend past it.
     max_cost_usd: float | None = Field(default=None, ge=0)
     # Where the images will be sold (models.Channel values): sizes and rules for the images.
-    channels: list[str] = []
+    channels: list[str] = Field(default_factory=list)
     # The language shoppers read (a BCP 47 tag; None: detect it, see ingest/language.py), and extra languages to
     # write alt text in too.
     language: str | None = None
-    alt_languages: list[str] = []
-    look_words: tuple[str, ...] = ("colour", "color", "material", "pattern", "finish", "print")
+    alt_languages: list[str] = Field(default_factory=list)
 
     def reading(self) -> ReadOptions:
-        """What the row stream needs of these options."""
-        return ReadOptions(path=self.path, preset=self.preset, column_map=self.column_map, country=self.country,
-                           delimiter=self.delimiter, encoding=self.encoding, max_retries=self.max_retries,
-                           photo_max_bytes=self.photo_max_bytes, per_variant=self.per_variant,
-                           look_words=self.look_words)
+        """What the row stream needs of these options (and all the parser process is sent)."""
+        return ReadOptions.model_validate(self.model_dump(include=set(ReadOptions.model_fields)))
 
     @model_validator(mode="after")
     def _check(self) -> UploadOptions:
