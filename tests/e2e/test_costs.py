@@ -5,13 +5,12 @@ processes never exceed, the bill at the end of a run, and flex processing with i
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import REAL_DATA, cli, job_counts
+from support.helpers import REAL_DATA, cli, job_counts, upload
 from support.pool import work
 
 pytestmark = pytest.mark.slow
@@ -33,12 +32,6 @@ def plain_file(tmp_path: Path, rows: int, name: str = "plain.csv") -> Path:
     path.write_text("title,description,mpn\n" + "".join(f"Mug {n},A mug numbered {n},M-{n}\n"
                                                          for n in range(1, rows + 1)), encoding="utf-8")
     return path
-
-
-def upload(env: dict[str, str], path: Path, *args: str) -> dict:
-    result = cli(env, "upload", str(path), "--json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def cost_of(conn, batch: str) -> float:

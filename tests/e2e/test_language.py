@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.helpers import REAL_DATA, cli
+from support.helpers import REAL_DATA, cli, upload
 from support.pool import work
 
 pytestmark = pytest.mark.slow
@@ -25,12 +25,6 @@ def env(env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def openai_env(openai_env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in openai_env.items() if k != "CSVJOBS_LANGUAGE"}
-
-
-def upload(env: dict[str, str], path: Path, *args: str) -> dict:
-    result = cli(env, "upload", str(path), "--json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def chats(fake) -> list[str]:

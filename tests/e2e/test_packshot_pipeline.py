@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from support.helpers import cli, job_counts
+from support.helpers import cli, job_counts, upload
 from support.pool import finish, start_pool
 
 from csvjobs.images.channels import product_fill
@@ -35,11 +35,10 @@ def run(env: dict[str, str], tmp_path: Path, rows: list[tuple[str, str]], *args:
         writer = csv.writer(f)
         writer.writerow(["title", "description", "image_url"])
         writer.writerows([(title, f"the {title.lower()} itself", photo) for title, photo in rows])
-    result = cli(env, "upload", str(path), "--json", *args)
-    assert result.returncode == 0, result.stderr
+    report = upload(env, path, *args)
     code, err = finish(start_pool(env, "--until-done", "--max-dedicated", "0", "--concurrency", "3"), timeout=180)
     assert code == 0, err
-    return uuid.UUID(json.loads(result.stdout)["batch_id"])
+    return uuid.UUID(report["batch_id"])
 
 
 def rows_of(conn, batch: uuid.UUID) -> dict[int, dict]:

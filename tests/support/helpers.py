@@ -121,6 +121,14 @@ def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Com
                           timeout=timeout)
 
 
+def upload(env: dict[str, str], path: Path, *args: str) -> dict[str, Any]:
+    """`csvjobs upload PATH --json ARGS` as a user runs it; its --json report (the upload must succeed)."""
+    result = cli(env, "upload", str(path), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
 # The real shop exports, beside the repository (never copied into it); tests that read them skip without them.
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
