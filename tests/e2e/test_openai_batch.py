@@ -333,18 +333,27 @@ def test_a_large_batch_is_prepared_in_chunks_by_every_worker_process(batch_env, 
     """Rows are taken into submissions a bounded number at a time, so a large batch becomes several OpenAI batches
     that both worker processes prepare (each photo here takes a while to fetch, as real ones do)."""
     rows, chunk = 40, 4
-    batch = make_batch(conn, rows, mode="openai_batch")
-    with conn.transaction():  # every row has a (slow) photo
-        conn.execute("UPDATE csv_batches SET column_mapping = jsonb_set(jsonb_set(column_mapping,"
-                     " '{fields,image_url}', '\"image_url\"'), '{row_data_keys,image_url}', '\"image_url\"')"
-                     " WHERE id = %s", [batch])
-        conn.execute("UPDATE csv_row_jobs SET row_data = (row_data::jsonb || jsonb_build_object('image_url', %s"
-                     " || '?row=' || row_number))::json WHERE batch_id = %s", [photos.base + "/slow.png", batch])
-    photos.slow_seconds = 0.3
     env = dict(batch_env, CSVJOBS_OPENAI_BATCH_ROWS_PER_SUBMISSION=str(chunk),
                CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32")
-    work(env, "--concurrency", "2", "--processes", "2")
-    assert job_counts(conn, batch) == {"completed": rows}
+    proc = start_pool(env, "--concurrency", "2", "--processes", "2", "--max-dedicated", "0")
+    try:
+        # Both processes are up before there is anything to take: which one starts first is no part of the test.
+        wait_for(lambda: conn.execute("SELECT count(*) AS n FROM csv_processing_workers WHERE status <> 'stopped'")
+                 .fetchone()["n"] == 2, what="both worker processes")
+        batch = make_batch(conn, rows, mode="openai_batch", status="paused")
+        with conn.transaction():  # every row has a (slow) photo; then the batch may be taken
+            conn.execute("UPDATE csv_batches SET column_mapping = jsonb_set(jsonb_set(column_mapping,"
+                         " '{fields,image_url}', '\"image_url\"'), '{row_data_keys,image_url}', '\"image_url\"')"
+                         " WHERE id = %s", [batch])
+            conn.execute("UPDATE csv_row_jobs SET row_data = (row_data::jsonb || jsonb_build_object('image_url', %s"
+                         " || '?row=' || row_number))::json WHERE batch_id = %s", [photos.base + "/slow.png", batch])
+            conn.execute("UPDATE csv_batches SET status = 'queued' WHERE id = %s", [batch])
+        photos.slow_seconds = 0.3
+        wait_for(lambda: job_counts(conn, batch) == {"completed": rows}, timeout=180, what="every row completed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc)
+    assert code == 0, err
     prompts = conn.execute("SELECT request_count FROM csv_openai_submissions WHERE batch_id = %s"
                            " AND step = 'prompts'", [batch]).fetchall()
     assert len(prompts) == rows // chunk and {p["request_count"] for p in prompts} == {chunk}
