@@ -169,7 +169,7 @@ def _bytes_at_every_step(data: bytes, style: ImageStyle, channels: tuple[str, ..
 
 
 @pytest.mark.parametrize("style", list(ImageStyle))
-@pytest.mark.parametrize("channels", [(), ("amazon",), ("google", "shopify")])
+@pytest.mark.parametrize("channels", [(), ("amazon",), ("google",)])
 @pytest.mark.parametrize("scene", ["off_white", "edge", "transparent", "cluttered"])
 def test_finishing_decodes_once_and_gives_the_same_pixels(style: ImageStyle, channels: tuple[str, ...],
                                                           scene: str) -> None:
