@@ -79,16 +79,21 @@ def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, 
     image pure white to its edges (a generated one reframed like a cut-out: the product found on its white
     background and centred at the packshot's fill), and, for an AI-made image, XMP saying so. Raises OSError for
     non-images."""
+    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    image.load()
+    return finish_pixels(flatten_onto_white(image), style, fmt, channels, ai_made=ai_made)
+
+
+def finish_pixels(rgb: Image.Image, style: ImageStyle, fmt: str, channels: tuple[str, ...], *,
+                  ai_made: bool) -> Finished:
+    """finish_image() of pixels already decoded (RGB; the white image's are whitened in place): every step works
+    on them, and only the stored bytes are encoded."""
     wanted = parse_channels(list(channels))
     save_as = {"jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}.get(fmt, "PNG")
     if any(save_as not in RULES[channel].formats for channel in wanted):
-        fmt = "png"  # every channel takes PNG; not every one takes WebP
-    image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    image.load()
-    rgb = flatten_onto_white(image)
+        fmt, save_as = "png", "PNG"  # every channel takes PNG; not every one takes WebP
     side = target_side(wanted, max(rgb.size))
     reframed: Separation | None = None
-    # Decoded once: every step below works on these pixels, and only the stored bytes are encoded.
     if style is ImageStyle.SINGLE_WHITE_BACKGROUND and ai_made:
         framed, reframed = reframe_on_white(rgb, side, fill=PACKSHOT_FILL)
         if framed is not None:
@@ -101,7 +106,6 @@ def finish_image(data: bytes, style: ImageStyle, fmt: str, channels: tuple[str, 
         exact = fmt == "png"
     else:
         encoded = io.BytesIO()
-        save_as = {"jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}.get(fmt, "PNG")
         rgb.save(encoded, format=save_as, **({"quality": 92} if save_as in ("JPEG", "WEBP") else
                                               {"compress_level": PNG_LEVEL}))
         out = encoded.getvalue()
@@ -123,9 +127,7 @@ async def store_cutout(ctx: RowContext, settings: Settings, analysis: PhotoAnaly
     def render() -> tuple[bytes, str, dict[str, Any]]:
         assert analysis.cutout is not None
         canvas = place_on_white(analysis.cutout.image, side, fill=PACKSHOT_FILL, shadow=settings.packshot_shadow)
-        png = io.BytesIO()
-        canvas.save(png, format="PNG", compress_level=1)  # decoded again at once by finish_image
-        done = finish_image(png.getvalue(), style, settings.image_format, ctx.channels, ai_made=False)
+        done = finish_pixels(canvas, style, settings.image_format, ctx.channels, ai_made=False)
         return done.data, done.fmt, done.checks
 
     data, fmt, checks = await run_pixel_work(render)
