@@ -31,7 +31,8 @@ BEGIN
               'set_csv_image_alt_text', 'restore_csv_image_version', 'csv_quick_claim', 'reserve_csv_call_cost',
               'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
               'csv_paid_calls_append_only', 'redo_csv_placeholder_images', 'csv_reopen_batch',
-              'csv_row_needs_eyes', 'approve_csv_unflagged_images', 'csv_write_review'])
+              'csv_row_needs_eyes', 'approve_csv_unflagged_images', 'csv_write_review',
+              'csv_check_review_rows', 'csv_images_need_eyes', 'csv_redone_rows'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;
@@ -89,6 +90,8 @@ GRANT EXECUTE ON FUNCTION
     restore_csv_image_version(uuid, integer, text, integer),
     redo_csv_placeholder_images(uuid),
     csv_row_needs_eyes(uuid, integer, jsonb, jsonb),
+    csv_images_need_eyes(jsonb, jsonb),
+    csv_redone_rows(uuid),
     approve_csv_unflagged_images(uuid)
 TO authenticated, service_role;
 -- Harmless to anyone, and needed by the policies, triggers and functions that run as the caller.

@@ -255,7 +255,8 @@ BEGIN
         -- line, and to keep an image a new version replaces.
         -- (= ANY of an array, not a join with input: the planner, guessing 100 input rows, hashes the whole
         -- job table for a join)
-        SELECT j.id, j.claimed_by, j.generated_images, j.review, j.checkpoint -> 'regenerate' AS regenerate
+        SELECT j.id, j.claimed_by, j.generated_images, j.checkpoint -> 'regenerate' AS regenerate,
+               (SELECT r.review FROM csv_row_reviews r WHERE r.row_job_id = j.id) AS review
         FROM csv_row_jobs j WHERE j.id = ANY (ARRAY(SELECT i.job_id FROM input i))
     ), upd AS (
         UPDATE csv_row_jobs j SET
@@ -283,11 +284,8 @@ BEGIN
             claimed_by = NULL,
             claimed_at = NULL,
             updated_at = now(),
-            -- A redone image is new: its review starts afresh, and the request is done.
-            review = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
-                          THEN nullif(j.review - ARRAY(SELECT jsonb_object_keys(j.checkpoint -> 'regenerate')), '{}')
-                          ELSE j.review END,
-            -- (only a redone row's: rewriting every row's checkpoint would copy it on every completion)
+            -- A redone row's request is done (only a redone row's: rewriting every row's checkpoint would copy it
+            -- on every completion).
             checkpoint = CASE WHEN i.status = 'completed' AND j.checkpoint ? 'regenerate'
                               THEN j.checkpoint - 'regenerate' ELSE j.checkpoint END
         FROM input i
@@ -301,6 +299,12 @@ BEGIN
                OR (j.claimed_by = p_worker_id AND (i.attempt IS NULL OR j.attempt = i.attempt)))
         RETURNING j.id, j.batch_id, j.row_number, j.status, j.error_message, j.retry_count,
                   j.processing_time_seconds, coalesce(i.cost_usd, 0) AS cost, j.generated_images
+    ), cleared AS (
+        -- A redone image is new: its review starts afresh (the old one's is kept with it, below).
+        UPDATE csv_row_reviews r
+           SET review = r.review - ARRAY(SELECT jsonb_object_keys(h.regenerate))
+          FROM upd u JOIN held h ON h.id = u.id
+         WHERE r.row_job_id = u.id AND u.status = 'completed' AND jsonb_typeof(h.regenerate) = 'object'
     ), kept AS (
         -- An image replaced by a new one (a redo) is kept as a version, with its review and the request.
         INSERT INTO csv_image_versions (batch_id, row_job_id, row_number, style, version, image, review,

@@ -28,13 +28,14 @@ DROP TRIGGER IF EXISTS csv_processing_logs_notify ON csv_processing_logs;
 CREATE TRIGGER csv_processing_logs_notify AFTER INSERT ON csv_processing_logs
     FOR EACH STATEMENT EXECUTE FUNCTION csv_notify_new_logs();
 
--- Deleting a batch deletes its jobs, logs and counter shards (there is no foreign key to cascade; see csv_row_jobs
--- and csv_processing_logs). It runs as the table owner, as a foreign key's cascade does, so a user deleting their
--- own batch also removes its rows although they may not delete them themselves.
+-- Deleting a batch deletes its jobs, their decisions, its logs and counter shards (there is no foreign key to
+-- cascade; see csv_row_jobs and csv_processing_logs). It runs as the table owner, as a foreign key's cascade does,
+-- so a user deleting their own batch also removes its rows although they may not delete them themselves.
 CREATE OR REPLACE FUNCTION csv_delete_rows_of_deleted_batches() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     DELETE FROM public.csv_row_jobs j USING deleted_batches d WHERE j.batch_id = d.id;
+    DELETE FROM public.csv_row_reviews r USING deleted_batches d WHERE r.batch_id = d.id;
     DELETE FROM public.csv_processing_logs l USING deleted_batches d WHERE l.batch_id = d.id;
     DELETE FROM public.csv_batch_counters c USING deleted_batches d WHERE c.batch_id = d.id;
     RETURN NULL;

@@ -42,6 +42,8 @@ PROGRESS_SQL = PROGRESS_COLUMNS + " WHERE b.id = %s::uuid"
 PROGRESS_CHANNEL = "csv_batch_progress"
 LOGS_CHANNEL = "csv_processing_logs"
 NO_SUCH_BATCH = "P0002"  # no_data_found, raised by csv_lock_owned_batch for another user's batch too
+# A batch's job rows (j) with the merchant's decisions on their images (r.review; 012_row_reviews.sql).
+JOBS_WITH_REVIEWS = "csv_row_jobs j LEFT JOIN csv_row_reviews r ON r.row_job_id = j.id"
 
 
 def no_such_batch(batch_id: uuid.UUID) -> NotFoundError:
@@ -263,8 +265,8 @@ def export_header(conn: db.Connection, batch_id: uuid.UUID) -> dict[str, Any]:
     batch = conn.execute(
         "SELECT b.id, b.original_filename, b.csv_headers, b.column_mapping, b.storage_path, b.language,"
         " b.alt_languages,"
-        " EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = b.id AND j.review IS NOT NULL"
-        "         AND jsonb_path_exists(j.review, '$.*.state ? (@ == \"approved\" || @ == \"rejected\")'))"
+        " EXISTS (SELECT 1 FROM csv_row_reviews r WHERE r.batch_id = b.id"
+        "         AND jsonb_path_exists(r.review, '$.*.state ? (@ == \"approved\" || @ == \"rejected\")'))"
         " AS reviewed"
         " FROM csv_batches b WHERE b.id = %s", [batch_id]).fetchone()
     if batch is None:
@@ -281,7 +283,7 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
             "SELECT j.row_number, j.row_data, j.status, j.error_message, j.trigger_text, j.generated_prompts,"
             " j.generated_images, j.generated_tags, j.cost_usd,"
             " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
-            " j.checkpoint ->> 'reference_error' AS photo_problem, j.review,"
+            " j.checkpoint ->> 'reference_error' AS photo_problem, r.review,"
             " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
             "  AND v.row_number = j.row_number) AS versions,"
             # The newest approved earlier version of each style: what a shop gets while a redo is unapproved.
@@ -289,7 +291,7 @@ def export_rows(conn: db.Connection, batch_id: uuid.UUID) -> Iterator[dict[str, 
             "  FROM csv_image_versions v WHERE v.batch_id = j.batch_id AND v.row_number = j.row_number"
             "  AND v.review = 'approved' ORDER BY v.style, v.version DESC) a) AS approved_versions,"
             " csv_row_job_product(j.row_data, j.product, b.column_mapping) AS product"
-            " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
+            f" FROM {JOBS_WITH_REVIEWS} JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %s"
             " ORDER BY j.row_number", [batch_id]
         )
         yield from cursor
@@ -301,7 +303,7 @@ REVIEWS_CHANNEL = "csv_image_reviews"
 
 _REVIEW_COLUMNS = (
     "SELECT j.row_number, j.status, j.error_message, j.generated_prompts, j.generated_images,"
-    " j.generated_tags, j.cost_usd, j.review, j.checkpoint ? 'regenerate' AS regenerating,"
+    " j.generated_tags, j.cost_usd, r.review, j.checkpoint ? 'regenerate' AS regenerating,"
     " j.checkpoint -> 'reference' ->> 'storage_path' AS reference_photo,"
     " j.checkpoint ->> 'reference_error' AS photo_problem,"
     " jsonb_path_exists(coalesce(j.generated_images, '[]'), '$[*] ? (@.edited == false)') AS without_photo,"
@@ -309,7 +311,7 @@ _REVIEW_COLUMNS = (
     " CASE WHEN j.usage ? 'reuses_row' THEN (j.usage ->> 'reuses_row')::integer END AS reuses_row,"
     " (SELECT count(*) FROM csv_image_versions v WHERE v.batch_id = j.batch_id"
     "  AND v.row_number = j.row_number) AS versions"
-    " FROM csv_row_jobs j JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %(batch)s")
+    f" FROM {JOBS_WITH_REVIEWS} JOIN csv_batches b ON b.id = j.batch_id WHERE j.batch_id = %(batch)s")
 
 
 def review_rows(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -330,7 +332,7 @@ def _has(style: ImageStyle) -> str:
 
 
 def _state(style: ImageStyle) -> str:
-    return f"coalesce(j.review -> '{style.value}' ->> 'state', 'unreviewed')"
+    return f"coalesce(r.review -> '{style.value}' ->> 'state', 'unreviewed')"
 
 
 def _any_image(state: str) -> str:
@@ -348,8 +350,8 @@ REVIEW_FILTERS = {
     "rejected": _any_image("rejected"),
     "failed": "j.status = 'failed'",
     "regenerating": "j.checkpoint ? 'regenerate'",
-    "needs_eyes": "j.status = 'completed'"
-                  " AND csv_row_needs_eyes(j.batch_id, j.row_number, j.generated_images, j.checkpoint)",
+    "needs_eyes": "j.status = 'completed' AND (csv_images_need_eyes(j.generated_images, j.checkpoint)"
+                  " OR j.row_number IN (SELECT e.n FROM csv_redone_rows(%(batch)s) AS e(n)))",
 }
 # The spot-check: a sample of the completed products that need no eyes, the same while the page is open (ordered
 # by a hash of the row number and the page's seed), whatever the merchant decides on them.
@@ -357,7 +359,8 @@ SAMPLE = "sample"
 _SAMPLE_FILTER = (
     "j.row_number IN (SELECT s.row_number FROM csv_row_jobs s WHERE s.batch_id = %(batch)s"
     " AND NOT coalesce(s.usage ? 'reuses_row', false) AND s.status = 'completed'"
-    " AND NOT csv_row_needs_eyes(s.batch_id, s.row_number, s.generated_images, s.checkpoint)"
+    " AND NOT csv_images_need_eyes(s.generated_images, s.checkpoint)"
+    " AND s.row_number NOT IN (SELECT e.n FROM csv_redone_rows(%(batch)s) AS e(n))"
     " ORDER BY md5(%(seed)s || s.row_number) LIMIT %(sample)s)")
 _NOT_READY = ("jsonb_array_length(jsonb_path_query_array(CASE WHEN jsonb_typeof(j.generated_images) = 'array'"
               " THEN j.generated_images ELSE '[]' END, '$[*] ? (exists(@.checks.* ? (@.passed == false)))'))")
@@ -390,9 +393,9 @@ def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, wh
             " ORDER BY j.row_number", [batch_id, numbers]).fetchall() if numbers else []
         edges = {**params, "first": numbers[0] if numbers else 0, "last": numbers[-1] if numbers else 2**31 - 1}
         more = conn.execute(
-            f"SELECT EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %(batch)s AND {where}"
+            f"SELECT EXISTS (SELECT 1 FROM {JOBS_WITH_REVIEWS} WHERE j.batch_id = %(batch)s AND {where}"
             "                AND j.row_number < %(first)s) AS earlier,"
-            f" EXISTS (SELECT 1 FROM csv_row_jobs j WHERE j.batch_id = %(batch)s AND {where}"
+            f" EXISTS (SELECT 1 FROM {JOBS_WITH_REVIEWS} WHERE j.batch_id = %(batch)s AND {where}"
             "          AND j.row_number > %(last)s) AS later", edges).fetchone()
         filters = ", ".join(f"count(*) FILTER (WHERE {condition}) AS products_{name}"
                             for name, condition in REVIEW_FILTERS.items())
@@ -408,7 +411,7 @@ def review_page(conn: db.Connection, user_id: uuid.UUID, batch_id: uuid.UUID, wh
             "   '[]'), '$[*] ? (@.edited == false)')) AS without_photo,"
             f" coalesce(sum({_NOT_READY}), 0) AS not_ready, count(*) FILTER (WHERE {REVIEW_FILTERS['needs_eyes']})"
             f" AS needs_eyes, {filters}"
-            f" FROM csv_row_jobs j WHERE j.batch_id = %s AND {_PRODUCT_ROW}", [batch_id]).fetchone()
+            f" FROM {JOBS_WITH_REVIEWS} WHERE j.batch_id = %(batch)s AND {_PRODUCT_ROW}", params).fetchone()
     assert more is not None and counts is not None
     return {"rows": rows, "variants": variants, "earlier": bool(more["earlier"]), "later": bool(more["later"]),
             "counts": {k: int(v) for k, v in counts.items()}}

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from support.helpers import cli
+from support.helpers import REVIEW_OF_ROW, cli
 from support.pool import finish, start_pool
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,8 @@ def test_the_upload_work_review_and_export_lines_say_what_happened(env, photos, 
     assert approved.returncode == 0, approved.stderr
     assert "(row(s) 4 of the file were left out at upload, so they are not in the batch)" in approved.stdout
     stored = {r["row_number"]: r["review"] for r in conn.execute(
-        "SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()}
+        f"SELECT row_number, {REVIEW_OF_ROW}"
+        " FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()}
     assert stored[5]["lifestyle_emotional"]["state"] == "approved"
     beyond = cli(env, "approve", batch, "--rows", "5-6")
     assert beyond.returncode == 2 and "has no row 6" in beyond.stderr and "Traceback" not in beyond.stderr

@@ -225,9 +225,10 @@ def test_approved_images_only_once_the_batch_is_reviewed(conn, push_env, run_cli
     before = seed_shopify(shopify)
     batch = shopify_batch(conn, push_env)
     with conn.transaction():
-        conn.execute("UPDATE csv_row_jobs SET review = '{\"lifestyle_emotional\": {\"state\": \"approved\"},"
-                     " \"single_white_background\": {\"state\": \"rejected\"}}' WHERE batch_id = %s"
-                     " AND row_number = 3", [batch])
+        conn.execute("INSERT INTO csv_row_reviews (row_job_id, batch_id, review) SELECT id, batch_id,"
+                     " '{\"lifestyle_emotional\": {\"state\": \"approved\"},"
+                     " \"single_white_background\": {\"state\": \"rejected\"}}' FROM csv_row_jobs"
+                     " WHERE batch_id = %s AND row_number = 3", [batch])
     result = run_cli("push", "shopify", str(batch), "--store", shopify.base)
     assert result.code == 0, result.stderr
     assert "approved images only" in result.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.fake_openai import FakeOpenAI
-from support.helpers import USER_A, USER_B, cli, job_counts
+from support.helpers import REVIEW_OF_ROW, USER_A, USER_B, cli, job_counts
 from support.pool import work as pool_work
 
 # A plain CSV made with the offline provider: the shop export must be told it may replace images and use placeholders.
@@ -43,7 +43,8 @@ def test_approve_reject_and_redo_one_image_with_a_note(env, fake, conn, home: Pa
     assert "2 image(s)" in cli(env, "approve", str(batch), "--rows", "1-2", "--style", "white").stdout
     assert "2 image(s)" in cli(env, "reject", str(batch), "--rows", "3").stdout
     reviews = {r["row_number"]: r["review"] for r in conn.execute(
-        "SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s", [batch])}
+        f"SELECT row_number, {REVIEW_OF_ROW}"
+        " FROM csv_row_jobs WHERE batch_id = %s", [batch])}
     assert reviews[1]["single_white_background"]["state"] == "approved" and "lifestyle_emotional" not in reviews[1]
     assert reviews[1]["single_white_background"]["by"] == str(USER_A)
     assert {s["state"] for s in reviews[3].values()} == {"rejected"}
@@ -74,7 +75,8 @@ def test_approve_reject_and_redo_one_image_with_a_note(env, fake, conn, home: Pa
     new_calls = fake.calls[calls_before:]
     assert [c.endpoint for c in new_calls] == ["image"]
     assert "warmer light, no people" in new_calls[0].body["prompt"]
-    row = conn.execute("SELECT generated_images, generated_prompts, review, checkpoint, cost_usd FROM csv_row_jobs"
+    row = conn.execute("SELECT generated_images, generated_prompts, checkpoint, cost_usd,"
+                       f" {REVIEW_OF_ROW} FROM csv_row_jobs"
                        " WHERE batch_id = %s AND row_number = 3", [batch]).fetchone()
     assert row is not None
     life = next(i for i in row["generated_images"] if i["style"] == "lifestyle_emotional")
@@ -130,5 +132,5 @@ def test_another_users_batch_cannot_be_reviewed(env, conn, tmp_path: Path) -> No
     for args in (["approve", batch], ["reject", batch, "--rows", "1"], ["regenerate", batch, "--rows", "1"]):
         result = cli(other, *args)
         assert result.returncode == 2 and "no such batch" in result.stderr and "Traceback" not in result.stderr
-    assert conn.execute("SELECT count(*) AS n FROM csv_row_jobs WHERE review IS NOT NULL").fetchone() == {"n": 0}
+    assert conn.execute("SELECT count(*) AS n FROM csv_row_reviews").fetchone() == {"n": 0}
     assert cli(env, "approve", batch, "--style", "sideways").returncode == 2

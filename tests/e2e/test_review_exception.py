@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from support.helpers import USER_A, completed_batch
+from support.helpers import REVIEW_OF_ROW, USER_A, completed_batch
 from support.review import review_server
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,8 @@ def test_spot_check_then_approve_everything_that_needs_no_eyes(pool_env, conn) -
         browser.close()
     assert said is not None and said.startswith(f"{2 * 28 - 1} image(s) approved")
     states = {}
-    for row in conn.execute("SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall():
+    for row in conn.execute(f"SELECT row_number, {REVIEW_OF_ROW}"
+                            " FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall():
         for style in ("lifestyle_emotional", "single_white_background"):
             states[(row["row_number"], style)] = ((row["review"] or {}).get(style) or {}).get("state", "unreviewed")
     assert states.pop((sampled[0], "lifestyle_emotional")) == "rejected"

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.helpers import USER_A, USER_B, cli
+from support.helpers import REVIEW_OF_ROW, USER_A, USER_B, cli
 from support.pool import finish, start_pool
 from support.review import review_server, wait_until_listening
 
@@ -229,7 +229,8 @@ def test_review_with_the_keyboard_and_redo_while_a_worker_runs(env, batch, revie
     from playwright.sync_api import sync_playwright
 
     def review_of(row: int) -> dict:
-        found = conn.execute("SELECT review, status, checkpoint FROM csv_row_jobs WHERE batch_id = %s"
+        found = conn.execute(f"SELECT status, checkpoint, {REVIEW_OF_ROW}"
+                             " FROM csv_row_jobs WHERE batch_id = %s"
                              " AND row_number = %s", [batch, row]).fetchone()
         assert found is not None
         return found

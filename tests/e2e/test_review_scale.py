@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import USER_A, cli, make_batch
+from support.helpers import REVIEW_OF_ROW, USER_A, cli, make_batch
 from support.pool import finish, start_pool
 from support.review import review_server
 
@@ -49,7 +49,8 @@ def shop_batch(env: dict[str, str], tmp_path: Path) -> str:
 
 def states(conn, batch: str, style: str) -> dict[int, str]:
     return {r["row_number"]: (r["review"] or {}).get(style, {}).get("state", "unreviewed") for r in conn.execute(
-        "SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()}
+        f"SELECT row_number, {REVIEW_OF_ROW}"
+        " FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall()}
 
 
 def wait(predicate, what: str) -> None:
@@ -104,7 +105,8 @@ def test_shared_images_select_many_undo_and_alt_text(env, conn, shop_batch: str,
         alt = page.locator('section.row[data-row="4"] figure[data-style="single_white_background"] input.alt-text')
         alt.fill("Salad bowl, white, top view")
         alt.press("Tab")
-        wait(lambda: ((conn.execute("SELECT review FROM csv_row_jobs WHERE batch_id = %s AND row_number = 4",
+        wait(lambda: ((conn.execute(f"SELECT {REVIEW_OF_ROW}"
+                                    " FROM csv_row_jobs WHERE batch_id = %s AND row_number = 4",
                                     [shop_batch]).fetchone()["review"] or {}).get("single_white_background", {})
                       .get("alt_text")) == "Salad bowl, white, top view", "alt text saved")
         browser.close()

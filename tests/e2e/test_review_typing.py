@@ -12,7 +12,7 @@ import uuid
 
 import psycopg
 import pytest
-from support.helpers import completed_batch
+from support.helpers import REVIEW_OF_ROW, completed_batch
 from support.review import review_server
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,8 @@ def test_decisions_typed_faster_than_the_server_answers_all_land(pool_env, conn,
         browser.close()
     expected = simulate(order, keys)
     stored = {}
-    for row in conn.execute("SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall():
+    for row in conn.execute(f"SELECT row_number, {REVIEW_OF_ROW}"
+                            " FROM csv_row_jobs WHERE batch_id = %s", [batch]).fetchall():
         for style in ("lifestyle_emotional", "single_white_background"):
             stored[f"{row['row_number']}:{style}"] = ((row["review"] or {}).get(style) or {}).get("state",
                                                                                                    "unreviewed")

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import REAL_DATA, cli
+from support.helpers import REAL_DATA, REVIEW_OF_ROW, cli
 from support.photo_server import PhotoServer
 from support.shop import BASE, parse, upload_and_work
 from support.shop_importers import shopify_import, shopify_store, woocommerce_import, woocommerce_store
@@ -136,7 +136,8 @@ def test_a_partial_review_round_trips_safely(env, conn, tmp_path: Path, photos: 
     # The file holds exactly the approved images: the rejected one (row 3's lifestyle image, and so the image of
     # every look-alike row sharing it) and the unreviewed ones are left out.
     states: dict[str, set[str]] = {}
-    for row in conn.execute("SELECT generated_images, review FROM csv_row_jobs WHERE batch_id = %s"
+    for row in conn.execute(f"SELECT generated_images, {REVIEW_OF_ROW}"
+                            " FROM csv_row_jobs WHERE batch_id = %s"
                             " AND status = 'completed'", [batch]).fetchall():
         for image in row["generated_images"]:
             state = ((row["review"] or {}).get(image["style"]) or {}).get("state", "unreviewed")

@@ -308,3 +308,27 @@ def test_upgrading_a_database_of_an_earlier_build_gives_the_fresh_schema(server,
     finally:
         for name, _url in urls:
             server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_decisions_made_before_their_own_table_are_carried_into_it(empty_database_url: str) -> None:
+    """012 moves csv_row_jobs.review into csv_row_reviews: a database with decisions keeps every one of them."""
+    with db.connect(empty_database_url) as conn:
+        for migration in db.migration_files():
+            if migration.version >= 12:
+                break
+            with conn.transaction():
+                conn.execute(migration.sql)
+        batch = uuid.uuid4()
+        conn.execute("INSERT INTO csv_batches (id, user_id, filename, original_filename, total_rows)"
+                     " VALUES (%s, %s, 'a.csv', 'a.csv', 3)", [batch, uuid.uuid4()])
+        decided = {"lifestyle_emotional": {"state": "approved", "alt_text": "A mug"}}
+        conn.execute("INSERT INTO csv_row_jobs (batch_id, row_number, row_data, review) VALUES"
+                     " (%s, 1, '{}', %s), (%s, 2, '{}', NULL), (%s, 3, '{}', '{}')",
+                     [batch, psycopg.types.json.Jsonb(decided), batch, batch])
+        with conn.transaction():
+            conn.execute(next(m for m in db.migration_files() if m.version == 12).sql)
+        moved = conn.execute("SELECT j.row_number, r.review FROM csv_row_reviews r JOIN csv_row_jobs j"
+                             " ON j.id = r.row_job_id AND j.batch_id = r.batch_id").fetchall()
+        assert moved == [{"row_number": 1, "review": decided}]
+        assert conn.execute("SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 'csv_row_jobs'"
+                            " AND column_name = 'review'").fetchone() == {"n": 0}

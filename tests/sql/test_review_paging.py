@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 import psycopg
-from support.helpers import USER_A, completed_batch
+from support.helpers import REVIEW_OF_ROW, USER_A, completed_batch
 
 from csvjobs.operate import queries
 from csvjobs.operate.review_view import FILTERS, matches, row_view
@@ -26,11 +26,15 @@ def _shape(conn: psycopg.Connection, batch: Any) -> None:
                       ("lifestyle_emotional", "single_white_background")}
             review = {s: {"state": v} for s, v in states.items() if v}
             conn.execute(
-                "UPDATE csv_row_jobs SET review = %s::jsonb, status = %s,"
+                "INSERT INTO csv_row_reviews (row_job_id, batch_id, review) SELECT id, batch_id, %s::jsonb"
+                " FROM csv_row_jobs WHERE batch_id = %s AND row_number = %s",
+                [psycopg.types.json.Jsonb(review), batch, number])
+            conn.execute(
+                "UPDATE csv_row_jobs SET status = %s,"
                 " checkpoint = CASE WHEN %s THEN '{\"regenerate\": {}}'::jsonb ELSE checkpoint END,"
                 " usage = CASE WHEN %s THEN jsonb_build_object('reuses_row', %s::int - 1) ELSE usage END"
                 " WHERE batch_id = %s AND row_number = %s",
-                [psycopg.types.json.Jsonb(review), "failed" if number % 29 == 0 else "completed",
+                ["failed" if number % 29 == 0 else "completed",
                  number % 31 == 0, number % 7 == 0, number, batch, number])
 
 
@@ -112,7 +116,8 @@ def test_review_by_exception_approves_what_needs_no_eyes_and_keeps_every_decisio
     # 16 products need no eyes: 32 images, less the rejected one and the two approved before.
     assert queries.approve_unflagged(conn, USER_A, batch) == 32 - 1 - 2
     states = {(r["row_number"], style): ((r["review"] or {}).get(style) or {}).get("state", "unreviewed")
-              for r in conn.execute("SELECT row_number, review FROM csv_row_jobs WHERE batch_id = %s",
+              for r in conn.execute(f"SELECT row_number, {REVIEW_OF_ROW}"
+                                    " FROM csv_row_jobs WHERE batch_id = %s",
                                     [batch]).fetchall()
               for style in ("lifestyle_emotional", "single_white_background")}
     for (row, style), state in states.items():
@@ -132,6 +137,7 @@ def test_placeholders_need_eyes_and_are_never_approved_in_bulk(conn: psycopg.Con
                      " 'true') WHERE batch_id = %s AND row_number = 2", [batch])
     assert [r["row_number"] for r in queries.review_page(conn, USER_A, batch, "needs_eyes")["rows"]] == [2]
     assert queries.approve_unflagged(conn, USER_A, batch) == 6
-    review = conn.execute("SELECT review FROM csv_row_jobs WHERE batch_id = %s AND row_number = 2",
+    review = conn.execute(f"SELECT {REVIEW_OF_ROW}"
+                          " FROM csv_row_jobs WHERE batch_id = %s AND row_number = 2",
                           [batch]).fetchone()["review"]
     assert not review

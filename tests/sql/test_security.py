@@ -246,7 +246,8 @@ def test_default_privileges_leave_nothing_open_to_anon_or_authenticated(conn) ->
                                             "review_csv_images", "request_csv_image_regeneration",
                                             "set_csv_batch_budget", "set_csv_image_alt_text",
                                             "restore_csv_image_version", "redo_csv_placeholder_images",
-                                            "approve_csv_unflagged_images", "csv_row_needs_eyes"}
+                                            "approve_csv_unflagged_images", "csv_row_needs_eyes",
+                                            "csv_images_need_eyes", "csv_redone_rows"}
 
 
 def test_anon_cannot_touch_the_ledger_or_the_sequences(database_url: str, conn) -> None:

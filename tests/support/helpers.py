@@ -68,6 +68,10 @@ def as_service(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT set_config('role', 'service_role', false)")
 
 
+# A job row's review (its decisions live in csv_row_reviews), as a column of "SELECT ... FROM csv_row_jobs".
+REVIEW_OF_ROW = "(SELECT r.review FROM csv_row_reviews r WHERE r.row_job_id = csv_row_jobs.id) AS review"
+
+
 def as_user(conn: psycopg.Connection[Any], user_id: uuid.UUID | None) -> None:
     """Switch a connection to a signed-in user (or anon for None) for the rest of its session."""
     if user_id is None:
