@@ -3,8 +3,9 @@
 A photo comes from the catalogue: an http(s) URL, or a file beside the CSV that `upload` stored with the batch.
 Remote photos are untrusted input next to the database, so fetching checks the address every hop resolves to
 (no loopback, private, link-local or metadata addresses unless CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS allows them),
-connects to exactly the address it checked, follows at most five redirects, stops at a size cap and a deadline,
-and accepts only bytes Pillow decodes as an image. The photo is normalised to a PNG the Images API takes and
+connects to exactly the address it checked (a connection is kept alive for that host at that address only),
+follows at most five redirects, stops at a size cap and a deadline, and accepts only bytes Pillow decodes as an
+image. The photo is normalised to a PNG the Images API takes and
 stored once as the row's reference (csv-images/{user_id}/{batch_id}/{row}-reference.png) with a checkpoint, so a
 retry never fetches again. A photo that cannot be used is never fatal by default: the row is made from text
 alone and its log and checkpoint say why (--require-photo fails such rows instead)."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import io
@@ -20,6 +22,9 @@ import ipaddress
 import socket
 import ssl
 import warnings
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -140,55 +145,108 @@ async def fetch_photo(url: str, settings: Settings) -> bytes:
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One TLS context per process: building one (loading the CA bundle) took 30% of a preparing process's time
-    when every photo made its own. Each fetch still has its own client, since its connections are pinned to the
-    address that was checked and named by the photo's host (SNI): a pooled connection must not serve another host."""
+    when every photo made its own."""
     return httpx.create_ssl_context(trust_env=False)
+
+
+@dataclass
+class _PinnedClient:
+    client: httpx.AsyncClient
+    users: int = 0
+    retired: bool = False
+
+
+# Pooled connections, per event loop (a client belongs to the loop it was made in): one client per scheme, host,
+# checked address and port, so that a kept-alive connection only ever carries requests for the host it was opened
+# (and its certificate checked) for, to the address that was checked. A catalogue's photos mostly live on one or
+# two CDN hosts, so a handful of clients serve a whole batch; the least recently used beyond POOLED_HOSTS is closed
+# once no fetch is using it.
+POOLED_HOSTS = 16
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple[str, str, str, int], _PinnedClient]] = (
+    weakref.WeakKeyDictionary())
+
+
+@contextlib.asynccontextmanager
+async def _pinned_client(scheme: str, host: str, address: str, port: int) -> AsyncIterator[httpx.AsyncClient]:
+    pool = _pools.setdefault(asyncio.get_running_loop(), OrderedDict())
+    key = (scheme, host.lower(), address, port)
+    entry = pool.get(key)
+    if entry is None:
+        # trust_env=False: no proxy from the environment may carry the request somewhere the checks did not see.
+        entry = pool[key] = _PinnedClient(httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, verify=_tls_context(),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=8, keepalive_expiry=30.0)))
+        while len(pool) > POOLED_HOSTS:
+            _key, oldest = pool.popitem(last=False)
+            oldest.retired = True
+            if oldest.users == 0:
+                await oldest.client.aclose()
+    pool.move_to_end(key)
+    entry.users += 1
+    try:
+        yield entry.client
+    finally:
+        entry.users -= 1
+        if entry.retired and entry.users == 0:
+            await entry.client.aclose()
+
+
+async def close_photo_clients() -> None:
+    """Close this event loop's pooled photo connections (one still in use is closed when its fetch ends)."""
+    pool = _pools.pop(asyncio.get_running_loop(), OrderedDict())
+    for entry in pool.values():
+        entry.retired = True
+        if entry.users == 0:
+            await entry.client.aclose()
 
 
 async def _fetch(url: str, settings: Settings) -> bytes:
     timeout = httpx.Timeout(settings.photo_timeout_seconds, connect=min(5.0, settings.photo_timeout_seconds))
-    # trust_env=False: no proxy from the environment may carry the request somewhere the checks did not see.
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
-                                 verify=_tls_context()) as client:
-        current = url
-        for _hop in range(MAX_REDIRECTS + 1):
-            try:
-                target = httpx.URL(current)
-            except (httpx.InvalidURL, ValueError) as exc:
-                raise PhotoError(f"not a valid URL: {current[:200]}") from exc
-            if target.scheme not in ("http", "https") or not target.host:
-                raise PhotoError(f"only http and https photo URLs are fetched, not {current[:200]}")
-            port = target.port or (443 if target.scheme == "https" else 80)
-            addresses = await _resolve(target.host, port, settings.photo_timeout_seconds)
-            refused = [a for a in addresses if not allowed_address(a, settings.allow_private_image_hosts)]
-            if refused or not addresses:
-                raise PhotoError(f"{target.host} resolves to {', '.join(refused) or 'nothing'}: the address is "
-                                 "private or not allowed (loopback, private, link-local, metadata, site-local, or "
-                                 "one embedding such an IPv4 address); refused (CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS "
-                                 "allows such hosts)")
-            # Connect to the address that was checked, not to whatever a second lookup might return.
-            pinned = addresses[0]
-            host_for_url = f"[{pinned}]" if ":" in pinned else pinned
-            request_url = target.copy_with(host=host_for_url.strip("[]"))
-            headers = {"Host": target.netloc.decode("ascii"), "Accept": "image/*",
-                       "User-Agent": "csvjobs (product photo fetch)"}
-            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            try:
-                async with client.stream("GET", request_url, headers=headers, extensions=extensions) as response:
-                    if response.status_code in _REDIRECTS:
-                        location = response.headers.get("location")
-                        if not location:
-                            raise PhotoError(f"HTTP {response.status_code} without a Location")
-                        current = str(target.join(location))
-                        continue
-                    if response.status_code != 200:
-                        raise PhotoError(f"the photo URL answered HTTP {response.status_code}")
-                    return await _read_capped(response, settings.photo_max_bytes)
-            except httpx.TimeoutException as exc:
-                raise PhotoError("the photo server did not answer in time") from exc
-            except httpx.HTTPError as exc:
-                raise PhotoError(f"fetching the photo failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
-        raise PhotoError(f"more than {MAX_REDIRECTS} redirects")
+    current = url
+    for _hop in range(MAX_REDIRECTS + 1):
+        try:
+            target = httpx.URL(current)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise PhotoError(f"not a valid URL: {current[:200]}") from exc
+        if target.scheme not in ("http", "https") or not target.host:
+            raise PhotoError(f"only http and https photo URLs are fetched, not {current[:200]}")
+        port = target.port or (443 if target.scheme == "https" else 80)
+        addresses = await _resolve(target.host, port, settings.photo_timeout_seconds)
+        refused = [a for a in addresses if not allowed_address(a, settings.allow_private_image_hosts)]
+        if refused or not addresses:
+            raise PhotoError(f"{target.host} resolves to {', '.join(refused) or 'nothing'}: the address is "
+                             "private or not allowed (loopback, private, link-local, metadata, site-local, or "
+                             "one embedding such an IPv4 address); refused (CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS "
+                             "allows such hosts)")
+        # Connect to the address that was checked, not to whatever a second lookup might return.
+        pinned = addresses[0]
+        host_for_url = f"[{pinned}]" if ":" in pinned else pinned
+        request_url = target.copy_with(host=host_for_url.strip("[]"))
+        headers = {"Host": target.netloc.decode("ascii"), "Accept": "image/*",
+                   "User-Agent": "csvjobs (product photo fetch)"}
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        try:
+            async with _pinned_client(target.scheme, target.host, pinned, port) as client, \
+                    client.stream("GET", request_url, headers=headers, extensions=extensions,
+                                  timeout=timeout) as response:
+                if response.status_code in _REDIRECTS:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise PhotoError(f"HTTP {response.status_code} without a Location")
+                    current = str(target.join(location))
+                    # (a redirect's body read, so that its connection can serve the next hop; a large one is left,
+                    # and its connection closed)
+                    with contextlib.suppress(PhotoError):
+                        await _read_capped(response, 65_536)
+                    continue
+                if response.status_code != 200:
+                    raise PhotoError(f"the photo URL answered HTTP {response.status_code}")
+                return await _read_capped(response, settings.photo_max_bytes)
+        except httpx.TimeoutException as exc:
+            raise PhotoError("the photo server did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise PhotoError(f"fetching the photo failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    raise PhotoError(f"more than {MAX_REDIRECTS} redirects")
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

@@ -17,7 +17,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from csvjobs.config import Settings
 from csvjobs.images.packshot import PhotoAnalysis, analyse_photo, finish_image, store_cutout
-from csvjobs.images.photos import prepare_reference
+from csvjobs.images.photos import close_photo_clients, prepare_reference
 from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.models import IMAGE_FORMATS, ImageStyle, Route
 from csvjobs.providers.contract import GeneratedImage, GeneratedPrompts, RowContext, RowOutcome, StylePrompt
@@ -149,4 +149,5 @@ class OfflineProvider:
         )
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Close the photos' pooled connections."""
+        await close_photo_clients()

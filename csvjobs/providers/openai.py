@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from csvjobs.config import Settings
 from csvjobs.errors import BudgetRefused, ConfigError
 from csvjobs.images.packshot import PhotoAnalysis, analyse_photo, check_fidelity, finish_image, store_cutout
-from csvjobs.images.photos import Reference, prepare_reference
+from csvjobs.images.photos import Reference, close_photo_clients, prepare_reference
 from csvjobs.images.pixel_work import run_pixel_work
 from csvjobs.metrics import RequestTimer
 from csvjobs.models import ClaimedRow, ImageStyle, Route
@@ -108,10 +108,11 @@ class OpenAIProvider:
         return worst
 
     async def aclose(self) -> None:
-        """Close the HTTP clients."""
+        """Close the HTTP clients (the photos' too)."""
         await self.client.close()
         if self._http is not None:
             await self._http.aclose()
+        await close_photo_clients()
 
     # --- the row ----------------------------------------------------------------------------------------------
 

@@ -48,16 +48,22 @@ class PhotoServer:
         self.huge_bytes = huge_bytes
         self.slow_seconds = slow_seconds
         self.requests: list[str] = []
+        # (address, port) of every connection a request came on
+        self.connections: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as photo CDNs do: a client may send many requests over one connection.
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def do_GET(self) -> None:
                 with server.lock:
                     server.requests.append(self.path)
+                    server.connections.add(self.client_address)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     server.answer(self)
 
@@ -93,6 +99,8 @@ class PhotoServer:
         elif path == "/huge-unannounced.png":
             handler.send_response(200)
             handler.send_header("content-type", "image/png")
+            handler.send_header("connection", "close")  # (its end is the connection's)
+            handler.close_connection = True
             handler.end_headers()
             handler.wfile.write(b"\x89PNG" + b"\x00" * self.huge_bytes)
         elif path == "/slow.png":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -208,3 +209,24 @@ def test_local_photos_must_be_files_inside_the_csvs_folder(tmp_path: Path) -> No
     assert "over the 4,000-byte limit" in str(checker.check("big.png"))
     assert "neither an http(s) URL" in str(checker.check("file:///etc/passwd"))
     assert set(checker.files) == {"images/mug-1.jpg", "./images/mug-1.jpg"}
+
+
+def test_photos_of_one_host_share_kept_alive_connections_and_hosts_never_share_one(photos: PhotoServer) -> None:
+    """A batch's photos on one host reuse connections (one process, one event loop); another host name at the
+    same address gets its own, so a connection opened (and its certificate checked) for one host never carries a
+    request for another."""
+    if socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][0] != "127.0.0.1":
+        pytest.skip("localhost does not resolve to 127.0.0.1 first here")
+    port = photos.base.rsplit(":", 1)[1]
+
+    async def fetch_all() -> None:
+        for path in ("/mug.png", "/mug.jpg", "/hop/2", "/mug.webp"):
+            await fetch_photo(photos.base + path, _settings())
+        assert len(photos.connections) == 1, photos.connections  # 6 requests, the hops included
+        for _ in range(3):
+            await fetch_photo(f"http://localhost:{port}/mug.png", _settings())
+
+    with photos.lock:
+        photos.connections.clear()
+    asyncio.run(fetch_all())
+    assert len(photos.connections) == 2, photos.connections  # localhost's 3 requests over a connection of its own
