@@ -32,7 +32,8 @@ BEGIN
               'unreserve_csv_call_cost', 'record_csv_paid_call', 'csv_fold_idle_batches',
               'csv_paid_calls_append_only', 'redo_csv_placeholder_images', 'csv_reopen_batch',
               'csv_row_needs_eyes', 'approve_csv_unflagged_images', 'csv_write_review',
-              'csv_check_review_rows', 'csv_images_need_eyes', 'csv_redone_rows'])
+              'csv_check_review_rows', 'csv_images_need_eyes', 'csv_redone_rows', 'csv_review_changes',
+              'csv_review_patch'])
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', f);
     END LOOP;

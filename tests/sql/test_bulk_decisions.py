@@ -56,6 +56,9 @@ def test_approving_100000_rows_reads_each_row_a_bounded_number_of_times(conn: ps
         if "plan:" in text:
             plans.append(json.loads(text.split("plan:", 1)[1])["Plan"])
 
+    # Statistics that say no decision exists (as after a first bulk decision, before autovacuum has looked): a
+    # planner trusting them would loop over the decisions table once for every row.
+    conn.execute("ANALYZE csv_row_reviews")
     conn.add_notice_handler(collect)
     for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
                     "SET auto_explain.log_nested_statements = on", "SET auto_explain.log_analyze = on",
@@ -78,9 +81,10 @@ def test_approving_100000_rows_reads_each_row_a_bounded_number_of_times(conn: ps
         for node in _nodes(plan):
             touched = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
             assert touched <= 3 * ROWS, (node["Node Type"], touched)
-            for key in ("Filter", "Join Filter", "Recheck Cond", "Index Cond"):
+            for key in ("Filter", "Join Filter", "Recheck Cond"):
                 # "x = ANY (...)" over a parameter array, or a function called per row: both are quadratic here
-                # (an array written in the statement, and "ANY (x = (hashed SubPlan))", are hashed, and fine).
+                # (an array written in the statement, and "ANY (x = (hashed SubPlan))", are hashed, and fine; so is
+                # an index searched for each element, "Index Cond: (id = ANY (...))").
                 assert not re.search(r"= ANY \((?!'\{)", node.get(key, "")), (node["Node Type"], key, node[key])
                 assert "csv_review_" not in node.get(key, ""), (node["Node Type"], key, node[key])
             # (rewriting 100,000 wide job rows was most of a 5-9 s decision)
