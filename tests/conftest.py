@@ -55,13 +55,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def template_db(server: Server) -> Iterator[str]:
     name = f"csvjobs_tpl_{os.getpid()}"
-    server.execute(f"DROP DATABASE IF EXISTS {name}")
-    server.execute(f"CREATE DATABASE {name}")
-    with db.connect(server.url_for(name)) as conn:
-        # Every test runs on a database with a Supabase project's default privileges, the most open setup
-        # csvjobs is installed into.
-        apply_supabase_default_privileges(conn)
-        db.migrate(conn)
+    # Test processes (pytest -n) sharing one server make their templates one at a time: the roles the first
+    # creates are the server's, not its database's, and two creating them at once collide.
+    with psycopg.connect(server.admin_url, autocommit=True) as guard:
+        guard.execute("SELECT pg_advisory_lock(hashtext('csvjobs tests: template databases'))")
+        server.execute(f"DROP DATABASE IF EXISTS {name}")
+        server.execute(f"CREATE DATABASE {name}")
+        with db.connect(server.url_for(name)) as conn:
+            # Every test runs on a database with a Supabase project's default privileges, the most open setup
+            # csvjobs is installed into.
+            apply_supabase_default_privileges(conn)
+            db.migrate(conn)
     yield name
     server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
