@@ -22,7 +22,7 @@ BEGIN
               'retry_csv_batch_rows', 'set_csv_batch_state', 'csv_row_job_product', 'csv_notify_new_logs',
               'csv_delete_rows_of_deleted_batches', 'csv_caller_is_service', 'csv_batches_start_clean',
               'get_csv_workers', 'csv_batch_has_pending_jobs', 'csv_review_target_rows',
-              'csv_review_sharing_rows', 'csv_check_image_style',
+              'csv_review_rows', 'csv_check_image_style',
               'review_csv_images', 'request_csv_image_regeneration', 'csv_openai_submission_holder',
               'csv_openai_submission_take_rows', 'open_csv_openai_submission', 'lease_csv_openai_submissions',
               'update_csv_openai_submission', 'split_csv_openai_submission', 'release_csv_openai_submission_rows',

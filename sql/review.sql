@@ -67,28 +67,8 @@ BEGIN
 END
 $$;
 
--- Internal: the rows sharing the images of the given rows: a look-alike variant that reuses another row's images
--- (csv_row_jobs.reuses_job, while its images are still that row's), the row it reuses, and that row's other such
--- variants. A merchant's decision on one image is a decision on every row that shows it.
-CREATE OR REPLACE FUNCTION csv_review_sharing_rows(p_batch_id uuid, p_ids bigint[])
-RETURNS bigint[]
-LANGUAGE sql STABLE AS $$
-    -- Two passes over the batch's rows, each row checked against hashed sets (see csv_review_target_rows): linear
-    -- in the rows, whatever their number.
-    WITH given AS MATERIALIZED (
-        SELECT DISTINCT g.id FROM unnest(p_ids) AS g(id)
-    ), owners AS MATERIALIZED (
-        SELECT j.reuses_job AS id FROM public.csv_row_jobs j
-         WHERE j.batch_id = p_batch_id AND j.usage ? 'reuses_row' AND j.reuses_job IS NOT NULL
-           AND j.id IN (SELECT id FROM given)
-    )
-    SELECT coalesce(array_agg(j.id ORDER BY j.id), '{}')
-      FROM public.csv_row_jobs j
-     WHERE j.batch_id = p_batch_id
-       AND (j.id IN (SELECT id FROM given) OR j.id IN (SELECT id FROM owners)
-            OR (j.usage ? 'reuses_row' AND (j.reuses_job IN (SELECT id FROM given)
-                                            OR j.reuses_job IN (SELECT id FROM owners))));
-$$;
+-- (the rows sharing the given rows' images, now worked out with the rows themselves by csv_review_rows)
+DROP FUNCTION IF EXISTS csv_review_sharing_rows(uuid, bigint[]);
 
 -- Review by exception. A row needs the merchant's eyes when one of its images was flagged by the fidelity check
 -- (the product may have changed), fails a rule of the batch's channels or is a placeholder (no image model made
@@ -152,28 +132,17 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE '{}' END;
 $$;
 
--- Internal: write one decision (p_entry: its state, by, at) on the current images of p_style (both when NULL) of
--- the completed rows of p_batch_id named by p_rows (every row when NULL) and of the rows sharing their images
--- (csv_review_sharing_rows, worked out here in the same passes), where the image's state differs from it
--- (p_only_unreviewed: where it is still unreviewed; p_unflagged: only rows that need no eyes).
--- An alt text the merchant edited stays. Returns how many images changed.
--- One statement of a bounded number of passes: the batch's rows read once (the rows named and every look-alike
--- variant; a reused row outside them by its key), then each decision updated in place where it changes and each
--- undecided row given one (csv_row_reviews, 012_row_reviews.sql), every lookup a hashed set. Nothing between the
--- read and the write is sorted or held (staging the decisions read, the changes and the patches in CTEs of their
--- own took a third of a changed decision), and the patch of a row without an edited alt text is built once.
--- Nested loops are off: the decisions table is read while rows are written to it, and statistics taken before a
--- first bulk decision say it is empty, so a loop over it for every row looked free and was quadratic; hash joins
--- are linear whatever the statistics say. jit is off because its compile time was a quarter of a 100,000-row
--- decision; work_mem is raised so that its hashes of 100,000 rows stay in memory.
-CREATE OR REPLACE FUNCTION csv_write_review(p_batch_id uuid, p_rows integer[], p_style text, p_entry jsonb,
-                                            p_only_unreviewed boolean, p_unflagged boolean)
-RETURNS integer
-LANGUAGE sql
-SET jit = off
-SET work_mem = '64MB'
-SET enable_nestloop = off
-AS $$
+-- Internal: the rows a review action on p_rows (every row when NULL) of p_batch_id applies to: the completed rows
+-- named and the completed rows sharing their images (a look-alike variant that reuses another row's images,
+-- csv_row_jobs.reuses_job, while its images are still that row's; the row it reuses; that row's other such
+-- variants: a merchant's decision on one image is a decision on every row that shows it), each with whether it
+-- has a current image of p_style (of each style when NULL); p_unflagged: only the rows that need no eyes.
+-- A bounded number of passes: the batch's rows read once (the rows named and every look-alike variant; a reused
+-- row outside them by its key), every lookup a hashed set, so it stays linear in the rows whatever their number.
+-- The one home of "which rows share an image": decisions (csv_write_review) and alt texts use it.
+CREATE OR REPLACE FUNCTION csv_review_rows(p_batch_id uuid, p_rows integer[], p_style text, p_unflagged boolean)
+RETURNS TABLE (id bigint, batch_id uuid, has_lifestyle boolean, has_white boolean)
+LANGUAGE sql STABLE AS $$
     WITH scanned AS MATERIALIZED (
         -- One pass over the batch: every row (p_rows NULL), else the rows named and every look-alike variant.
         -- (The numbers as hashed sets, "IN (SELECT unnest(...))": a join with them could be planned as a nested
@@ -194,25 +163,52 @@ AS $$
          WHERE j.batch_id = p_batch_id
            AND (p_rows IS NULL OR j.row_number IN (SELECT unnest(p_rows)) OR j.usage ? 'reuses_row')
     ), owners AS MATERIALIZED (
-        -- (see csv_review_sharing_rows: the rows named, the row a named look-alike variant reuses, and the
-        -- variants of both; with every row named, that is every row)
+        -- (the rows the named look-alike variants reuse; with every row named, there is nothing to add)
         SELECT s.reuses_job AS id FROM scanned s WHERE p_rows IS NOT NULL AND s.named AND s.variant
-    ), targets AS MATERIALIZED (
-        SELECT s.id, s.batch_id, s.has_lifestyle, s.has_white
-          FROM scanned s
-         WHERE s.completed AND s.eligible AND (s.has_lifestyle OR s.has_white)
-           AND (s.named OR (s.variant AND (s.reuses_job IN (SELECT id FROM owners)
-                                           OR s.reuses_job IN (SELECT n.id FROM scanned n WHERE n.named))))
-        UNION ALL
-        -- (an owner outside the rows named: read by its key, the few there are)
-        SELECT j.id, j.batch_id,
-               coalesce(p_style, 'lifestyle_emotional') = 'lifestyle_emotional'
-                   AND j.generated_images @> '[{"style": "lifestyle_emotional"}]',
-               coalesce(p_style, 'single_white_background') = 'single_white_background'
-                   AND j.generated_images @> '[{"style": "single_white_background"}]'
-          FROM public.csv_row_jobs j
-         WHERE j.id = ANY (ARRAY(SELECT o.id FROM owners o EXCEPT SELECT n.id FROM scanned n WHERE n.named))
-           AND j.batch_id = p_batch_id AND j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array'
+    )
+    SELECT s.id, s.batch_id, s.has_lifestyle, s.has_white
+      FROM scanned s
+     WHERE s.completed AND s.eligible
+       AND (s.named OR (s.variant AND (s.reuses_job IN (SELECT o.id FROM owners o)
+                                       OR s.reuses_job IN (SELECT n.id FROM scanned n WHERE n.named))))
+    UNION ALL
+    -- (an owner outside the rows named: read by its key, the few there are; p_unflagged comes with every row)
+    SELECT j.id, j.batch_id,
+           coalesce(p_style, 'lifestyle_emotional') = 'lifestyle_emotional'
+               AND j.generated_images @> '[{"style": "lifestyle_emotional"}]',
+           coalesce(p_style, 'single_white_background') = 'single_white_background'
+               AND j.generated_images @> '[{"style": "single_white_background"}]'
+      FROM public.csv_row_jobs j
+     WHERE j.id = ANY (ARRAY(SELECT o.id FROM owners o EXCEPT SELECT n.id FROM scanned n WHERE n.named))
+       AND j.batch_id = p_batch_id AND j.status = 'completed' AND jsonb_typeof(j.generated_images) = 'array';
+$$;
+
+-- Internal: write one decision (p_entry: its state, by, at) on the current images of p_style (both when NULL) of
+-- the completed rows of p_batch_id named by p_rows (every row when NULL) and of the rows sharing their images
+-- (csv_review_rows), where the image's state differs from it (p_only_unreviewed: where it is still unreviewed;
+-- p_unflagged: only rows that need no eyes). An alt text the merchant edited stays. Returns how many images
+-- changed.
+-- One statement of a bounded number of passes: the rows found by csv_review_rows, then each decision updated in
+-- place where it changes and each undecided row given one (csv_row_reviews, 012_row_reviews.sql). Nothing
+-- between the read and the write is sorted or held (staging the decisions read, the changes and the patches in
+-- CTEs of their own took a third of a changed decision), and the patch of a row without an edited alt text is
+-- built once.
+-- Nested loops are off: the decisions table is read while rows are written to it, and statistics taken before a
+-- first bulk decision say it is empty, so a loop over it for every row looked free and was quadratic; hash joins
+-- are linear whatever the statistics say. jit is off because its compile time was a quarter of a 100,000-row
+-- decision; work_mem is raised so that its hashes of 100,000 rows stay in memory.
+CREATE OR REPLACE FUNCTION csv_write_review(p_batch_id uuid, p_rows integer[], p_style text, p_entry jsonb,
+                                            p_only_unreviewed boolean, p_unflagged boolean)
+RETURNS integer
+LANGUAGE sql
+SET jit = off
+SET work_mem = '64MB'
+SET enable_nestloop = off
+AS $$
+    WITH targets AS MATERIALIZED (
+        SELECT t.id, t.batch_id, t.has_lifestyle, t.has_white
+          FROM public.csv_review_rows(p_batch_id, p_rows, p_style, p_unflagged) t
+         WHERE t.has_lifestyle OR t.has_white
     ), entries AS MATERIALIZED (
         -- (the patches of a row without an edited alt text, built once)
         SELECT jsonb_build_object('lifestyle_emotional', p_entry) AS lifestyle,
@@ -410,9 +406,9 @@ BEGIN
 END
 $$;
 
--- Set the alt text of the current image of p_style of the given rows (and of the rows sharing it), as the merchant
--- edited it on the review page; exports then use it instead of the prompt model's. An empty text goes back to the
--- model's. Returns how many rows changed.
+-- Set the alt text of the current image of p_style of the given completed rows and of the rows sharing it
+-- (csv_review_rows), as the merchant edited it on the review page; exports then use it instead of the prompt
+-- model's. An empty text goes back to the model's. Returns how many rows changed.
 -- Locks: the batch row (ownership), then the rows' job rows.
 CREATE OR REPLACE FUNCTION set_csv_image_alt_text(p_batch_id uuid, p_rows integer[], p_style text, p_text text)
 RETURNS integer
@@ -429,12 +425,9 @@ BEGIN
     IF length(v_text) > 500 THEN
         RAISE EXCEPTION 'alt text of % characters; keep it under 500', length(v_text) USING ERRCODE = '22023';
     END IF;
+    PERFORM public.csv_check_review_rows(p_batch_id, p_rows);
     WITH targets AS MATERIALIZED (
-        SELECT j.id, j.batch_id
-          FROM unnest(public.csv_review_sharing_rows(p_batch_id,
-                                                     public.csv_review_target_rows(p_batch_id, p_rows))) AS t(id)
-          JOIN public.csv_row_jobs j ON j.id = t.id
-         WHERE j.status = 'completed'
+        SELECT t.id, t.batch_id FROM public.csv_review_rows(p_batch_id, p_rows, p_style, false) t
     ), written AS (
         INSERT INTO public.csv_row_reviews AS r (row_job_id, batch_id, review)
         SELECT t.id, t.batch_id, jsonb_build_object(p_style, jsonb_build_object('alt_text', v_text))
