@@ -6,7 +6,11 @@ OpenAI batches from the first opened to the last collected; reading their output
 25/50/75/100%, rows per second per core, the peak RSS of the largest csvjobs process, and image finishing against
 a decode+encode baseline from the same run (bench/finishing.py's).
 
-    python bench/catalogue.py [--rows 10000] [--concurrency 4] [--rows-per-submission 1000]
+`--light` leaves out the photos and the channel: each image is then the loopback server's small one, finished at
+its own size (no cut-out, no channel size), so a run measures what grows with the number of rows (upload, the
+OpenAI batch files written and read, the queue, the counters) at 100,000 rows in a fraction of the full run's time.
+
+    python bench/catalogue.py [--rows 10000] [--concurrency 4] [--rows-per-submission 1000] [--light]
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from support.fake_openai import FakeOpenAI
 from support.photo_server import PhotoServer
 
 
-def write_catalogue(path: Path, rows: int, photos: str) -> None:
-    """rows products: 40% with a plain photo (cut out), 30% with a cluttered one (edited), 30% without."""
+def write_catalogue(path: Path, rows: int, photos: str | None) -> None:
+    """rows products: 40% with a plain photo (cut out), 30% with a cluttered one (edited), 30% without (all
+    without when photos is None)."""
     with path.open("w", encoding="utf-8") as handle:
         handle.write("title,description,product_type,mpn,country,image_url\n")
         for n in range(1, rows + 1):
-            kind = n % 10
+            kind = n % 10 if photos else 9
             photo = f"{photos}/mug.png?n={n}" if kind < 4 else f"{photos}/clutter.png?n={n}" if kind < 7 else ""
             handle.write(f"Mug {n},A glazed stoneware mug number {n},Mugs,MUG-{n:06d},US,{photo}\n")
 
@@ -85,6 +90,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rows-per-submission", type=int, default=1000)
+    parser.add_argument("--light", action="store_true", help="no photos and no channel (see above)")
     args = parser.parse_args()
     fake = FakeOpenAI(batch_delay=2.0).start()
     photos = PhotoServer().start()
@@ -93,15 +99,15 @@ def main() -> None:
     try:
         with server() as admin, fresh_database(admin) as url, tempfile.TemporaryDirectory() as home:
             csv_path = Path(home) / "catalogue.csv"
-            write_catalogue(csv_path, args.rows, photos.base)
+            write_catalogue(csv_path, args.rows, None if args.light else photos.base)
             env = dict(os.environ, CSVJOBS_DATABASE_URL=url, CSVJOBS_HOME=home, CSVJOBS_USER_ID=str(uuid.uuid4()),
                        OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=fake.base_url,
                        CSVJOBS_ALLOW_PRIVATE_IMAGE_HOSTS="127.0.0.1/32", CSVJOBS_OPENAI_BATCH_POLL_SECONDS="1",
                        CSVJOBS_OPENAI_BATCH_ROWS_PER_SUBMISSION=str(args.rows_per_submission))
             started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "csvjobs", "upload", str(csv_path), "--openai-batch",
-                            "--channel", "amazon", "--language", "en"], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            channel = [] if args.light else ["--channel", "amazon"]
+            subprocess.run([sys.executable, "-m", "csvjobs", "upload", str(csv_path), "--openai-batch", *channel,
+                            "--language", "en"], env=env, check=True, stdout=subprocess.DEVNULL)
             upload_seconds = time.monotonic() - started
             finished = threading.Event()
             work_started = time.monotonic()
@@ -129,7 +135,8 @@ def main() -> None:
         fake.stop()
         photos.stop()
     cores = os.cpu_count() or 1
-    print(f"{args.rows} rows (40% plain photos, 30% cluttered, 30% none), --channel amazon, Batch API, "
+    what = "no photos, no channel" if args.light else "40% plain photos, 30% cluttered, 30% none; --channel amazon"
+    print(f"{args.rows} rows ({what}), Batch API, "
           f"--concurrency {args.concurrency}, {args.rows_per_submission} rows per submission, {cores} cores")
     print("rows: " + ", ".join(f"{c['status']} {c['n']}" for c in counts))
     print(f"upload: {upload_seconds:.1f} s ({args.rows / upload_seconds:.0f} rows/s)")
@@ -142,6 +149,8 @@ def main() -> None:
     print(f"work: {work_seconds:.1f} s = {args.rows / work_seconds:.1f} rows/s, "
           f"{args.rows / work_seconds / cores:.1f} rows/s per core")
     print(f"peak RSS of the largest csvjobs process: {memory.peak_kb / 1024:.0f} MB (target: under 300 MB)")
+    if args.light:
+        return
     done, base = finishing_against_baseline(2048)
     print(f"image finishing (2048 px white image for amazon+google): {done:.2f} s against decode+encode "
           f"{base:.2f} s (x{done / base:.1f})")
